@@ -1,0 +1,54 @@
+"""Run by ComfyUI-Manager after requirements.txt: the face-detection stack without clobbering.
+
+onnxruntime and onnxruntime-gpu install the same files, so an environment must hold exactly one of them.
+We keep whichever flavour is already there, else install onnxruntime-gpu where torch sees CUDA and plain
+onnxruntime otherwise (face detection runs once per reference image: the CPU flavour is fast enough).
+insightface is installed with --no-deps because its own metadata asks for plain onnxruntime.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import importlib.util
+import subprocess
+import sys
+
+FLAVOURS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-silicon")
+
+
+def installed(name: str) -> bool:
+    try:
+        md.version(name)
+        return True
+    except md.PackageNotFoundError:
+        return False
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def pip_install(*args: str) -> None:
+    subprocess.check_call([sys.executable, "-m", "pip", "install", *args])
+
+
+def main() -> int:
+    present = [f for f in FLAVOURS if installed(f)]
+    if len(present) > 1:
+        print(f"[HunyuanVideo-Avatar] WARNING: several onnxruntime flavours are installed ({', '.join(present)}); "
+              "they overwrite each other. Keep one: pip uninstall -y " + " ".join(present) + " && pip install onnxruntime-gpu")
+    if not present:
+        pip_install("onnxruntime-gpu" if cuda_available() else "onnxruntime")
+    if importlib.util.find_spec("cv2") is None:
+        pip_install("opencv-python-headless")
+    if not installed("insightface"):
+        pip_install("--no-deps", "insightface")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
