@@ -1,0 +1,151 @@
+"""AvatarTransformer: the HunyuanVideo-Avatar MM-DiT (official state-dict names and layout).
+
+Reading order: `forward` -> `_conditioning_vector` -> `_double_stream` (video/text blocks, audio adapters
+and the optional emotion module) -> single-stream blocks -> final layer. The deep cache is explicit:
+a full call can return the input of the last single block; a cached call starts from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from ..config import AvatarConfig
+from .audio import AudioAdapter, AudioProjection, audio_tokens_per_latent, face_mask_tokens
+from .attention import resolve_backend
+from .blocks import AttnContext, DoubleStreamBlock, SingleStreamBlock
+from .emotion import AudioEmotionModule
+from .layers import FinalLayer, MLPEmbedder, PatchEmbed, TimestepEmbedder
+from .rope import avatar_rope
+from .token_refiner import SingleTokenRefiner
+from .validation import check_inputs
+
+
+class AvatarTransformer(nn.Module):
+    # Modules the official build keeps in fp32 (created without its bf16 factory kwargs).
+    FP32_MODULES = ("final_layer.linear", "audio_proj", "before_proj", "audio_adapter_blocks")
+    # Repeated blocks (for block swap / per-block compile).
+    REPEATED_BLOCKS = ("double_blocks", "single_blocks")
+
+    def __init__(self, cfg: AvatarConfig, attention_backend: str = "sdpa"):
+        super().__init__()
+        self.cfg = cfg
+        self.attention_backend = resolve_backend(attention_backend)
+        D, pt, ph, pw = cfg.hidden_size, *cfg.patch_size
+        # Registration order = the official state-dict order (the manifest checks it).
+        self.img_in = PatchEmbed(cfg.patch_size, cfg.in_channels, D)
+        self.ref_in = PatchEmbed(cfg.patch_size, cfg.in_channels, D)
+        self.txt_in = SingleTokenRefiner(cfg.text_dim, D, cfg.num_heads, cfg.refiner_depth)
+        self.time_in = TimestepEmbedder(D)
+        self.vector_in = MLPEmbedder(cfg.text_pooled_dim, D)
+        self.double_blocks = nn.ModuleList(
+            [DoubleStreamBlock(D, cfg.num_heads, cfg.mlp_hidden, cfg.qkv_bias) for _ in range(cfg.depth_double)])
+        self.single_blocks = nn.ModuleList(
+            [SingleStreamBlock(D, cfg.num_heads, cfg.mlp_hidden) for _ in range(cfg.depth_single)])
+        self.final_layer = FinalLayer(D, pt * ph * pw * cfg.out_channels)
+        self.audio_proj = AudioProjection(cfg.audio_in_dim, cfg.audio_proj_dim, cfg.audio_tokens_per_frame, D)
+        self.motion_exp = TimestepEmbedder(D // cfg.motion_dims)
+        self.motion_pose = TimestepEmbedder(D // cfg.motion_dims)
+        self.fps_proj = TimestepEmbedder(D)
+        self.before_proj = nn.Linear(D, D)
+        self.audio_adapter_blocks = nn.ModuleList(
+            [AudioAdapter(D, cfg.adapter_dim) for _ in cfg.adapter_after_double])
+        self._adapter_slot = {blk: i for i, blk in enumerate(cfg.adapter_after_double)}
+        self.aem: Optional[AudioEmotionModule] = None  # attached by loading.load_emotion_module
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor, t: torch.Tensor, *, ref_latents: torch.Tensor, text_states: torch.Tensor,
+                text_mask: Optional[torch.Tensor], text_pooled: torch.Tensor, motion_exp: torch.Tensor,
+                motion_pose: torch.Tensor, fps: torch.Tensor, audio: torch.Tensor, face_mask: torch.Tensor,
+                emotion: Optional[torch.Tensor] = None, freqs: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+                cached_tokens: Optional[torch.Tensor] = None, return_cache: bool = False):
+        """One denoising call on one window. Shapes: see docs/ARCHITECTURE.md ("Model call contract")."""
+        cfg = self.cfg
+        audio = audio if audio.dim() == 6 else audio.unsqueeze(1)             # (B, N, F, 10, 5, 384)
+        check_inputs(cfg, x, ref_latents, text_states, text_mask, audio, face_mask, cached_tokens)
+        B, _, T, H, W = x.shape
+        grid = (T // cfg.patch_size[0], H // cfg.patch_size[1], W // cfg.patch_size[2])
+        n_img, n_ref = grid[0] * grid[1] * grid[2], grid[1] * grid[2]
+        cos, sin = freqs if freqs is not None else avatar_rope(*grid, cfg.rope_dims, cfg.rope_theta)
+        n_txt = text_states.shape[1]
+        n_valid = [n_txt] * B if text_mask is None else [int(v) for v in text_mask.sum(dim=1).tolist()]
+        dtype = self.img_in.proj.weight.dtype
+        with self._autocast(x.device, dtype):
+            ctx = AttnContext(cos.to(x.device), sin.to(x.device), [n_ref + n_img + v for v in n_valid],
+                              self.attention_backend)
+            vec = self._conditioning_vector(t, motion_exp, motion_pose, fps, text_pooled, dtype)   # (B, D)
+            if cached_tokens is None:
+                txt = self.txt_in(text_states.to(dtype), t, text_mask)                               # (B, Lt, D)
+                img = self._double_stream(x.to(dtype), ref_latents.to(dtype), txt, vec, audio, face_mask,
+                                          emotion, grid, ctx)
+                h = torch.cat(img, dim=1)                                  # (B, Lref + Limg + Lt, D)
+                for block in self.single_blocks[:-1]:
+                    h = block(h, vec, n_txt, ctx)
+            else:
+                h = cached_tokens.to(dtype)
+            cache = h
+            h = self.single_blocks[-1](h, vec, n_txt, ctx)
+            out = self.final_layer(h[:, n_ref:n_ref + n_img], vec)         # (B, Limg, pt*ph*pw*C)
+        out = self.unpatchify(out.float(), grid)                           # (B, C, T, H, W)
+        return (out, cache) if return_cache else out
+
+    def _conditioning_vector(self, t, motion_exp, motion_pose, fps, text_pooled, dtype) -> torch.Tensor:
+        B = t.shape[0]
+        vec = self.time_in(t)
+        vec = vec + self.motion_exp(motion_exp.reshape(-1)).reshape(B, -1)
+        vec = vec + self.motion_pose(motion_pose.reshape(-1)).reshape(B, -1)
+        vec = vec + self.fps_proj(fps)
+        return vec + self.vector_in(text_pooled.to(dtype))
+
+    def _double_stream(self, x, ref_latents, txt, vec, audio, face_mask, emotion, grid, ctx):
+        """Video/text double blocks with audio (and emotion) injected. Returns (ref, video, text) tokens."""
+        cfg = self.cfg
+        tt, th, tw = grid
+        B, N = audio.shape[:2]
+        img = self.before_proj(self.ref_in(ref_latents)) + self.img_in(x)            # (B, Limg, D)
+        ref = self.img_in(ref_latents[:, :, :1])                                      # (B, Lref, D) RoPE t=-1
+        img = torch.cat([ref, img], dim=1)
+        a = self.audio_proj(audio.flatten(0, 1).to(self.audio_proj.proj1.weight.dtype))  # (B*N, F, 4, D)
+        a = audio_tokens_per_latent(a, tt, cfg.temporal_compression).unflatten(0, (B, N))  # (B, N, T, 16, D)
+        masks = face_mask_tokens(face_mask, tt, th, tw).to(img.dtype)                 # (B, N, Limg, 1)
+        emo = None
+        if self.aem is not None and emotion is not None:
+            emo = self.aem.tokens(emotion.to(img.device))
+        n_ref = th * tw
+        for i, block in enumerate(self.double_blocks):
+            img, txt = block(img, txt, vec, ctx)
+            if i in self._adapter_slot:
+                img = self._inject_audio(self.audio_adapter_blocks[self._adapter_slot[i]], img, a, masks, n_ref, tt)
+            if emo is not None and self.aem.has_layer(i):
+                upd = self.aem.apply(i, img[:, n_ref:], emo, self.attention_backend)
+                img = torch.cat([img[:, :n_ref], img[:, n_ref:] + upd], dim=1)
+        return img[:, :n_ref], img[:, n_ref:], txt
+
+    @staticmethod
+    def _inject_audio(adapter: AudioAdapter, img, audio_tokens, masks, n_ref: int, frames: int):
+        """img += sum_c mask_c * adapter(audio_c) on the video tokens; reference tokens untouched."""
+        B, L, D = img.shape
+        video = img[:, n_ref:]
+        q = adapter.query(video.reshape(B, frames, -1, D))                         # (B, T, hw, inner)
+        delta = None
+        for c in range(audio_tokens.shape[1]):
+            d = adapter.attend(q, audio_tokens[:, c]).reshape(B, -1, D) * masks[:, c]
+            delta = d if delta is None else delta + d
+        return torch.cat([img[:, :n_ref], video + delta], dim=1)
+
+    def unpatchify(self, x: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+        """(B, T*h*w, C*pt*ph*pw) -> (B, C, T*pt, h*ph, w*pw); token channels ordered (c, pt, ph, pw)."""
+        (t, h, w), (pt, ph, pw) = grid, self.cfg.patch_size
+        c = self.cfg.out_channels
+        x = x.reshape(x.shape[0], t, h, w, c, pt, ph, pw).permute(0, 4, 1, 5, 2, 6, 3, 7)
+        return x.reshape(x.shape[0], c, t * pt, h * ph, w * pw)
+
+    @staticmethod
+    def _autocast(device: torch.device, dtype: torch.dtype):
+        # The official loop runs under bf16 autocast with a few fp32-stored modules; so do we.
+        if dtype in (torch.float16, torch.bfloat16):
+            return torch.autocast(device.type, dtype=dtype)
+        return contextlib.nullcontext()
