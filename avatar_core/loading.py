@@ -1,0 +1,212 @@
+"""Checkpoint loading for the Avatar transformer: official .pt, official fp8 .pt + _map.pt, safetensors.
+
+The model is built on the meta device and the checkpoint tensors are assigned into it (never
+materialised twice). Every file is validated against the expected keys and shapes before any memory is
+allocated for the model, and errors name the file and what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import torch
+from safetensors import safe_open
+
+from .config import AvatarConfig
+from .model import AvatarTransformer
+from .model.fp8 import FP8, fp8_linear_names, quantize_weight, swap_to_fp8
+
+AVATAR_ONLY_PREFIXES = ("audio_proj.", "audio_adapter_blocks.", "ref_in.", "before_proj.", "motion_exp.", "fps_proj.")
+SAFETENSORS_FORMAT = "hyavatar"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is not a usable HunyuanVideo-Avatar transformer."""
+
+
+def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read tensors (+ safetensors metadata) from .safetensors or a torch .pt (weights_only, mmap)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            with safe_open(str(path), framework="pt") as f:
+                return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):
+                raise
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise
+    except Exception as e:  # truncated / corrupt / pickled code: all unusable
+        raise CheckpointError(f"{path.name}: cannot be read as a checkpoint ({type(e).__name__}: {e}). "
+                              "Is the download complete? Re-download the file.") from e
+    if isinstance(obj, dict) and "module" in obj and isinstance(obj["module"], dict):
+        obj = obj["module"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path.name}: expected a state dict of tensors (optionally under 'module')")
+    return obj, {}
+
+
+def read_fp8_scales(path: Path) -> dict[str, torch.Tensor]:
+    """The official fp8 checkpoint keeps per-layer scales in `<name>_map.pt` beside it."""
+    map_path = path.with_name(path.stem + "_map.pt")
+    if not map_path.is_file():
+        raise CheckpointError(f"{path.name} holds fp8 weights but its scale map {map_path.name} is missing; "
+                              f"put {map_path.name} in the same folder ({path.parent})")
+    scales, _ = read_state_dict(map_path)
+    return scales
+
+
+def infer_config(sd: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> AvatarConfig:
+    """Config from safetensors metadata, else from the tensor shapes (official head layout)."""
+    if "config" in metadata:
+        return AvatarConfig.from_dict(json.loads(metadata["config"]))
+    _check_is_avatar(sd, path)
+    hidden = sd["img_in.proj.weight"].shape[0]
+    head_dim = sd["double_blocks.0.img_attn_q_norm.weight"].shape[0]
+    if head_dim != 128:
+        raise CheckpointError(f"{path.name}: head_dim {head_dim} needs an explicit config (rope split unknown)")
+    count = lambda p: len({k.split(".")[1] for k in sd if k.startswith(p)})  # noqa: E731
+    return AvatarConfig(
+        hidden_size=hidden, num_heads=hidden // head_dim,
+        depth_double=count("double_blocks."), depth_single=count("single_blocks."),
+        text_dim=sd["txt_in.input_embedder.weight"].shape[1], text_pooled_dim=sd["vector_in.in_layer.weight"].shape[1],
+        audio_proj_dim=sd["audio_proj.proj1.weight"].shape[0], adapter_dim=sd["audio_adapter_blocks.0.to_q.weight"].shape[0],
+        adapter_after_double=tuple(range(1, 2 * count("audio_adapter_blocks."), 2)),
+    )
+
+
+def _check_is_avatar(sd: dict[str, torch.Tensor], path: Path) -> None:
+    missing = [p for p in AVATAR_ONLY_PREFIXES if not any(k.startswith(p) for k in sd)]
+    if "img_in.proj.weight" not in sd:
+        raise CheckpointError(f"{path.name}: not a HunyuanVideo transformer (no img_in.proj.weight); "
+                              "choose the Avatar DiT file mp_rank_00_model_states.pt")
+    if missing:
+        raise CheckpointError(f"{path.name}: a HunyuanVideo transformer but not HunyuanVideo-Avatar (missing "
+                              f"{', '.join(p.rstrip('.') for p in missing)}); plain T2V/I2V checkpoints cannot drive "
+                              "audio. Use hunyuan-video-t2v-720p/transformers/mp_rank_00_model_states.pt from "
+                              "tencent/HunyuanVideo-Avatar")
+
+
+def _validate(expected: dict[str, torch.Tensor], sd: dict[str, torch.Tensor], path: Path) -> None:
+    """Keys and shapes of `sd` against the model's (meta) state dict; fp8 scale keys are not compared."""
+    want = {k: v for k, v in expected.items() if not k.endswith(".scale_weight")}
+    got = {k: v for k, v in sd.items() if not k.endswith(".scale_weight")}
+    missing, unexpected = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    bad = [f"{k}: file {tuple(got[k].shape)} vs model {tuple(want[k].shape)}"
+           for k in want if k in got and got[k].shape != want[k].shape]
+    if not (missing or unexpected or bad):
+        return
+    _check_is_avatar(sd, path)
+    parts = [f"{len(missing)} missing keys (e.g. {missing[:3]})"] if missing else []
+    parts += [f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"] if unexpected else []
+    parts += [f"{len(bad)} shape mismatches (e.g. {bad[:2]})"] if bad else []
+    raise CheckpointError(f"{path.name}: does not match the Avatar transformer: " + "; ".join(parts))
+
+
+def _keeps_fp32(key: str, model: AvatarTransformer) -> bool:
+    return any(key.startswith(p + ".") for p in model.FP32_MODULES)
+
+
+def load_transformer(path: str | Path, *, config: Optional[AvatarConfig] = None, dtype: torch.dtype = torch.bfloat16,
+                     device: str | torch.device = "cpu", fp8: str = "auto", attention_backend: str = "sdpa") -> AvatarTransformer:
+    """Load an Avatar transformer checkpoint.
+
+    fp8: "auto" keeps fp8 weights of an fp8 file as fp8 (weight-only, dequantised in forward), "dequant"
+    turns them into `dtype`, "quantize" stores the block linears of a bf16 file in fp8 (saves ~12 GB).
+    """
+    path = Path(path)
+    sd, meta = read_state_dict(path)
+    cfg = config or infer_config(sd, meta, path)
+    scales = _collect_fp8_scales(sd, path, meta)
+    with torch.device("meta"):
+        model = AvatarTransformer(cfg, attention_backend=attention_backend)
+    names = fp8_linear_names(model)
+    keep_fp8 = (fp8 == "auto" and scales) or fp8 == "quantize"
+    if keep_fp8:
+        swap_to_fp8(model, names)
+    _validate(model.state_dict(), sd, path)
+    plain = {k: v for k, v in sd.items() if not k.endswith(".scale_weight")}
+    final = _convert(model, plain, scales, names, dtype, device, keep_fp8)
+    model.load_state_dict(final, strict=True, assign=True)
+    return model.eval().requires_grad_(False)
+
+
+def _collect_fp8_scales(sd, path: Path, meta) -> dict[str, torch.Tensor]:
+    """Scales keyed by linear module name: from `.scale_weight` tensors (ours) or the official _map.pt."""
+    if not any(v.dtype == FP8 for v in sd.values()):
+        return {}
+    own = {k[: -len(".scale_weight")]: v for k, v in sd.items() if k.endswith(".scale_weight")}
+    if own:
+        return own
+    return {k: (v if isinstance(v, torch.Tensor) else torch.tensor(v)) for k, v in read_fp8_scales(path).items()}
+
+
+def _convert(model, sd, scales, names, dtype, device, keep_fp8: bool) -> dict[str, torch.Tensor]:
+    fp8_weights = {n + ".weight" for n in names}
+    out: dict[str, torch.Tensor] = {}
+    for k, v in sd.items():
+        mod = k.rsplit(".", 1)[0]
+        if v.dtype == FP8 and not keep_fp8:  # dequantise as the official forward does
+            scale = scales.get(mod)
+            if scale is None:
+                raise CheckpointError(f"fp8 weight {k} has no scale in the scale map")
+            out[k] = (v.to(device=device, dtype=dtype) * scale.to(device=device, dtype=dtype))
+        elif keep_fp8 and k in fp8_weights:
+            if v.dtype == FP8:
+                out[k], out[mod + ".scale_weight"] = v.to(device), scales[mod].float().reshape(()).to(device)
+            else:
+                q, s = quantize_weight(v.to(device))
+                out[k], out[mod + ".scale_weight"] = q, s
+        else:
+            out[k] = v.to(device=device, dtype=torch.float32 if _keeps_fp32(k, model) else dtype)
+    return out
+
+
+# ---------------------------------------------------------------- writing / random weights
+def save_transformer(model: AvatarTransformer, path: str | Path) -> None:
+    """Write our safetensors format: official key names (+ `.scale_weight` for fp8 layers), config in metadata."""
+    from safetensors.torch import save_file
+    sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(sd, str(path), metadata={"format": SAFETENSORS_FORMAT, "config": json.dumps(model.cfg.to_dict())})
+
+
+def init_random_(model: torch.nn.Module, seed: int, generator_device: str = "cpu") -> torch.nn.Module:
+    """Random weights with the parity fixtures' rule (no zero / identity init anywhere).
+
+    Matrices: N(0, (g / sqrt(fan_in))^2), g = 0.5 for modulation layers; norm weights 1 + N(0, 0.01);
+    every other vector N(0, 0.01). For tests, the smoke mode and benchmarks (never real weights).
+    """
+    gen = torch.Generator(generator_device).manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.state_dict(keep_vars=True).items():
+            if p.dtype == FP8 or name.endswith(".scale_weight"):
+                continue
+            r = torch.randn(p.shape, generator=gen, device=generator_device, dtype=torch.float32)
+            if p.dim() >= 2:
+                g = 0.5 if any(m in name for m in ("_mod.", "modulation")) else 1.0
+                r = r * (g / p[0].numel() ** 0.5)
+            elif "norm" in name and name.endswith("weight"):
+                r = 1 + 0.1 * r
+            else:
+                r = 0.1 * r
+            p.copy_(r.to(p.dtype))
+    return model
+
+
+def build_random_transformer(cfg: AvatarConfig, *, dtype: torch.dtype = torch.float32, device: str = "cpu",
+                             seed: int = 0, attention_backend: str = "sdpa") -> AvatarTransformer:
+    """A randomly initialised transformer in the official dtype layout (fp32 modules kept fp32)."""
+    with torch.device(device):
+        model = AvatarTransformer(cfg, attention_backend=attention_backend)
+    for name, p in model.named_parameters():
+        if not _keeps_fp32(name, model):
+            p.data = p.data.to(dtype)
+    gen_device = "cuda" if str(device).startswith("cuda") else "cpu"
+    return init_random_(model, seed, gen_device).eval().requires_grad_(False)

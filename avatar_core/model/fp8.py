@@ -1,0 +1,65 @@
+"""Weight-only fp8 (e4m3) linear layers with a per-tensor scale, as in the official fp8 checkpoint.
+
+Forward dequantises (weight.to(dtype) * scale) like the official code; on CUDA with `fast=True` it uses
+`torch._scaled_mm` (per-tensor scaled fp8 GEMM) instead. Keys: `weight` (fp8), `scale_weight`, `bias`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+FP8 = torch.float8_e4m3fn
+FP8_MAX = 448.0
+
+
+class FP8Linear(nn.Module):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, dtype=FP8, device=device), requires_grad=False)
+        self.register_buffer("scale_weight", torch.ones((), dtype=torch.float32, device=device))
+        self.bias = nn.Parameter(torch.empty(out_features, device=device)) if bias else None
+        self.fast = False
+
+    def dequantized_weight(self, dtype: torch.dtype) -> torch.Tensor:
+        return self.weight.to(dtype) * self.scale_weight.to(dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+        if self.fast and x.is_cuda and x.shape[-1] % 16 == 0 and self.out_features % 16 == 0:
+            return self._scaled_mm(x, dtype)
+        bias = None if self.bias is None else self.bias.to(dtype)
+        return F.linear(x.to(dtype), self.dequantized_weight(dtype), bias)
+
+    def _scaled_mm(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        x_scale = (x2.abs().amax().float() / FP8_MAX).clamp_min(1e-12)
+        xq = (x2.float() / x_scale).clamp(-FP8_MAX, FP8_MAX).to(FP8)
+        bias = None if self.bias is None else self.bias.to(dtype)
+        out = torch._scaled_mm(xq, self.weight.t(), scale_a=x_scale, scale_b=self.scale_weight.float(),
+                               bias=bias, out_dtype=dtype)
+        return out.reshape(*shape[:-1], self.out_features)
+
+
+def quantize_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-tensor scaled e4m3: returns (fp8 weight, fp32 scalar scale) with w ~= q * scale."""
+    scale = (w.float().abs().amax() / FP8_MAX).clamp_min(1e-12)
+    return (w.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8), scale.to(torch.float32)
+
+
+def fp8_linear_names(model: nn.Module) -> list[str]:
+    """Linear layers stored in fp8 by the official fp8 checkpoint: those inside double/single blocks."""
+    return [n for n, m in model.named_modules()
+            if isinstance(m, (nn.Linear, FP8Linear)) and ("double_blocks" in n or "single_blocks" in n)]
+
+
+def swap_to_fp8(model: nn.Module, names: list[str]) -> None:
+    """Replace the named nn.Linear modules by FP8Linear (on the same device, meta included)."""
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        old = getattr(parent, child)
+        setattr(parent, child, FP8Linear(old.in_features, old.out_features, old.bias is not None, device=old.weight.device))
