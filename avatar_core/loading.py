@@ -210,3 +210,32 @@ def build_random_transformer(cfg: AvatarConfig, *, dtype: torch.dtype = torch.fl
             p.data = p.data.to(dtype)
     gen_device = "cuda" if str(device).startswith("cuda") else "cpu"
     return init_random_(model, seed, gen_device).eval().requires_grad_(False)
+
+
+# ---------------------------------------------------------------- Audio Emotion Module weights
+def save_emotion_module(aem, path: str | Path) -> None:
+    """AEM weights in their own safetensors file, config in the metadata."""
+    from safetensors.torch import save_file
+    sd = {k: v.detach().contiguous().cpu() for k, v in aem.state_dict().items()}
+    save_file(sd, str(path), metadata={"format": "hyavatar-aem", "config": json.dumps(aem.cfg.to_dict())})
+
+
+def load_emotion_module(model: AvatarTransformer, path: str | Path) -> AvatarTransformer:
+    """Attach AEM weights to a loaded transformer (emotion control needs them; the release has none)."""
+    from .model.emotion import AudioEmotionModule, EmotionConfig
+    path = Path(path)
+    sd, meta = read_state_dict(path)
+    if meta.get("format") != "hyavatar-aem" or "config" not in meta:
+        raise CheckpointError(f"{path.name}: not an Audio Emotion Module file (no hyavatar-aem metadata)")
+    raw = json.loads(meta["config"])
+    cfg = EmotionConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+    if cfg.hidden_size != model.cfg.hidden_size:
+        raise CheckpointError(f"{path.name}: AEM width {cfg.hidden_size} does not match the model's {model.cfg.hidden_size}")
+    with torch.device("meta"):
+        aem = AudioEmotionModule(cfg)
+    _validate(aem.state_dict(), sd, path)
+    device = model.img_in.proj.weight.device
+    dtype = model.img_in.proj.weight.dtype
+    aem.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in sd.items()}, assign=True, strict=True)
+    model.aem = aem.eval().requires_grad_(False)
+    return model

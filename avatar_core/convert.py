@@ -1,0 +1,41 @@
+"""`python -m avatar_core.convert SRC DST`: official .pt (bf16, or fp8 + _map.pt) -> our .safetensors.
+
+--dtype bf16 writes bf16 weights (fp32 where the official build keeps fp32); --dtype fp8 stores the
+double/single-block linears as e4m3 with a per-tensor `.scale_weight` (official fp8 files keep theirs).
+Safetensors loads without unpickling anything and memory-maps, so it is what the node pack prefers.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from .config import AvatarConfig
+from .loading import load_transformer, save_transformer
+
+
+def convert(src: str | Path, dst: str | Path, dtype: str = "bf16", config: AvatarConfig | None = None) -> Path:
+    dst = Path(dst)
+    if dst.suffix != ".safetensors":
+        raise ValueError(f"output {dst} must end in .safetensors")
+    fp8 = "quantize" if dtype == "fp8" else "dequant"
+    model = load_transformer(src, config=config, dtype=torch.bfloat16, device="cpu", fp8=fp8)
+    save_transformer(model, dst)
+    return dst
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("src", type=Path, help="mp_rank_00_model_states.pt (or the _fp8.pt with its _map.pt beside it)")
+    ap.add_argument("dst", type=Path, help="output .safetensors")
+    ap.add_argument("--dtype", choices=["bf16", "fp8"], default="bf16")
+    args = ap.parse_args(argv)
+    out = convert(args.src, args.dst, args.dtype)
+    print(f"wrote {out} ({out.stat().st_size / 2**30:.2f} GiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
