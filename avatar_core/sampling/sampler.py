@@ -1,0 +1,274 @@
+"""The avatar sampling loop: flow-matching Euler + official dynamic CFG + deep cache + ring windows.
+
+The model is reached through ``denoise``, any callable with the AvatarTransformer call signature
+(docs/ARCHITECTURE.md): the real model, a wrapper that adds autocast / offload, or a replay of recorded
+outputs in tests. It always runs on ONE window of ``window`` latent frames, so memory does not grow with
+the clip beyond the ring latents (and, with deep cache, the per-frame cached tokens).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import torch
+
+from .deepcache import DeepCacheConfig, FrameTokenCache, cached_steps
+from .guidance import GuidanceConfig, StepGuidance, combine, step_guidance
+from .schedule import OFFICIAL_SHIFT, FlowSchedule, euler_step, flow_schedule
+from .windows import (ClipPlan, WindowConfig, accumulate, fuse, gather_audio, new_accumulator, next_shift, plan_clip,
+                      window_audio_rows, window_frames, window_starts)
+
+
+class Denoiser(Protocol):
+    """AvatarTransformer.forward: ``(x [2B,C,W,H,W], t [2B], **conditioning) -> noise_pred`` (or
+    ``(noise_pred, cache_tokens)`` with ``return_cache=True``)."""
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, **kwargs: Any) -> Any: ...
+
+
+class SamplingCancelled(RuntimeError):
+    """Raised when ``should_cancel`` returned True; the partial result is discarded."""
+
+
+@dataclass
+class TextConditioning:
+    """One prompt's text encoder outputs."""
+
+    states: torch.Tensor  # [B, L, Dt] LLaVA states
+    mask: torch.Tensor  # [B, L] official positional mask
+    pooled: torch.Tensor  # [B, D2] CLIP pooled
+
+
+@dataclass
+class AvatarConditioning:
+    """Everything the model is conditioned on, for the whole clip.
+
+    ``audio`` holds one row of whisper windows per VIDEO frame, as produced by the audio encoder
+    (``[B, F, 10, 5, 384]`` for one character, ``[B, N, F, 10, 5, 384]`` for N); the sampler applies
+    the official padding. ``face_mask`` is ``[B, N, Tm, H, W]`` at latent resolution, Tm = 1 or one mask
+    per latent frame of the clip. ``emotion`` is passed unchanged to every call (both CFG halves).
+    """
+
+    ref_latents: torch.Tensor  # [B, C, W, H, W] reference latents, W = window length
+    text: TextConditioning
+    negative_text: TextConditioning
+    audio: torch.Tensor
+    face_mask: torch.Tensor
+    motion_exp: torch.Tensor  # [B, 4]
+    motion_pose: torch.Tensor  # [B, 4]
+    fps: torch.Tensor  # [B]
+    emotion: torch.Tensor | None = None
+    freqs: tuple[torch.Tensor, torch.Tensor] | None = None  # RoPE (cos, sin); None: the model computes them
+
+    @property
+    def audio_frame_dim(self) -> int:
+        return 1 if self.audio.dim() == 5 else 2
+
+
+@dataclass
+class SamplerConfig:
+    """Sampler settings; defaults reproduce the official run (50 steps, shift 5, cfg 7.5)."""
+
+    steps: int = 50
+    shift: float = OFFICIAL_SHIFT
+    seed: int = 0
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    deep_cache: DeepCacheConfig = field(default_factory=DeepCacheConfig)
+    windows: WindowConfig = field(default_factory=WindowConfig)
+    # The official loop rounds every window's Euler result to bfloat16 before fusing; None keeps float32.
+    window_dtype: torch.dtype | None = torch.bfloat16
+    cache_device: torch.device | None = None  # where deep-cache tokens live (e.g. CPU to save VRAM)
+
+
+@dataclass(frozen=True)
+class SamplerProgress:
+    """Reported after every model call."""
+
+    step: int  # 0-based step
+    steps: int
+    window: int  # 0-based window within the step
+    windows: int  # windows per step
+    calls_done: int
+    calls_total: int
+    cached: bool  # this call ran from the deep cache
+    frames: tuple[int, ...]  # latent frames (ring indices) this window denoised
+
+
+@dataclass
+class SamplerCallbacks:
+    """Hooks for the UI: progress per window, preview latents per step, cooperative cancellation."""
+
+    on_progress: Callable[[SamplerProgress], None] | None = None
+    on_preview: Callable[[int, torch.Tensor], None] | None = None  # (step, latents [B,C,video,H,W])
+    should_cancel: Callable[[], bool] | None = None
+
+
+@dataclass
+class SampleResult:
+    latents: torch.Tensor  # [B, C, video_frames, H, W] what goes to the VAE decoder
+    ring_latents: torch.Tensor  # [B, C, ring_frames, H, W] the whole denoised ring
+    plan: ClipPlan
+
+
+def initial_noise(plan: ClipPlan, like: torch.Tensor, seed: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Official noise draw: one CPU generator seeded with ``seed``, ``randn`` of the un-cut ring shape
+    ``[B, C, noise_frames, H, W]``, then cut to the ring. CPU drawing keeps it device-independent.
+    ``like`` is the reference latents ``[B, C, T, H, W]`` (batch, channels, size)."""
+    b, c, _, h, w = like.shape
+    gen = torch.Generator("cpu").manual_seed(seed)
+    noise = torch.randn((b, c, plan.noise_frames, h, w), generator=gen, dtype=dtype)
+    return noise[:, :, : plan.ring_frames]
+
+
+def check_conditioning(cond: AvatarConditioning, window: int) -> None:
+    """Raise a clear error for inconsistent inputs before any model call."""
+    ref = cond.ref_latents
+    if ref.dim() != 5 or ref.shape[2] != window:
+        raise ValueError(f"ref_latents must be [B, C, {window}, H, W] (one window of reference latents), "
+                         f"got {tuple(ref.shape)}; encode the reference image repeated to {4 * window - 3} frames")
+    b = ref.shape[0]
+    if cond.audio.dim() not in (5, 6) or cond.audio.shape[0] != b:
+        raise ValueError(f"audio must be [B, F, 10, 5, 384] or [B, N, F, 10, 5, 384] with B={b}, "
+                         f"got {tuple(cond.audio.shape)}")
+    chars = 1 if cond.audio.dim() == 5 else cond.audio.shape[1]
+    fm = cond.face_mask
+    if fm.dim() != 5 or fm.shape[0] != b or fm.shape[1] != chars or fm.shape[-2:] != ref.shape[-2:]:
+        raise ValueError(f"face_mask must be [B={b}, N={chars}, Tm, {ref.shape[-2]}, {ref.shape[-1]}] "
+                         f"(one mask per character at latent size), got {tuple(fm.shape)}")
+    if cond.text.states.shape != cond.negative_text.states.shape:
+        raise ValueError(f"positive and negative text states must have the same shape (pad both to the same "
+                         f"length), got {tuple(cond.text.states.shape)} and {tuple(cond.negative_text.states.shape)}")
+
+
+def _face_mask_for(cond: AvatarConditioning, frames: list[int], ring: int) -> torch.Tensor:
+    """Face masks of one window ``[B, N, Tm', H, W]``: static masks pass through, per-frame masks follow
+    the window (a mask track shorter than the ring repeats its last frame)."""
+    fm = cond.face_mask
+    if fm.shape[2] == 1:
+        return fm
+    idx = torch.tensor([min(f, fm.shape[2] - 1) for f in frames], device=fm.device)
+    return fm.index_select(2, idx)
+
+
+def _step_inputs(cond: AvatarConditioning, guide: StepGuidance) -> dict[str, Any]:
+    """CFG-batch inputs ``[uncond, cond]`` that are the same for every window of a step."""
+    uncond_text = cond.negative_text if guide.negative_text else cond.text
+    twice = lambda x: None if x is None else torch.cat([x, x])  # noqa: E731
+    return {
+        "ref_latents": twice(cond.ref_latents),
+        "text_states": torch.cat([uncond_text.states, cond.text.states]),
+        "text_mask": torch.cat([uncond_text.mask, cond.text.mask]),
+        "text_pooled": torch.cat([uncond_text.pooled, cond.text.pooled]),
+        "motion_exp": twice(cond.motion_exp),
+        "motion_pose": twice(cond.motion_pose),
+        "fps": twice(cond.fps),
+        "emotion": twice(cond.emotion),
+        "freqs": cond.freqs,
+    }
+
+
+@dataclass
+class _Run:
+    """State shared by the steps of one sampling run."""
+
+    denoise: Denoiser
+    cond: AvatarConditioning
+    config: SamplerConfig
+    plan: ClipPlan
+    schedule: FlowSchedule
+    cached: frozenset[int]
+    cache: FrameTokenCache | None
+    callbacks: SamplerCallbacks
+    calls_done: int = 0
+
+    @property
+    def calls_total(self) -> int:
+        return self.schedule.steps * self.plan.windows_per_step
+
+
+def _call_model(run: _Run, x: torch.Tensor, step: int, step_in: dict[str, Any], guide: StepGuidance,
+                frames: list[int], start: int) -> torch.Tensor:
+    """One CFG-batched model call on window ``frames`` -> noise_pred ``[2B, C, W, H, W]``."""
+    cond, plan = run.cond, run.plan
+    rows = window_audio_rows(start, plan.window, plan.audio_ring_rows)
+    audio = gather_audio(cond.audio, rows, cond.audio_frame_dim)  # [B, (N,) 4W-3, 10, 5, 384]
+    mask = _face_mask_for(cond, frames, plan.ring_frames) * guide.mask_scale  # [B, N, Tm, H, W]
+    kwargs = dict(step_in, audio=torch.cat([torch.zeros_like(audio), audio]), face_mask=torch.cat([mask, mask]))
+    x2 = torch.cat([x, x])  # [2B, C, W, H, W]  (uncond, cond)
+    t = run.schedule.timesteps[step].to(x.device).repeat(x2.shape[0])  # [2B]
+    if step in run.cached:
+        tokens = run.cache.assemble(frames, x.device)  # type: ignore[union-attr]
+        return run.denoise(x2, t, cached_tokens=tokens, return_cache=False, **kwargs)
+    if run.cache is None:
+        return run.denoise(x2, t, cached_tokens=None, return_cache=False, **kwargs)
+    out, tokens = run.denoise(x2, t, cached_tokens=None, return_cache=True, **kwargs)
+    text_len = step_in["text_states"].shape[1]
+    per_frame, rest = divmod(tokens.shape[1] - text_len, plan.window + 1)  # tokens = ref + W frames + text
+    if rest:
+        raise RuntimeError(f"cache tokens {tuple(tokens.shape)} do not split into ref + {plan.window} frames + text")
+    run.cache.store(frames, tokens, per_frame)
+    return out
+
+
+def _denoise_step(run: _Run, step: int, latents: torch.Tensor, shift: int) -> torch.Tensor:
+    """One denoising step over the whole ring: every window is denoised and the results are fused."""
+    plan, cb = run.plan, run.callbacks
+    guide = step_guidance(step, run.schedule.steps, run.config.guidance)
+    step_in = _step_inputs(run.cond, guide)
+    dt = run.schedule.dt(step)
+    total, count = new_accumulator(latents)  # [B, C, ring, H, W], [ring]
+    starts = window_starts(plan.ring_frames, plan.window, shift)
+    for k, start in enumerate(starts):
+        if cb.should_cancel is not None and cb.should_cancel():
+            raise SamplingCancelled(f"sampling cancelled at step {step}, window {k}")
+        frames = window_frames(start, plan.window, plan.ring_frames)
+        x = latents[:, :, frames]  # [B, C, W, H, W] (a copy)
+        noise_pred = _call_model(run, x, step, step_in, guide, frames, start)
+        new = euler_step(x, combine(noise_pred, guide.scale), dt)
+        if run.config.window_dtype is not None:
+            new = new.to(run.config.window_dtype)
+        accumulate(total, count, frames, new)
+        run.calls_done += 1
+        if cb.on_progress is not None:
+            cb.on_progress(SamplerProgress(step, run.schedule.steps, k, len(starts), run.calls_done,
+                                           run.calls_total, step in run.cached, tuple(frames)))
+    return fuse(total, count)
+
+
+def _prepare_noise(noise: torch.Tensor | None, plan: ClipPlan, cond: AvatarConditioning, seed: int) -> torch.Tensor:
+    """Initial ring latents (float32 on the conditioning's device); injected noise may be un-cut."""
+    ref = cond.ref_latents
+    if noise is None:
+        noise = initial_noise(plan, ref, seed)
+    want = (ref.shape[0], ref.shape[1], plan.ring_frames, ref.shape[3], ref.shape[4])
+    if noise.dim() != 5 or noise.shape[2] < plan.ring_frames or noise.shape[:2] + noise.shape[3:] != want[:2] + want[3:]:
+        raise ValueError(f"noise must be {list(want)} (or longer in time), got {tuple(noise.shape)}")
+    return noise[:, :, : plan.ring_frames].to(device=ref.device, dtype=torch.float32)
+
+
+def sample_avatar(denoise: Denoiser, cond: AvatarConditioning, config: SamplerConfig = SamplerConfig(), *,
+                  noise: torch.Tensor | None = None, callbacks: SamplerCallbacks | None = None) -> SampleResult:
+    """Generate the latents of a talking-avatar clip as long as ``cond.audio``.
+
+    ``noise`` overrides the seeded draw (same layout as :func:`initial_noise`). Raises
+    :class:`SamplingCancelled` when ``callbacks.should_cancel`` returns True (checked before every call).
+    """
+    plan = plan_clip(cond.audio.shape[cond.audio_frame_dim], config.windows)
+    check_conditioning(cond, plan.window)
+    schedule = flow_schedule(config.steps, config.shift)
+    cached = cached_steps(config.steps, config.deep_cache)
+    run = _Run(
+        denoise=denoise, cond=cond, config=config, plan=plan, schedule=schedule, cached=cached,
+        cache=FrameTokenCache(plan.ring_frames, config.cache_device) if cached else None,
+        callbacks=callbacks or SamplerCallbacks(),
+    )
+    latents = _prepare_noise(noise, plan, cond, config.seed)  # [B, C, ring, H, W]
+    shift = 0
+    with torch.no_grad():
+        for step in range(schedule.steps):
+            latents = _denoise_step(run, step, latents, shift)
+            shift = next_shift(shift, plan.offset, plan.window)
+            if run.callbacks.on_preview is not None:
+                run.callbacks.on_preview(step, latents[:, :, : plan.video_frames])
+    return SampleResult(latents=latents[:, :, : plan.video_frames], ring_latents=latents, plan=plan)
