@@ -1,0 +1,132 @@
+"""Whisper encoder: local loading (folder or one safetensors file) and hidden states of any length.
+
+Long audio: the official code encodes only the first 30 s (one Whisper window). Here the 16 kHz waveform is
+cut into consecutive, non-overlapping 30 s chunks (480000 samples), each chunk is turned into log-mel
+features and encoded on its own (the last chunk is zero-padded to 30 s, as Whisper's feature extractor
+does), and the 1500 positions of each chunk are concatenated. A chunk of exactly 30 s gives exactly 1500
+positions (320 samples each), so position p of chunk k is global position 1500 k + p, i.e. time p / 50 s
+after the chunk start: the time axis stays exact across chunk boundaries, and the per-frame windows are
+cut from the joined sequence afterwards (see audio.py), so a window that straddles a boundary takes its
+positions from both chunks at their true times. The first 30 s are bit-identical to the official path.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .waveform import WHISPER_SAMPLE_RATE
+
+CHUNK_SAMPLES = 30 * WHISPER_SAMPLE_RATE  # one Whisper window (official: 750 * 640)
+POSITIONS_PER_CHUNK = 1500  # encoder positions per 30 s chunk (50 Hz)
+SAMPLES_PER_POSITION = CHUNK_SAMPLES // POSITIONS_PER_CHUNK  # 320
+
+# Whisper's head count is not visible in the weight shapes: the standard sizes by model width.
+_HEADS_BY_WIDTH = {384: 6, 512: 8, 768: 12, 1024: 16, 1280: 20}
+
+
+def _encoder_state(state: dict[str, torch.Tensor], source: Path) -> dict[str, torch.Tensor]:
+    """Keep the encoder keys, accepting WhisperModel ('encoder.') and ForConditionalGeneration ('model.encoder.')."""
+    out = {}
+    for key, value in state.items():
+        for prefix in ("model.encoder.", "encoder."):
+            if key.startswith(prefix):
+                out[key[len(prefix) :]] = value
+                break
+    if "conv1.weight" not in out:
+        raise ValueError(
+            f"{source}: no Whisper encoder weights found (expected keys like 'encoder.conv1.weight'). "
+            "Point the loader at a whisper-tiny folder or its model.safetensors."
+        )
+    return out
+
+
+def _config_from_state(state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Whisper encoder hyper-parameters read off the weight shapes (for a bare safetensors file)."""
+    d_model, n_mels = state["conv1.weight"].shape[:2]
+    n_layers = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("layers."))
+    return {
+        "d_model": int(d_model),
+        "num_mel_bins": int(n_mels),
+        "encoder_layers": n_layers,
+        "encoder_attention_heads": _HEADS_BY_WIDTH.get(int(d_model), int(d_model) // 64),
+        "encoder_ffn_dim": int(state["layers.0.fc1.weight"].shape[0]),
+        "max_source_positions": int(state["embed_positions.weight"].shape[0]),
+    }
+
+
+def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """(state dict, config.json dict or None) from a folder or a single weight file."""
+    from safetensors.torch import load_file
+
+    if path.is_file():
+        return load_file(str(path)), None
+    if not path.is_dir():
+        raise FileNotFoundError(f"Whisper weights not found at {path}: give a whisper-tiny folder or a .safetensors file.")
+    config_file = path / "config.json"
+    config = json.loads(config_file.read_text()) if config_file.is_file() else None
+    if (path / "model.safetensors").is_file():
+        return load_file(str(path / "model.safetensors")), config
+    if (path / "pytorch_model.bin").is_file():
+        return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True), config
+    raise FileNotFoundError(f"{path}: neither model.safetensors nor pytorch_model.bin is in this Whisper folder.")
+
+
+def load_whisper_encoder(path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Load a transformers ``WhisperEncoder`` in fp32 from local files only (never from a hub).
+
+    ``path``: a folder (config.json + model.safetensors or pytorch_model.bin, e.g. openai/whisper-tiny) or one
+    .safetensors file with WhisperModel keys ('encoder.conv1.weight', ...; decoder keys are ignored).
+    """
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    path = Path(path)
+    state, config = _read_weights(path)
+    enc_state = _encoder_state(state, path)
+    shape_cfg = _config_from_state(enc_state)
+    if config is not None:  # a config.json wins for what shapes cannot tell (head count)
+        shape_cfg.update({k: config[k] for k in ("encoder_attention_heads", "activation_function") if k in config})
+    cfg = WhisperConfig(**shape_cfg)
+    encoder = WhisperEncoder(cfg)
+    missing, unexpected = encoder.load_state_dict(enc_state, strict=False)
+    # embed_positions is a fixed sinusoid some exports omit; everything else must be present.
+    missing = [k for k in missing if k != "embed_positions.weight"]
+    if missing or unexpected:
+        raise ValueError(f"{path}: Whisper encoder weights do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}.")
+    return encoder.to(device=device, dtype=torch.float32).eval()
+
+
+def _feature_extractor(n_mels: int) -> Any:
+    """Whisper's log-mel front end (80 bins, hop 160, 30 s windows): built locally, no download."""
+    from transformers import WhisperFeatureExtractor
+
+    return WhisperFeatureExtractor(feature_size=n_mels, sampling_rate=WHISPER_SAMPLE_RATE)
+
+
+@torch.no_grad()
+def whisper_hidden_states(encoder: torch.nn.Module, wav16k: torch.Tensor, num_positions: int) -> torch.Tensor:
+    """All encoder hidden states of a mono 16 kHz waveform, chunked every 30 s (see module docstring).
+
+    Returns [num_positions, L + 1, D] fp32 at 50 Hz (whisper-tiny: [P, 5, 384]: embedding output, then each
+    layer, the last one after the final LayerNorm). The waveform is zero-padded when more positions are
+    asked for than it covers (the tail is Whisper's own encoding of silence).
+    """
+    n_mels = encoder.config.num_mel_bins if hasattr(encoder, "config") else 80
+    extractor = _feature_extractor(n_mels)
+    needed = num_positions * SAMPLES_PER_POSITION
+    wav = wav16k.to(torch.float32).cpu()
+    if wav.numel() < needed:
+        wav = torch.nn.functional.pad(wav, (0, needed - wav.numel()))
+    param = next(encoder.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    states = []
+    for start in range(0, max(needed, 1), CHUNK_SAMPLES):
+        chunk = wav[start : start + CHUNK_SAMPLES].numpy()
+        mel = extractor(chunk, sampling_rate=WHISPER_SAMPLE_RATE, return_tensors="pt").input_features  # [1, M, 3000]
+        out = encoder(mel.to(device, torch.float32), output_hidden_states=True)
+        states.append(torch.stack(out.hidden_states, dim=2)[0].float().cpu())  # [1500, L+1, D]
+    return torch.cat(states, dim=0)[:num_positions]
