@@ -1,0 +1,133 @@
+"""Pure conversions between ComfyUI values and avatar_core inputs (no ComfyUI import: tested without it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+# Official prompt handling (reference/official_implementation.md §6).
+PROMPT_PREFIX = "Authentic, Realistic, Natural, High-quality, Lens-Fixed, "
+PERSON_SUFFIX = "\nThe person looks like<image>"
+NEGATIVE_PROMPT = ("Aerial view, aerial view, overexposed, low quality, deformation, a poor composition, bad hands, "
+                   "bad teeth, bad eyes, bad limbs, distortion, blurring, Lens changes")
+TEXT_LEN = 256          # LLaVA text tokens after the 95-token template crop
+IMAGE_TOKENS = 576      # LLaVA image tokens replacing the one <image> token
+MOTION_EXP, MOTION_POSE = 30, 25  # official motion bucket ids
+
+
+@dataclass
+class AudioFeatures:
+    """Whisper windows of every character, all as long as the video."""
+
+    features: torch.Tensor  # [N, F, 10, 5, 384]
+    fps: float
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.features.shape[1])
+
+
+def official_size(height: int, width: int, image_size: int) -> tuple[int, int]:
+    """Video size the official preprocessing picks: short side -> image_size, both sides multiples of 64,
+    area capped at image_size x (image_size * 1216 / 704) (official 704 -> 704 x 1216)."""
+    if image_size % 64:
+        raise ValueError(f"image_size must be a multiple of 64, got {image_size}")
+    scale = image_size / min(height, width)
+    h, w = round(height * scale / 64) * 64, round(width * scale / 64) * 64
+    max_area = image_size * image_size * 1216 / 704
+    if h * w > max_area:
+        s = (max_area / (h * w)) ** 0.5
+        h, w = int(h * s // 64) * 64, int(w * s // 64) * 64
+    return max(h, 64), max(w, 64)
+
+
+def official_text_layout(states: torch.Tensor, mask: torch.Tensor | None, image_tokens: int = IMAGE_TOKENS,
+                         text_len: int = TEXT_LEN) -> tuple[torch.Tensor, torch.Tensor]:
+    """ComfyUI's unpadded LLaVA states [B, L, D] (text with the image tokens merged in place) -> the
+    official padded layout [B, text_len + image_tokens - 1, D] and its positional mask.
+
+    Official mask: ones for the L - (image_tokens - 1) text positions, zeros up to text_len, then
+    image_tokens - 1 ones at the end. Padding rows are zeros here (the official code has the LLM's states
+    of pad tokens there; see README "Differences from the official text states").
+    """
+    b, length, dim = states.shape
+    total = text_len + image_tokens - 1
+    if length > total:
+        raise ValueError(f"prompt too long: {length - image_tokens + 1} LLaVA tokens, the model takes {text_len}; "
+                         "shorten the prompt.")
+    if mask is not None and int(mask.sum()) != mask.numel():
+        raise ValueError("text conditioning has padding already; connect it straight from the text encoder.")
+    out = states.new_zeros(b, total, dim)
+    out[:, :length] = states
+    n_text = max(length - (image_tokens - 1), 0)
+    official_mask = torch.zeros(b, total, dtype=torch.long, device=states.device)
+    official_mask[:, :n_text] = 1
+    official_mask[:, total - (length - n_text):] = 1
+    return out, official_mask
+
+
+def image_to_frames(image: torch.Tensor, frames: int) -> torch.Tensor:
+    """First IMAGE of a batch [B, H, W, C] (RGB, 0..1) repeated as a video [frames, H, W, 3]."""
+    return image[:1, :, :, :3].expand(frames, -1, -1, -1).contiguous()
+
+
+def masks_to_latent(masks: torch.Tensor, latent_hw: tuple[int, int]) -> torch.Tensor:
+    """Character pixel masks [N, H, W] -> [1, N, 1, h, w] at latent size (bilinear, as the official code)."""
+    m = F.interpolate(masks[:, None].float(), size=latent_hw, mode="bilinear", align_corners=False)
+    return m[:, 0][None, :, None]
+
+
+def resize_masks(masks: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """Masks [N, H, W] resized to (h, w) with nearest (user masks keep hard edges)."""
+    if tuple(masks.shape[-2:]) == tuple(hw):
+        return masks.float()
+    return F.interpolate(masks[:, None].float(), size=hw, mode="nearest")[:, 0]
+
+
+def check_image(image: torch.Tensor, name: str = "image") -> None:
+    if image.dim() != 4 or image.shape[-1] not in (3, 4):
+        raise ValueError(f"{name}: expected an IMAGE [batch, height, width, 3], got shape {tuple(image.shape)}.")
+    if image.shape[1] < 64 or image.shape[2] < 64:
+        raise ValueError(f"{name}: {image.shape[2]}x{image.shape[1]} is too small; give at least 64x64 pixels.")
+
+
+def motion_tensor(value: float) -> torch.Tensor:
+    """One motion bucket id -> the model's [1, 4] input (the official code repeats it 4 times)."""
+    return torch.full((1, 4), float(value))
+
+
+def box_masks(boxes: list[tuple[float, float, float, float]], hw: tuple[int, int], scale: float) -> torch.Tensor:
+    """Face boxes (x0, y0, x1, y1) -> binary masks [N, H, W] of each box grown `scale` times in width and
+    height around its centre and clamped to the image (official get_facemask, area=3.0)."""
+    h, w = hw
+    out = torch.zeros(len(boxes), h, w)
+    for i, (x0, y0, x1, y1) in enumerate(boxes):
+        cx, cy, bw, bh = (x0 + x1) // 2, (y0 + y1) // 2, (x1 - x0) * scale, (y1 - y0) * scale
+        l, r = int(max(cx - bw / 2, 0)), int(min(cx + bw / 2, w))
+        t, b = int(max(cy - bh / 2, 0)), int(min(cy + bh / 2, h))
+        out[i, t:b, l:r] = 1.0
+    return out
+
+
+PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
+           (240, 50, 230), (210, 245, 60)]
+
+
+def mask_preview(image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """IMAGE [1, H, W, 3] with each character's mask tinted in its own colour and numbered 1..N."""
+    from PIL import Image, ImageDraw
+
+    base = image[0, :, :, :3].clone()
+    for i, m in enumerate(masks):
+        colour = torch.tensor(PALETTE[i % len(PALETTE)], dtype=base.dtype) / 255
+        base = torch.where(m[..., None] > 0.5, 0.55 * base + 0.45 * colour, base)
+    pil = Image.fromarray((base.clamp(0, 1) * 255).byte().numpy())
+    draw = ImageDraw.Draw(pil)
+    for i, m in enumerate(masks):
+        ys, xs = torch.nonzero(m > 0.5, as_tuple=True)
+        if len(ys):
+            draw.text((int(xs.float().mean()), int(ys.float().mean())), str(i + 1), fill=(255, 255, 255),
+                      font_size=max(12, image.shape[1] // 12), stroke_width=2, stroke_fill=(0, 0, 0))
+    return torch.from_numpy(__import__("numpy").asarray(pil)).float()[None] / 255

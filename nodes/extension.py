@@ -1,0 +1,21 @@
+"""The pack's ComfyExtension: registers model folders and lists every node."""
+
+from __future__ import annotations
+
+from comfy_api.latest import ComfyExtension, io
+
+from . import audio, emotion, faces, loaders, sampler, text
+from .paths import register_folders
+
+
+class AvatarExtension(ComfyExtension):
+    async def on_load(self) -> None:
+        register_folders()
+
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return [
+            loaders.AvatarModelLoader, loaders.AvatarWhisperLoader, loaders.AvatarInsightFaceLoader,
+            audio.AvatarAudioEncode, faces.AvatarFaceMasks, emotion.AvatarEmotionEncode,
+            text.AvatarTextEncode, text.AvatarConditioningSave, text.AvatarConditioningLoad,
+            sampler.AvatarLongVideo, sampler.AvatarSampler,
+        ]

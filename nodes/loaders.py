@@ -1,0 +1,128 @@
+"""Loaders: the Avatar transformer, whisper-tiny and the InsightFace detector, all under ComfyUI's memory management."""
+
+from __future__ import annotations
+
+import os
+
+import comfy.model_management as mm
+import comfy.model_patcher
+import folder_paths
+import torch
+from comfy_api.latest import io
+
+from ..avatar_core.conditioning.whisper import load_whisper_encoder
+from ..avatar_core.loading import load_transformer
+from ..avatar_core.model.attention import BACKENDS
+from . import paths
+from .types import AvatarModel, FaceDetector, WhisperEncoder
+
+WEIGHT_DTYPES = {"bf16": (torch.bfloat16, "dequant"), "fp16": (torch.float16, "dequant"),
+                 "fp32": (torch.float32, "dequant"), "fp8_e4m3fn": (torch.bfloat16, "quantize")}
+PROVIDERS = {"CPU": ["CPUExecutionProvider"], "CUDA": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+             "ROCm": ["ROCMExecutionProvider", "CPUExecutionProvider"],
+             "CoreML": ["CoreMLExecutionProvider", "CPUExecutionProvider"]}
+
+
+def _checkpoints() -> list[str]:
+    # The fp8 scale map sits beside its checkpoint; it is not a model of its own.
+    return [f for f in folder_paths.get_filename_list("diffusion_models") if not f.endswith("_map.pt")]
+
+
+def _patcher(model: torch.nn.Module) -> comfy.model_patcher.ModelPatcher:
+    return comfy.model_patcher.CoreModelPatcher(model, load_device=mm.get_torch_device(),
+                                                offload_device=mm.unet_offload_device())
+
+
+class AvatarModelLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AvatarModelLoader", display_name="Load HunyuanVideo-Avatar Model", category="HunyuanVideo-Avatar",
+            description="Loads the Avatar transformer from models/diffusion_models: the official .pt, the official "
+                        "fp8 .pt (its _map.pt must sit beside it) or our .safetensors.",
+            inputs=[
+                io.Combo.Input("ckpt_name", options=_checkpoints(),
+                               tooltip="Avatar checkpoint in models/diffusion_models (e.g. mp_rank_00_model_states_fp8.pt)."),
+                io.Combo.Input("weight_dtype", options=list(WEIGHT_DTYPES), default="bf16",
+                               tooltip="bf16: official precision (~26 GB). fp8_e4m3fn: block linears stored in fp8 "
+                                       "(~14 GB, official fp8 scheme); an fp8 file stays fp8, a bf16 file is quantised."),
+                io.Combo.Input("attention", options=list(BACKENDS), default="sdpa",
+                               tooltip="Attention kernel. sdpa works everywhere; flash_attn / sage need their package "
+                                       "and a CUDA GPU (falls back to sdpa with a warning otherwise)."),
+            ],
+            outputs=[AvatarModel.Output(display_name="model")],
+        )
+
+    @classmethod
+    def execute(cls, ckpt_name: str, weight_dtype: str, attention: str) -> io.NodeOutput:
+        path = folder_paths.get_full_path("diffusion_models", ckpt_name)
+        if path is None:
+            raise paths.missing_file_error("diffusion_models", ckpt_name, "Avatar checkpoint")
+        dtype, fp8 = WEIGHT_DTYPES[weight_dtype]
+        model = load_transformer(path, dtype=dtype, device=mm.unet_offload_device(), fp8=fp8,
+                                 attention_backend=attention)
+        return io.NodeOutput(_patcher(model))
+
+
+def _whisper_choices() -> list[str]:
+    return folder_paths.get_filename_list("audio_encoders")
+
+
+class AvatarWhisperLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AvatarWhisperLoader", display_name="Load Whisper (Avatar audio)", category="HunyuanVideo-Avatar",
+            description="Loads the whisper-tiny encoder the Avatar model was trained with (fp32, local files only).",
+            inputs=[io.Combo.Input("whisper_name", options=_whisper_choices(),
+                                   tooltip="whisper-tiny weights in models/audio_encoders: a .safetensors file, or "
+                                           "model.safetensors inside a whisper-tiny folder (its config.json is read).")],
+            outputs=[WhisperEncoder.Output(display_name="whisper")],
+        )
+
+    @classmethod
+    def execute(cls, whisper_name: str) -> io.NodeOutput:
+        path = folder_paths.get_full_path("audio_encoders", whisper_name)
+        if path is None:
+            raise paths.missing_file_error("audio_encoders", whisper_name, "Whisper model")
+        folder = os.path.dirname(path)
+        if os.path.basename(path) == "model.safetensors" and os.path.isfile(os.path.join(folder, "config.json")):
+            path = folder
+        encoder = load_whisper_encoder(path, device=mm.text_encoder_offload_device())
+        return io.NodeOutput(comfy.model_patcher.CoreModelPatcher(
+            encoder, load_device=mm.text_encoder_device(), offload_device=mm.text_encoder_offload_device()))
+
+
+class AvatarInsightFaceLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AvatarInsightFaceLoader", display_name="Load InsightFace (Avatar faces)",
+            category="HunyuanVideo-Avatar",
+            description="Face detector for the character masks, loaded lazily from models/insightface/models/<name>.",
+            inputs=[
+                io.Combo.Input("model_name", options=paths.insightface_models(),
+                               tooltip="InsightFace model pack folder (antelopev2 or buffalo_l)."),
+                io.Combo.Input("provider", options=list(PROVIDERS), default="CPU",
+                               tooltip="onnxruntime execution provider. Detection runs once per reference image, "
+                                       "so CPU is fast enough; CUDA needs onnxruntime-gpu."),
+                io.Int.Input("det_size", default=640, min=128, max=1280, step=32,
+                             tooltip="Detector input size in pixels (InsightFace default 640)."),
+            ],
+            outputs=[FaceDetector.Output(display_name="face_detector")],
+        )
+
+    @classmethod
+    def execute(cls, model_name: str, provider: str, det_size: int) -> io.NodeOutput:
+        try:
+            from insightface.app import FaceAnalysis
+        except ImportError as e:
+            raise RuntimeError("insightface is not installed: run `python install.py` in this pack's folder "
+                               "(it installs insightface and exactly one onnxruntime flavour).") from e
+        root = paths.insightface_root()
+        if not os.path.isdir(os.path.join(root, "models", model_name)):
+            raise paths.missing_file_error(paths.INSIGHTFACE, f"models/{model_name}", "InsightFace model pack")
+        app = FaceAnalysis(name=model_name, root=root, providers=PROVIDERS[provider],
+                           allowed_modules=["detection"])
+        app.prepare(ctx_id=0 if provider != "CPU" else -1, det_size=(det_size, det_size))
+        return io.NodeOutput(app)

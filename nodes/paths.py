@@ -1,0 +1,42 @@
+"""Model folders ComfyUI does not know by itself, registered once when the pack loads."""
+
+from __future__ import annotations
+
+import os
+
+import folder_paths
+
+INSIGHTFACE = "insightface"               # models/insightface/models/<name>/*.onnx (InsightFace's own layout)
+CONDITIONING = "avatar_conditioning"      # saved text conditioning (.safetensors)
+
+
+def register_folders() -> None:
+    for name in (INSIGHTFACE, CONDITIONING):
+        folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name), is_default=False)
+        if name == CONDITIONING:
+            folder_paths.folder_names_and_paths[name][1].update({".safetensors"})
+
+
+def insightface_root() -> str:
+    return folder_paths.get_folder_paths(INSIGHTFACE)[0]
+
+
+def insightface_models() -> list[str]:
+    """Model packs InsightFace can load: sub-folders of <insightface>/models that hold .onnx files."""
+    names = []
+    for root in folder_paths.get_folder_paths(INSIGHTFACE):
+        models = os.path.join(root, "models")
+        if os.path.isdir(models):
+            names += [d for d in sorted(os.listdir(models)) if os.path.isdir(os.path.join(models, d))
+                      and any(f.endswith(".onnx") for f in os.listdir(os.path.join(models, d)))]
+    return sorted(set(names)) or ["antelopev2"]
+
+
+def missing_file_error(folder: str, name: str, what: str) -> FileNotFoundError:
+    where = folder_paths.get_folder_paths(folder)
+    return FileNotFoundError(f"{what} '{name}' not found in models/{folder} ({', '.join(where)}). "
+                             "Put the file there (see the README's model table) and press R to refresh.")
+
+
+def conditioning_folder() -> str:
+    return folder_paths.get_folder_paths(CONDITIONING)[0]

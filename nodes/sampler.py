@@ -1,0 +1,138 @@
+"""The Avatar sampler (a native LATENT out, decoded by native VAEDecodeTiled) and its long-video settings."""
+
+from __future__ import annotations
+
+import comfy.latent_formats
+import comfy.model_management as mm
+import comfy.utils
+import latent_preview
+import torch
+from comfy_api.latest import io
+
+from ..avatar_core.sampling.deepcache import DeepCacheConfig
+from ..avatar_core.sampling.guidance import GuidanceConfig
+from ..avatar_core.sampling.sampler import (AvatarConditioning, SamplerCallbacks, SamplerConfig, SamplingCancelled,
+                                            TextConditioning, sample_avatar)
+from ..avatar_core.sampling.windows import OFFICIAL_OFFSET, OFFICIAL_WINDOW, WindowConfig
+from .convert import (MOTION_EXP, MOTION_POSE, check_image, image_to_frames, masks_to_latent, motion_tensor,
+                      official_size, official_text_layout, resize_masks)
+from .types import AudioFeatures, AvatarModel, CharacterMasks, Emotion, LongVideo
+
+LATENT = comfy.latent_formats.HunyuanVideo()
+
+
+class AvatarLongVideo(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AvatarLongVideo", display_name="Avatar Long-Video Windows", category="HunyuanVideo-Avatar",
+            description="Window stitching for clips longer than one window: the clip is a ring of latent frames "
+                        "denoised window by window, the window grid shifting every step (official 33 / 10).",
+            inputs=[
+                io.Int.Input("window", default=OFFICIAL_WINDOW, min=2, max=64, step=1,
+                             tooltip="Latent frames per model call (33 = 129 video frames, what the model was trained on)."),
+                io.Int.Input("shift", default=OFFICIAL_OFFSET, min=0, max=63, step=1,
+                             tooltip="Latent frames the window grid moves each step, so seams never stay in place."),
+            ],
+            outputs=[LongVideo.Output(display_name="long_video")],
+        )
+
+    @classmethod
+    def execute(cls, window: int, shift: int) -> io.NodeOutput:
+        return io.NodeOutput(WindowConfig(window=window, offset=shift))
+
+
+def text_conditioning(cond, name: str, device) -> TextConditioning:
+    if not cond:
+        raise ValueError(f"{name}: empty CONDITIONING; connect Avatar Text Encode or Avatar Load Conditioning.")
+    states, extra = cond[0]
+    if extra.get("pooled_output") is None:
+        raise ValueError(f"{name}: no pooled CLIP-L output; use a hunyuan_video DualCLIPLoader.")
+    padded, mask = official_text_layout(states, extra.get("attention_mask"))
+    return TextConditioning(padded.to(device), mask.to(device), extra["pooled_output"].to(device))
+
+
+class AvatarSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AvatarSampler", display_name="Avatar Sampler", category="HunyuanVideo-Avatar",
+            description="Generates the video latents (as long as the audio). Decode with native VAEDecodeTiled.",
+            inputs=[
+                AvatarModel.Input("model"),
+                io.Conditioning.Input("positive"), io.Conditioning.Input("negative"),
+                io.Image.Input("image", tooltip="Reference image of the character(s)."),
+                io.Vae.Input("vae", tooltip="Native HunyuanVideo VAE; encodes the reference as the official code does."),
+                AudioFeatures.Input("audio_features"),
+                CharacterMasks.Input("character_masks", optional=True,
+                                     tooltip="One mask per audio track; default: one character, the whole frame."),
+                Emotion.Input("emotion", optional=True, tooltip="Emotion reference (needs AEM weights)."),
+                LongVideo.Input("long_video", optional=True, tooltip="Window / shift; default official 33 / 10."),
+                io.Int.Input("image_size", default=704, min=128, max=1280, step=64,
+                             tooltip="Short side of the video (official 704); sides are multiples of 64."),
+                io.Int.Input("steps", default=50, min=1, max=200, step=1, tooltip="Denoising steps (official 50)."),
+                io.Float.Input("cfg", default=7.5, min=1.0, max=20.0, step=0.1,
+                               tooltip="Text+audio guidance of the first steps (official 7.5)."),
+                io.Float.Input("shift", default=5.0, min=0.0, max=20.0, step=0.1, tooltip="Flow shift (official 5)."),
+                io.Int.Input("seed", default=128, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
+                io.Int.Input("motion_exp", default=MOTION_EXP, min=0, max=255, step=1,
+                             tooltip="Expression motion bucket (official 30); lower = calmer face."),
+                io.Int.Input("motion_pose", default=MOTION_POSE, min=0, max=255, step=1,
+                             tooltip="Head pose motion bucket (official 25); lower = steadier head."),
+                io.Boolean.Input("deep_cache", default=True,
+                                 tooltip="Reuse deep features on some steps (official: always on, ~35% faster)."),
+            ],
+            outputs=[io.Latent.Output(display_name="latent")],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, image, vae, audio_features, character_masks=None, emotion=None,
+                long_video=None, image_size=704, steps=50, cfg=7.5, shift=5.0, seed=128, motion_exp=MOTION_EXP,
+                motion_pose=MOTION_POSE, deep_cache=True) -> io.NodeOutput:
+        check_image(image)
+        windows = long_video or WindowConfig()
+        h, w = official_size(image.shape[1], image.shape[2], image_size)
+        masks = character_masks if character_masks is not None else torch.ones(1, h, w)
+        feats = audio_features.features
+        if feats.shape[0] != masks.shape[0]:
+            raise ValueError(f"{feats.shape[0]} audio tracks but {masks.shape[0]} character masks: give one mask per "
+                             "audio (Avatar Character Masks, 'characters' input).")
+        device = mm.get_torch_device()
+        pixels = comfy.utils.common_upscale(image[:1, :, :, :3].movedim(-1, 1), w, h, "lanczos", "disabled").movedim(1, -1)
+        ref = vae.encode(image_to_frames(pixels, windows.audio_rows)) * LATENT.scale_factor   # [1, 16, window, h/8, w/8]
+        audio = feats[None] if feats.shape[0] > 1 else feats                                  # [1, (N,) F, 10, 5, 384]
+        cond = AvatarConditioning(
+            ref_latents=ref.to(device), text=text_conditioning(positive, "positive", device),
+            negative_text=text_conditioning(negative, "negative", device), audio=audio.to(device),
+            face_mask=masks_to_latent(resize_masks(masks, (h, w)), (ref.shape[-2], ref.shape[-1])).to(device),
+            motion_exp=motion_tensor(motion_exp).to(device), motion_pose=motion_tensor(motion_pose).to(device),
+            fps=torch.tensor([audio_features.fps], device=device),
+            emotion=emotion.to(device) if emotion is not None else None)
+        config = SamplerConfig(steps=steps, shift=shift, seed=seed, guidance=GuidanceConfig(cfg=cfg),
+                               deep_cache=DeepCacheConfig(enabled=deep_cache), windows=windows)
+        mm.load_models_gpu([model], force_full_load=True)
+        try:
+            result = sample_avatar(model.model, cond, config, callbacks=_callbacks(device))
+        except SamplingCancelled:
+            raise mm.InterruptProcessingException()
+        finally:
+            del cond
+            mm.soft_empty_cache()
+        return io.NodeOutput({"samples": (result.latents / LATENT.scale_factor).float().cpu()})
+
+
+def _callbacks(device) -> SamplerCallbacks:
+    pbar = comfy.utils.ProgressBar(1)
+    previewer = latent_preview.get_previewer(device, LATENT)
+    state = {"done": 0, "total": 1}
+
+    def on_progress(p) -> None:
+        state.update(done=p.calls_done, total=p.calls_total)
+        pbar.update_absolute(p.calls_done, p.calls_total)
+
+    def on_preview(step: int, latents: torch.Tensor) -> None:
+        if previewer is not None:
+            preview = previewer.decode_latent_to_preview_image("JPEG", latents[:, :, latents.shape[2] // 2:][:, :, :1])
+            pbar.update_absolute(state["done"], state["total"], preview)
+
+    return SamplerCallbacks(on_progress=on_progress, on_preview=on_preview, should_cancel=mm.processing_interrupted)
