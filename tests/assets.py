@@ -133,4 +133,4 @@ def photo_t1() -> np.ndarray:
     spec = importlib.util.find_spec("insightface")
     local = Path(spec.origin).parent / "data" / "images" / "t1.jpg" if spec and spec.origin else None
     path = local if local is not None and local.is_file() else package_file(*PHOTO_T1)
-    return np.asarray(Image.open(path).convert("RGB"))
+    return np.array(Image.open(path).convert("RGB"))  # writable copy
