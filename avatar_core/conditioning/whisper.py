@@ -7,7 +7,8 @@ does), and the 1500 positions of each chunk are concatenated. A chunk of exactly
 positions (320 samples each), so position p of chunk k is global position 1500 k + p, i.e. time p / 50 s
 after the chunk start: the time axis stays exact across chunk boundaries, and the per-frame windows are
 cut from the joined sequence afterwards (see audio.py), so a window that straddles a boundary takes its
-positions from both chunks at their true times. The first 30 s are bit-identical to the official path.
+positions from both chunks at their true times. For 16 kHz input the first 30 s go through exactly the
+official computation (same chunk, same feature extractor, same encoder call).
 """
 
 from __future__ import annotations
