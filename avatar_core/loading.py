@@ -202,12 +202,16 @@ def init_random_(model: torch.nn.Module, seed: int, generator_device: str = "cpu
 
 def build_random_transformer(cfg: AvatarConfig, *, dtype: torch.dtype = torch.float32, device: str = "cpu",
                              seed: int = 0, attention_backend: str = "sdpa") -> AvatarTransformer:
-    """A randomly initialised transformer in the official dtype layout (fp32 modules kept fp32)."""
-    with torch.device(device):
+    """A randomly initialised transformer in the official dtype layout (fp32 modules kept fp32).
+
+    Built on meta and allocated once in its final dtype (a 13B model never exists in fp32 on the GPU).
+    """
+    with torch.device("meta"):
         model = AvatarTransformer(cfg, attention_backend=attention_backend)
     for name, p in model.named_parameters():
         if not _keeps_fp32(name, model):
             p.data = p.data.to(dtype)
+    model = model.to_empty(device=device)
     gen_device = "cuda" if str(device).startswith("cuda") else "cpu"
     return init_random_(model, seed, gen_device).eval().requires_grad_(False)
 

@@ -63,3 +63,21 @@ def swap_to_fp8(model: nn.Module, names: list[str]) -> None:
         parent = model.get_submodule(parent_name)
         old = getattr(parent, child)
         setattr(parent, child, FP8Linear(old.in_features, old.out_features, old.bias is not None, device=old.weight.device))
+
+
+def enable_fp8_(model: nn.Module, fast: bool = False) -> nn.Module:
+    """Store the block linears of a loaded model in fp8 (per-tensor scale), in place, one layer at a time."""
+    for name in fp8_linear_names(model):
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        old = getattr(parent, child)
+        if not isinstance(old, FP8Linear):
+            new = FP8Linear(old.in_features, old.out_features, bias=False, device="meta")
+            q, s = quantize_weight(old.weight.detach())
+            new.weight = nn.Parameter(q, requires_grad=False)
+            new.scale_weight = s
+            new.bias = old.bias
+            setattr(parent, child, new)
+            old = new
+        old.fast = fast
+    return model
