@@ -62,5 +62,5 @@ class AvatarAudioEncode(io.ComfyNode):
                   for (name, a), off in zip(clips, offsets)]
         num_frames = int(round(duration * rate)) if duration > 0 else None
         mm.load_model_gpu(whisper)
-        features = encode_character_audio(whisper.model, tracks, fps=rate, num_frames=num_frames)
+        features = encode_character_audio(whisper.model.inner, tracks, fps=rate, num_frames=num_frames)
         return io.NodeOutput(Features(features.cpu(), rate), features.shape[1])

@@ -130,4 +130,4 @@ def mask_preview(image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         if len(ys):
             draw.text((int(xs.float().mean()), int(ys.float().mean())), str(i + 1), fill=(255, 255, 255),
                       font_size=max(12, image.shape[1] // 12), stroke_width=2, stroke_fill=(0, 0, 0))
-    return torch.from_numpy(__import__("numpy").asarray(pil)).float()[None] / 255
+    return torch.from_numpy(__import__("numpy").array(pil)).float()[None] / 255

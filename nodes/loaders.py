@@ -33,6 +33,15 @@ def _patcher(model: torch.nn.Module) -> comfy.model_patcher.ModelPatcher:
                                                 offload_device=mm.unet_offload_device())
 
 
+class Holder(torch.nn.Module):
+    """Wraps a module whose class owns a read-only `device` property (transformers models): ModelPatcher
+    writes `model.device` when it moves weights."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+
+
 class AvatarModelLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -90,7 +99,7 @@ class AvatarWhisperLoader(io.ComfyNode):
             path = folder
         encoder = load_whisper_encoder(path, device=mm.text_encoder_offload_device())
         return io.NodeOutput(comfy.model_patcher.CoreModelPatcher(
-            encoder, load_device=mm.text_encoder_device(), offload_device=mm.text_encoder_offload_device()))
+            Holder(encoder), load_device=mm.text_encoder_device(), offload_device=mm.text_encoder_offload_device()))
 
 
 class AvatarInsightFaceLoader(io.ComfyNode):

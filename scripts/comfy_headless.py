@@ -1,0 +1,102 @@
+"""Run one API prompt through a real ComfyUI, headless: start the server on loopback, queue, wait, stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PACK_DIR_NAME = "ComfyUI-HunyuanVideo-Avatar"
+
+
+def prepare_base(base: Path) -> None:
+    """A ComfyUI base directory whose custom_nodes holds this repo (as a link)."""
+    for sub in ("custom_nodes", "models", "input", "output", "user"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    link = base / "custom_nodes" / PACK_DIR_NAME
+    if not link.exists():
+        link.symlink_to(REPO, target_is_directory=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, comfy_path: str | Path, base: Path, python: str = sys.executable, cpu: bool = True):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = base / "comfyui.log"
+        args = [python, str(Path(comfy_path) / "main.py"), "--listen", "127.0.0.1", "--port", str(self.port),
+                "--base-directory", str(base), "--disable-auto-launch"] + (["--cpu"] if cpu else [])
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(args, cwd=str(comfy_path), stdout=self.log, stderr=subprocess.STDOUT)
+
+    def get(self, path: str):
+        with urllib.request.urlopen(self.url + path, timeout=30) as r:
+            return json.loads(r.read())
+
+    def wait_ready(self, timeout: float = 300) -> None:
+        end = time.time() + timeout
+        while time.time() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited early; see {self.log_path}:\n{self.log_tail()}")
+            try:
+                self.get("/system_stats")
+                return
+            except OSError:
+                time.sleep(1)
+        raise TimeoutError(f"ComfyUI did not start in {timeout} s; see {self.log_path}")
+
+    def run(self, prompt: dict, timeout: float = 900) -> dict:
+        """Queue an API prompt and return its history entry (raises with ComfyUI's message on failure)."""
+        req = urllib.request.Request(self.url + "/prompt", data=json.dumps({"prompt": prompt}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                pid = json.loads(r.read())["prompt_id"]
+        except urllib.error.HTTPError as e:
+            raise RuntimeError(f"ComfyUI rejected the prompt: {e.read().decode()[:2000]}") from e
+        end = time.time() + timeout
+        while time.time() < end:
+            hist = self.get(f"/history/{pid}")
+            if pid in hist and hist[pid].get("status", {}).get("completed") is not None:
+                entry = hist[pid]
+                if entry["status"].get("status_str") != "success":
+                    msgs = [m for m in entry["status"].get("messages", []) if m[0] == "execution_error"]
+                    raise RuntimeError(f"prompt failed: {json.dumps(msgs)[:3000]}")
+                return entry
+            time.sleep(1)
+        raise TimeoutError(f"prompt did not finish in {timeout} s")
+
+    def log_tail(self, n: int = 4000) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")[-n:]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def output_files(entry: dict, base: Path) -> list[Path]:
+    files = []
+    for out in entry.get("outputs", {}).values():
+        for item in out.get("images", []) + out.get("videos", []) + out.get("gifs", []):
+            files.append(base / "output" / item.get("subfolder", "") / item["filename"])
+    return files
+
+
+def env_python() -> str:
+    return os.environ.get("COMFYUI_PYTHON", sys.executable)

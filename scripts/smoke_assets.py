@@ -1,0 +1,96 @@
+"""Tiny RANDOM model files and inputs for the smoke run: they prove the install works, the video is noise.
+
+Writes, under MODELS/:  diffusion_models/avatar_tiny_random.safetensors (AvatarConfig.tiny),
+audio_encoders/whisper_tiny_random.safetensors (whisper-tiny shapes, random), vae/taehv_random.safetensors
+(ComfyUI's own TAEHV architecture, which its VAELoader detects as a 16-channel HunyuanVideo-latent VAE),
+avatar_conditioning/smoke_random.safetensors (random text states; the real text encoders are 8B and
+cannot be made tiny); under INPUT/: smoke_face.png and smoke_speech.wav. Needs ComfyUI importable (for TAEHV).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _pack():
+    import importlib
+    import types
+    if "hyavatar_pack" not in sys.modules:
+        pkg = types.ModuleType("hyavatar_pack")
+        pkg.__path__ = [str(REPO)]
+        sys.modules["hyavatar_pack"] = pkg
+    return importlib.import_module
+
+
+def write_models(models: Path) -> dict[str, str]:
+    imp = _pack()
+    config = imp("hyavatar_pack.avatar_core.config")
+    loading = imp("hyavatar_pack.avatar_core.loading")
+    files = {}
+    dit = models / "diffusion_models" / "avatar_tiny_random.safetensors"
+    dit.parent.mkdir(parents=True, exist_ok=True)
+    loading.save_transformer(loading.build_random_transformer(config.AvatarConfig.tiny(), seed=0), dit)
+    files["dit"] = dit.name
+
+    from transformers import WhisperConfig, WhisperModel
+    torch.manual_seed(0)
+    cfg = WhisperConfig(d_model=384, encoder_layers=4, decoder_layers=1, encoder_attention_heads=6,
+                        decoder_attention_heads=6, encoder_ffn_dim=1536, decoder_ffn_dim=1536, num_mel_bins=80)
+    whisper = models / "audio_encoders" / "whisper_tiny_random.safetensors"
+    whisper.parent.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.contiguous() for k, v in WhisperModel(cfg).state_dict().items() if k.startswith("encoder.")}
+    save_file(sd, str(whisper))
+    files["whisper"] = whisper.name
+
+    import comfy.options  # ComfyUI's defaults would probe CUDA; this only builds a module on the CPU
+    argv, sys.argv = sys.argv, [sys.argv[0], "--cpu"]
+    comfy.options.enable_args_parsing()
+    import comfy.taesd.taehv as taehv
+    sys.argv = argv
+    vae = models / "vae" / "taehv_random.safetensors"
+    vae.parent.mkdir(parents=True, exist_ok=True)
+    net = taehv.TAEHV(latent_channels=16)
+    save_file({k: v.half().contiguous() for k, v in net.state_dict().items()}, str(vae))
+    files["vae"] = vae.name
+
+    cond = models / "avatar_conditioning" / "smoke_random.safetensors"
+    cond.parent.mkdir(parents=True, exist_ok=True)
+    tiny = config.AvatarConfig.tiny()
+    g = torch.Generator().manual_seed(0)
+    t = {f"{p}.{k}": torch.randn(*shape, generator=g) for p in ("pos", "neg")
+         for k, shape in (("states", (1, 600, tiny.text_dim)), ("pooled", (1, tiny.text_pooled_dim)))}
+    save_file(t, str(cond))
+    files["conditioning"] = cond.name
+    return files
+
+
+def write_inputs(input_dir: Path, seconds: float = 1.2) -> dict[str, str]:
+    from PIL import Image
+    input_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (160, 128, 3), dtype=np.uint8)).save(input_dir / "smoke_face.png")
+    rate = 16000
+    n = int(seconds * rate)
+    tt = np.arange(n) / rate
+    sig = 0.3 * np.sin(2 * math.pi * 180 * tt) * (0.5 + 0.5 * np.sin(2 * math.pi * 3 * tt))  # voiced-like buzz
+    with wave.open(str(input_dir / "smoke_speech.wav"), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((sig * 32767).astype(np.int16).tobytes())
+    return {"image": "smoke_face.png", "audio": "smoke_speech.wav"}
+
+
+if __name__ == "__main__":
+    base = Path(sys.argv[1] if len(sys.argv) > 1 else os.getcwd())
+    print(write_models(base / "models"), write_inputs(base / "input"))
