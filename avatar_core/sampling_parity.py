@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
+from avatar_core.conditioning.audio import window_features
 from avatar_core.parity_common import CheckResult, compare, load_fixture
 from avatar_core.sampling import (AvatarConditioning, DeepCacheConfig, GuidanceConfig, SamplerConfig,
                                   TextConditioning, cached_steps, flow_schedule, initial_noise, plan_clip,
@@ -57,17 +58,6 @@ def schedule_checks(fixture_dir: Path) -> list[CheckResult]:
                 sched = flow_schedule(int(steps_s), float(shift_s.replace("p", ".")))
                 out.append(_bitwise(f"{path.stem}:{key}", getattr(sched, what), f.get_tensor(key).clone()))
     return out
-
-
-def whisper_windows(hidden: torch.Tensor, num_frames: int, fps: float = 25.0) -> torch.Tensor:
-    """Official encode_audio windowing of stacked whisper states ``[1, T, 5, 384]`` -> ``[1, F, 10, 5, 384]``.
-
-    Parity glue only (4 zero positions prepended, frame f takes positions [2 s f, 2 s f + 10) with
-    s = 25 / fps); the conditioning package owns audio encoding for real inputs.
-    """
-    stride = {25.0: 2, 12.5: 4}[float(fps)]
-    padded = torch.cat([hidden.new_zeros(hidden.shape[0], 4, *hidden.shape[2:]), hidden], dim=1)
-    return torch.stack([padded[:, f * stride: f * stride + 10] for f in range(num_frames)], dim=1)
 
 
 def _common_inputs(fixture_dir: Path) -> dict[str, torch.Tensor] | None:
@@ -201,7 +191,8 @@ def end_to_end_checks(run: str, meta: dict[str, Any], tensors: dict[str, torch.T
                       common: dict[str, torch.Tensor], model: Any) -> list[CheckResult]:
     """Run the sampler with the tiny model from the recorded inputs; compare with the bf16 tolerance."""
     fps = float(common["model_in.fps"][0])
-    audio = whisper_windows(common["whisper_hidden_states_fp16"].float(), int(meta["audio_len"]), fps)
+    hidden = common["whisper_hidden_states_fp16"].float()[0]  # [P, 5, 384]
+    audio = window_features(hidden, fps, int(meta["audio_len"]))[None]  # [1, F, 10, 5, 384]
     cond = conditioning_from_fixture(common, audio)
     result = sample_avatar(model, cond, _run_config(meta, tensors), noise=tensors["noise_initial"])
     return [latent_check(f"{run}:model:final_latents", result.latents, tensors["final_latents"]),
@@ -232,8 +223,10 @@ def checks(fixture_dir: Path, model: Any = None) -> list[CheckResult]:
     return out
 
 
-if __name__ == "__main__":
-    results = checks(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("/work/shared/fixtures/parity"))
+if __name__ == "__main__":  # replay-only run: `python -m avatar_core.parity DIR` adds the end-to-end model runs
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m avatar_core.sampling_parity FIXTURE_DIR")
+    results = checks(Path(sys.argv[1]))
     for r in results:
         print(r.line())
     sys.exit(0 if all(r.ok for r in results) else 1)

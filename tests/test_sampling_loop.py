@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,10 @@ from avatar_core.sampling import (AvatarConditioning, DeepCacheConfig, GuidanceC
                                   sample_avatar)
 from avatar_core.sampling.windows import next_shift, window_frames, window_starts
 
-FIXTURES = Path("/work/shared/fixtures/parity")
-needs_fixtures = pytest.mark.skipif(not FIXTURES.exists(), reason="parity fixtures not available")
+SHARED = Path(os.environ.get("HYAVATAR_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+FIXTURES = SHARED / "fixtures" / "parity"
+needs_fixtures = pytest.mark.skipif(not (FIXTURES / "sampler_common.safetensors").is_file(),
+                                    reason=f"parity fixtures not found at {FIXTURES} (set HYAVATAR_SHARED)")
 
 
 def small_cond(frames: int, chars: int = 0, mask_frames: int = 1, emotion: bool = False) -> AvatarConditioning:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -15,8 +16,10 @@ from avatar_core.sampling import (DeepCacheConfig, FrameTokenCache, GuidanceConf
 from avatar_core.sampling.windows import (accumulate, fuse, gather_audio, new_accumulator, next_shift,
                                           window_audio_rows, window_frames, window_starts)
 
-FIXTURES = Path("/work/shared/fixtures/parity")
-needs_fixtures = pytest.mark.skipif(not FIXTURES.exists(), reason="parity fixtures not available")
+SHARED = Path(os.environ.get("HYAVATAR_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+FIXTURES = SHARED / "fixtures" / "parity"
+needs_fixtures = pytest.mark.skipif(not (FIXTURES / "sampler_common.safetensors").is_file(),
+                                    reason=f"parity fixtures not found at {FIXTURES} (set HYAVATAR_SHARED)")
 
 
 def _runs() -> list[dict]:
