@@ -2,4 +2,7 @@
 
 from .nodes import comfy_entrypoint
 
-__all__ = ["comfy_entrypoint"]
+# Frontend extension (character overlay, audio summary): every .js under js/ is loaded by the page.
+WEB_DIRECTORY = "./js"
+
+__all__ = ["comfy_entrypoint", "WEB_DIRECTORY"]
