@@ -37,9 +37,9 @@ def small_cond(frames: int, chars: int = 0, mask_frames: int = 1, emotion: bool 
 
 
 def toy_model(x: torch.Tensor, t: torch.Tensor, **kw: Any) -> Any:
-    """Deterministic stand-in: uncond and cond halves differ, output depends on x, t and audio."""
-    half = torch.arange(x.shape[0], dtype=x.dtype).view(-1, 1, 1, 1, 1)
-    out = -0.5 * x + 0.001 * t.view(-1, 1, 1, 1, 1) * (1 + half) + 0.01 * kw["audio"].float().mean()
+    """Deterministic per-sample stand-in: depends on x, t, the audio and the text of each sample."""
+    per = lambda v: v.float().flatten(1).mean(1).view(-1, 1, 1, 1, 1)  # noqa: E731
+    out = -0.5 * x + 0.001 * t.view(-1, 1, 1, 1, 1) + 0.01 * per(kw["audio"]) + 0.1 * per(kw["text_states"])
     if kw["return_cache"]:
         return out, torch.zeros(x.shape[0], 4 * (x.shape[2] + 1) + kw["text_states"].shape[1], 1)
     return out
@@ -179,6 +179,22 @@ def test_deep_cache_reassembles_tokens_like_the_official_per_frame_store() -> No
     assert [p.cached for p in progress] == [s in (2, 3, 5) for s in range(6) for _ in range(plan.windows_per_step)]
     assert [list(p.frames) for p in progress] == order
     assert calls["full"] == 3 * plan.windows_per_step
+
+
+def test_split_cfg_gives_the_batched_result() -> None:
+    cond, batches = small_cond(200), []
+
+    def model(x: torch.Tensor, t: torch.Tensor, **kw: Any) -> Any:
+        batches.append(x.shape[0])
+        return toy_model(x, t, **kw)
+
+    cfg = SamplerConfig(steps=3)
+    whole = sample_avatar(model, cond, cfg).ring_latents
+    assert set(batches) == {2}
+    batches.clear()
+    split = sample_avatar(model, cond, replace(cfg, split_cfg=True)).ring_latents
+    assert set(batches) == {1} and len(batches) == 2 * 3 * 2
+    assert torch.equal(whole, split)
 
 
 @pytest.mark.parametrize("mutate,message", [

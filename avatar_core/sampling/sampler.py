@@ -79,6 +79,9 @@ class SamplerConfig:
     # The official loop rounds every window's Euler result to bfloat16 before fusing; None keeps float32.
     window_dtype: torch.dtype | None = torch.bfloat16
     cache_device: torch.device | None = None  # where deep-cache tokens live (e.g. CPU to save VRAM)
+    # Run the uncond and cond halves as two batch-B calls (less activation memory, same result up to
+    # batching round-off); the official pipeline does this with CPU offload and large frames.
+    split_cfg: bool = False
 
 
 @dataclass(frozen=True)
@@ -199,16 +202,30 @@ def _call_model(run: _Run, x: torch.Tensor, step: int, step_in: dict[str, Any], 
     t = run.schedule.timesteps[step].to(x.device).repeat(x2.shape[0])  # [2B]
     if step in run.cached:
         tokens = run.cache.assemble(frames, x.device)  # type: ignore[union-attr]
-        return run.denoise(x2, t, cached_tokens=tokens, return_cache=False, **kwargs)
+        return _invoke(run, x2, t, dict(kwargs, cached_tokens=tokens, return_cache=False))
     if run.cache is None:
-        return run.denoise(x2, t, cached_tokens=None, return_cache=False, **kwargs)
-    out, tokens = run.denoise(x2, t, cached_tokens=None, return_cache=True, **kwargs)
+        return _invoke(run, x2, t, dict(kwargs, cached_tokens=None, return_cache=False))
+    out, tokens = _invoke(run, x2, t, dict(kwargs, cached_tokens=None, return_cache=True))
     text_len = step_in["text_states"].shape[1]
     per_frame, rest = divmod(tokens.shape[1] - text_len, plan.window + 1)  # tokens = ref + W frames + text
     if rest:
         raise RuntimeError(f"cache tokens {tuple(tokens.shape)} do not split into ref + {plan.window} frames + text")
     run.cache.store(frames, tokens, per_frame)
     return out
+
+
+def _invoke(run: _Run, x2: torch.Tensor, t: torch.Tensor, kwargs: dict[str, Any]) -> Any:
+    """Call the model on the CFG batch, at once or (``split_cfg``) one half at a time."""
+    if not run.config.split_cfg:
+        return run.denoise(x2, t, **kwargs)
+    b = x2.shape[0] // 2
+    halves = []
+    for part in (slice(0, b), slice(b, None)):
+        sliced = {k: v[part] if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+        halves.append(run.denoise(x2[part], t[part], **sliced))
+    if kwargs["return_cache"]:
+        return torch.cat([h[0] for h in halves]), torch.cat([h[1] for h in halves])
+    return torch.cat(halves)
 
 
 def _denoise_step(run: _Run, step: int, latents: torch.Tensor, shift: int) -> torch.Tensor:
