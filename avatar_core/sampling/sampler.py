@@ -144,7 +144,7 @@ def check_conditioning(cond: AvatarConditioning, window: int) -> None:
                          f"length), got {tuple(cond.text.states.shape)} and {tuple(cond.negative_text.states.shape)}")
 
 
-def _face_mask_for(cond: AvatarConditioning, frames: list[int], ring: int) -> torch.Tensor:
+def _face_mask_for(cond: AvatarConditioning, frames: list[int]) -> torch.Tensor:
     """Face masks of one window ``[B, N, Tm', H, W]``: static masks pass through, per-frame masks follow
     the window (a mask track shorter than the ring repeats its last frame)."""
     fm = cond.face_mask
@@ -196,7 +196,7 @@ def _call_model(run: _Run, x: torch.Tensor, step: int, step_in: dict[str, Any], 
     cond, plan = run.cond, run.plan
     rows = window_audio_rows(start, plan.window, plan.audio_ring_rows)
     audio = gather_audio(cond.audio, rows, cond.audio_frame_dim)  # [B, (N,) 4W-3, 10, 5, 384]
-    mask = _face_mask_for(cond, frames, plan.ring_frames) * guide.mask_scale  # [B, N, Tm, H, W]
+    mask = _face_mask_for(cond, frames) * guide.mask_scale  # [B, N, Tm, H, W]
     kwargs = dict(step_in, audio=torch.cat([torch.zeros_like(audio), audio]), face_mask=torch.cat([mask, mask]))
     x2 = torch.cat([x, x])  # [2B, C, W, H, W]  (uncond, cond)
     t = run.schedule.timesteps[step].to(x.device).repeat(x2.shape[0])  # [2B]
