@@ -1,0 +1,98 @@
+"""GPU run of the whole sampler (13B, random weights): a 50-step, 2-window clip at 704x704, default schedule.
+
+    python bench/bench_sampler.py --size 704x704 --audio-frames 130 --steps 50 --log run.jsonl
+
+Prints one JSON line per step (wall time, cached or not) and a summary (total, per full / cached step, peak
+memory). The numbers time the sampler end to end (every window, CFG batch, deep cache, Euler, fusion).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from avatar_core.config import AvatarConfig  # noqa: E402
+from avatar_core.loading import build_random_transformer  # noqa: E402
+from avatar_core.sampling import (AvatarConditioning, SamplerCallbacks, SamplerConfig, TextConditioning,  # noqa: E402
+                                  sample_avatar)
+from bench.common import TEXT_LEN, TEXT_VALID, gib, parse_shape  # noqa: E402
+
+
+def conditioning(cfg: AvatarConfig, height: int, width: int, audio_frames: int, device: str) -> AvatarConditioning:
+    g = torch.Generator(device).manual_seed(0)
+    r = lambda *s, dt=torch.bfloat16: torch.randn(*s, generator=g, device=device, dtype=dt)  # noqa: E731
+    H, W = height // 8, width // 8
+
+    def text(valid: int) -> TextConditioning:
+        mask = torch.zeros(1, TEXT_LEN, dtype=torch.int64, device=device)
+        mask[:, :valid] = 1
+        return TextConditioning(r(1, TEXT_LEN, cfg.text_dim), mask, r(1, cfg.text_pooled_dim))
+    face = torch.zeros(1, 1, 1, H, W, device=device)
+    face[..., H // 4: 3 * H // 4, W // 4: 3 * W // 4] = 1
+    return AvatarConditioning(
+        ref_latents=r(1, 16, 33, H, W), text=text(TEXT_VALID[1]), negative_text=text(TEXT_VALID[0]),
+        audio=r(1, audio_frames, 10, 5, 384, dt=torch.float32), face_mask=face,
+        motion_exp=torch.full((1, 4), 30, device=device), motion_pose=torch.full((1, 4), 25, device=device),
+        fps=torch.full((1,), 25.0, device=device))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", default="704x704")
+    ap.add_argument("--audio-frames", type=int, default=130, help="130 video frames -> a 65-frame ring, 2 windows")
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--log", type=Path)
+    ap.add_argument("--tiny", action="store_true", help="tiny model on the CPU: checks the script, times nothing real")
+    args = ap.parse_args()
+    shape = parse_shape(args.size)
+    cfg, device = (AvatarConfig.tiny(), "cpu") if args.tiny else (AvatarConfig.avatar_13b(), "cuda")
+    model = build_random_transformer(cfg, dtype=torch.bfloat16, device=device, seed=0)
+    cond = conditioning(cfg, shape.height, shape.width, args.audio_frames, device)
+    if args.tiny:  # make the CUDA calls below harmless
+        torch.cuda.synchronize = lambda: None
+        torch.cuda.max_memory_allocated = torch.cuda.max_memory_reserved = lambda: 0
+        torch.cuda.reset_peak_memory_stats = lambda: None
+        torch.cuda.get_device_name = lambda: "cpu (tiny)"
+    log = args.log.open("a") if args.log else None
+    marks = {"t": time.perf_counter(), "cached": set()}
+
+    def on_progress(p) -> None:
+        if p.cached:
+            marks["cached"].add(p.step)
+
+    def on_preview(step: int, _latents) -> None:
+        torch.cuda.synchronize()
+        now = time.perf_counter()
+        row = dict(step=step, seconds=now - marks["t"], cached=step in marks["cached"],
+                   peak_gib=gib(torch.cuda.max_memory_allocated()))
+        marks["t"] = now
+        print(json.dumps(row), flush=True)
+        if log:
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+
+    torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    result = sample_avatar(model, cond, SamplerConfig(steps=args.steps, seed=0),
+                           callbacks=SamplerCallbacks(on_progress=on_progress, on_preview=on_preview))
+    torch.cuda.synchronize()
+    total = time.perf_counter() - t0
+    summary = dict(device=torch.cuda.get_device_name(), size=str(shape), audio_frames=args.audio_frames,
+                   windows_per_step=result.plan.windows_per_step, ring=result.plan.ring_frames, steps=args.steps,
+                   cached_steps=sorted(marks["cached"]), total_s=total, peak_alloc_gib=gib(torch.cuda.max_memory_allocated()),
+                   peak_reserved_gib=gib(torch.cuda.max_memory_reserved()), finite=bool(torch.isfinite(result.latents).all()),
+                   date=time.strftime("%Y-%m-%d"))
+    print("SUMMARY " + json.dumps(summary), flush=True)
+    if log:
+        log.write("SUMMARY " + json.dumps(summary) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
