@@ -11,6 +11,8 @@ import { AUDIO_NODE, FACE_NODE, characterAudio, viewOfGraph } from "./lib/wiring
 const OVERLAY_PROP = "hyavatar_overlay"; // {image: data URL thumbnail, characters: [...] } on the face node
 const AUDIO_PROP = "hyavatar_audio";     // {audio_k: summary} on the audio-encode node, from its last run
 const THUMB_MAX = 384;
+const IMG_H = 200;    // overlay height in the node (the image is fitted inside)
+const MIN_W = 340;
 const fileSummaries = new Map();         // "subfolder/file.wav" -> summary | "pending" | "error"
 
 function viewUrl(ref) {
@@ -81,7 +83,7 @@ function setup(node) {
   root.className = "hyavatar-characters";
   root.style.cssText = "display:flex;flex-direction:column;gap:4px;width:100%;";
   const img = document.createElement("img");
-  img.style.cssText = "width:100%;object-fit:contain;display:none;";
+  img.style.cssText = `width:100%;height:${IMG_H}px;object-fit:contain;display:none;`;
   img.alt = "character overlay";
   const legend = document.createElement("canvas");
   legend.className = "hyavatar-legend";
@@ -89,12 +91,13 @@ function setup(node) {
   const state = { signature: "", legendHeight: 0 };
   const widget = node.addDOMWidget("character_overlay", "hyavatar_overlay", root, {
     serialize: false, hideOnZoom: false,
-    getMinHeight: () => (img.style.display === "none" ? 0 : 160) + state.legendHeight + 8,
+    getMinHeight: () => (img.style.display === "none" ? 0 : IMG_H) + state.legendHeight + 8,
   });
 
+  const fitNode = () => node.setSize([Math.max(node.size[0], MIN_W), Math.max(node.size[1], node.computeSize()[1])]);
   node.hyavatarShowOverlay = () => {
     const saved = node.properties?.[OVERLAY_PROP];
-    if (saved?.image) { img.src = saved.image; img.style.display = "block"; }
+    if (saved?.image) { img.src = saved.image; img.style.display = "block"; fitNode(); }
   };
   node.hyavatarRefresh = () => {
     const info = characterAudio(viewOfGraph(app.graph), node.id);
@@ -113,7 +116,7 @@ function setup(node) {
     paint(ctx, ops);
     legend.dataset.rows = JSON.stringify(info.rows.map((r) => ({ character: r.character, input: r.input, file: r.source?.file ?? null, summary: summaries[r.input] ? true : false })));
     legend.dataset.warnings = JSON.stringify(warnings);
-    if (height !== state.legendHeight) { state.legendHeight = height; node.setSize([node.size[0], Math.max(node.size[1], node.computeSize()[1])]); }
+    if (height !== state.legendHeight) { state.legendHeight = height; fitNode(); }
     node.setDirtyCanvas(true, true);
   };
 
@@ -125,7 +128,6 @@ function setup(node) {
     thumbnail(viewUrl(ref)).then((image) => {
       node.properties[OVERLAY_PROP] = { image, characters: output.avatar_characters ?? [] };
       node.hyavatarShowOverlay();
-      img.onload = () => node.setSize([node.size[0], Math.max(node.size[1], node.computeSize()[1])]);
     });
   };
   const onConfigure = node.onConfigure;

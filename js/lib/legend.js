@@ -24,6 +24,12 @@ export function wrap(text, width) {
   return line ? [...lines, line] : lines;
 }
 
+/** Shorten to `width` px keeping the end (file names differ at the end: take_1.wav / take_2.wav). */
+export function fit(text, width) {
+  const max = Math.max(4, Math.floor(width / CHAR_W));
+  return text.length <= max ? text : `…${text.slice(text.length - max + 1)}`;
+}
+
 function sourceLabel(row) {
   if (!row.source) return `${row.input}: not connected`;
   return `${row.input} ← ${row.source.file ?? row.source.title}`;
@@ -50,7 +56,7 @@ export function layoutLegend(rows, summaries, warnings, width) {
     ops.push({ kind: "rect", x: PAD, y, w: 22, h: 22, fill: colour });
     ops.push({ kind: "text", x: PAD + 11, y: y + 15, text: String(r.character), color: "#000", align: "center", bold: true });
     const textW = width - 3 * PAD - 22 - WAVE_W - PAD;
-    const label = wrap(sourceLabel(r), textW)[0];
+    const label = r.source ? `${r.input} ← ${fit(r.source.file ?? r.source.title, textW - 9 * CHAR_W)}` : sourceLabel(r);
     ops.push({ kind: "text", x: 2 * PAD + 22, y: y + 11, text: label, color: r.source ? COLOURS.text : COLOURS.bad, align: "left" });
     const s = summaries[r.input];
     if (s) {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { layoutLegend, levelWarnings, wrap } from "../../js/lib/legend.js";
+import { fit, layoutLegend, levelWarnings, wrap } from "../../js/lib/legend.js";
 import { PALETTE } from "../../js/lib/palette.js";
 
 const rows = [
@@ -39,4 +39,12 @@ test("warnings wrap to the width and grow the legend", () => {
 test("an unconnected character is drawn as such", () => {
   const { ops } = layoutLegend([{ character: 1, input: "audio_0", source: null }], {}, [], 300);
   assert.ok(ops.some((o) => o.kind === "text" && o.text === "audio_0: not connected"));
+});
+
+test("a long file name is shortened from the front so the differing end stays visible", () => {
+  const label = fit("interview_speaker_one_take_2.wav", 70);
+  assert.ok(label.startsWith("…") && label.endsWith("take_2.wav") && label.length === 11);
+  const { ops } = layoutLegend([{ character: 1, input: "audio_0", source: { file: "a_very_long_recording_name_take_2.wav" } }], {}, [], 300);
+  const text = ops.find((o) => o.kind === "text" && o.text.startsWith("audio_0")).text;
+  assert.ok(text.endsWith("take_2.wav"), text);
 });
