@@ -12,8 +12,6 @@ PROMPT_PREFIX = "Authentic, Realistic, Natural, High-quality, Lens-Fixed, "
 PERSON_SUFFIX = "\nThe person looks like<image>"
 NEGATIVE_PROMPT = ("Aerial view, aerial view, overexposed, low quality, deformation, a poor composition, bad hands, "
                    "bad teeth, bad eyes, bad limbs, distortion, blurring, Lens changes")
-TEXT_LEN = 256          # LLaVA text tokens after the 95-token template crop
-IMAGE_TOKENS = 576      # LLaVA image tokens replacing the one <image> token
 MOTION_EXP, MOTION_POSE = 30, 25  # official motion bucket ids
 
 
@@ -43,40 +41,9 @@ def official_size(height: int, width: int, image_size: int) -> tuple[int, int]:
     return max(h, 64), max(w, 64)
 
 
-def official_text_layout(states: torch.Tensor, mask: torch.Tensor | None, image_tokens: int = IMAGE_TOKENS,
-                         text_len: int = TEXT_LEN) -> tuple[torch.Tensor, torch.Tensor]:
-    """ComfyUI's unpadded LLaVA states [B, L, D] (text with the image tokens merged in place) -> the
-    official padded layout [B, text_len + image_tokens - 1, D] and its positional mask.
-
-    Official mask: ones for the L - (image_tokens - 1) text positions, zeros up to text_len, then
-    image_tokens - 1 ones at the end. Padding rows are zeros here (the official code has the LLM's states
-    of pad tokens there; see README "Differences from the official text states").
-    """
-    b, length, dim = states.shape
-    total = text_len + image_tokens - 1
-    if length > total:
-        raise ValueError(f"prompt too long: {length - image_tokens + 1} LLaVA tokens, the model takes {text_len}; "
-                         "shorten the prompt.")
-    if mask is not None and int(mask.sum()) != mask.numel():
-        raise ValueError("text conditioning has padding already; connect it straight from the text encoder.")
-    out = states.new_zeros(b, total, dim)
-    out[:, :length] = states
-    n_text = max(length - (image_tokens - 1), 0)
-    official_mask = torch.zeros(b, total, dtype=torch.long, device=states.device)
-    official_mask[:, :n_text] = 1
-    official_mask[:, total - (length - n_text):] = 1
-    return out, official_mask
-
-
 def image_to_frames(image: torch.Tensor, frames: int) -> torch.Tensor:
     """First IMAGE of a batch [B, H, W, C] (RGB, 0..1) repeated as a video [frames, H, W, 3]."""
     return image[:1, :, :, :3].expand(frames, -1, -1, -1).contiguous()
-
-
-def masks_to_latent(masks: torch.Tensor, latent_hw: tuple[int, int]) -> torch.Tensor:
-    """Character pixel masks [N, H, W] -> [1, N, 1, h, w] at latent size (bilinear, as the official code)."""
-    m = F.interpolate(masks[:, None].float(), size=latent_hw, mode="bilinear", align_corners=False)
-    return m[:, 0][None, :, None]
 
 
 def resize_masks(masks: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
@@ -84,6 +51,20 @@ def resize_masks(masks: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     if tuple(masks.shape[-2:]) == tuple(hw):
         return masks.float()
     return F.interpolate(masks[:, None].float(), size=hw, mode="nearest")[:, 0]
+
+
+def masks_by_character(masks: dict | None, characters: int) -> list[torch.Tensor | None]:
+    """Autogrow MASK inputs {'mask_0': MASK, ...} -> one entry per character (None: detect that one)."""
+    out: list[torch.Tensor | None] = [None] * characters
+    for name, mask in (masks or {}).items():
+        index = int(name.rsplit("_", 1)[1])
+        if mask is None:
+            continue
+        if index >= characters:
+            raise ValueError(f"{name} is connected but characters={characters}: set characters to at least "
+                             f"{index + 1} or disconnect {name}.")
+        out[index] = mask
+    return out
 
 
 def check_image(image: torch.Tensor, name: str = "image") -> None:
@@ -96,19 +77,6 @@ def check_image(image: torch.Tensor, name: str = "image") -> None:
 def motion_tensor(value: float) -> torch.Tensor:
     """One motion bucket id -> the model's [1, 4] input (the official code repeats it 4 times)."""
     return torch.full((1, 4), float(value))
-
-
-def box_masks(boxes: list[tuple[float, float, float, float]], hw: tuple[int, int], scale: float) -> torch.Tensor:
-    """Face boxes (x0, y0, x1, y1) -> binary masks [N, H, W] of each box grown `scale` times in width and
-    height around its centre and clamped to the image (official get_facemask, area=3.0)."""
-    h, w = hw
-    out = torch.zeros(len(boxes), h, w)
-    for i, (x0, y0, x1, y1) in enumerate(boxes):
-        cx, cy, bw, bh = (x0 + x1) // 2, (y0 + y1) // 2, (x1 - x0) * scale, (y1 - y0) * scale
-        l, r = int(max(cx - bw / 2, 0)), int(min(cx + bw / 2, w))
-        t, b = int(max(cy - bh / 2, 0)), int(min(cy + bh / 2, h))
-        out[i, t:b, l:r] = 1.0
-    return out
 
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import numpy as np
+import logging
+
 import torch
 from comfy_api.latest import io
 
-from .convert import box_masks, check_image, mask_preview, resize_masks
+from ..avatar_core.conditioning.faces import character_masks
+from .convert import check_image, mask_preview, masks_by_character
 from .types import CharacterMasks, FaceDetector
 
 MAX_CHARACTERS = 8
-
-
-def detect_faces(detector, image: torch.Tensor) -> list[tuple[float, float, float, float]]:
-    """Face boxes of an IMAGE [1, H, W, 3], left to right."""
-    bgr = (image[0, :, :, :3].clamp(0, 1) * 255).byte().numpy()[:, :, ::-1]
-    faces = detector.get(np.ascontiguousarray(bgr))
-    boxes = [tuple(float(v) for v in f.bbox[:4]) for f in faces]
-    return sorted(boxes, key=lambda b: b[0])
 
 
 class AvatarFaceMasks(io.ComfyNode):
@@ -25,12 +19,14 @@ class AvatarFaceMasks(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="AvatarFaceMasks", display_name="Avatar Character Masks", category="HunyuanVideo-Avatar",
-            description="Where each character's audio acts. Connected masks win (mask_k = character k); otherwise "
-                        "faces are detected and numbered left to right; with neither, one character covers the frame.",
+            description="Where each character's audio acts. A connected mask wins (mask_0 = character 1, mask_1 = "
+                        "character 2, ...); the other characters get detected faces, numbered left to right. With one "
+                        "character and no detector, the whole frame is used.",
             inputs=[
                 io.Image.Input("image", tooltip="The reference image (the same one the sampler gets)."),
                 io.Int.Input("characters", default=1, min=1, max=MAX_CHARACTERS, step=1,
-                             tooltip="How many characters speak. With a detector, the largest faces are kept."),
+                             tooltip="How many characters speak. Detected faces are numbered left to right; with more "
+                                     "faces than characters, the largest are kept."),
                 io.Float.Input("face_scale", default=3.0, min=1.0, max=8.0, step=0.1,
                                tooltip="Grow each detected face box this many times (official 3.0): the mask must "
                                        "cover the head while it moves."),
@@ -47,21 +43,13 @@ class AvatarFaceMasks(io.ComfyNode):
     def execute(cls, image: torch.Tensor, characters: int, face_scale: float, face_detector=None,
                 masks: io.Autogrow.Type = None) -> io.NodeOutput:
         check_image(image)
-        hw = (image.shape[1], image.shape[2])
-        given = [masks[k] for k in sorted(masks or {}, key=lambda n: int(n.rsplit("_", 1)[1])) if masks[k] is not None]
-        if given:
-            out = resize_masks(torch.cat([m[:1] if m.dim() == 3 else m[None] for m in given]), hw)
-            if characters != len(out):
-                raise ValueError(f"characters={characters} but {len(out)} masks are connected; set characters to {len(out)}.")
-        elif face_detector is not None:
-            boxes = detect_faces(face_detector, image)
-            if len(boxes) < characters:
-                raise ValueError(f"characters={characters} but {len(boxes)} faces were found in the image; lower "
-                                 "characters or connect one MASK per character.")
-            largest = sorted(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), reverse=True)[:characters]
-            out = box_masks(sorted(largest, key=lambda b: b[0]), hw, face_scale)
-        elif characters == 1:
-            out = torch.ones(1, *hw)  # the official fallback when no face is found: the whole frame
-        else:
-            raise ValueError(f"characters={characters}: connect a face_detector or one MASK per character.")
-        return io.NodeOutput(out, mask_preview(image, out))
+        wanted = masks_by_character(masks, characters)
+        if face_detector is None and characters == 1 and wanted[0] is None:
+            logging.warning("Avatar Character Masks: no face detector connected: the whole frame drives the mouth.")
+            whole = torch.ones(1, image.shape[1], image.shape[2])
+            return io.NodeOutput(whole, mask_preview(image, whole))
+        result = character_masks(image[:1, :, :, :3], characters, detector=face_detector,
+                                 user_masks=wanted, area=face_scale)
+        for note in result.notes:
+            logging.warning("Avatar Character Masks: %s", note)
+        return io.NodeOutput(result.pixel, mask_preview(image, result.pixel))

@@ -10,14 +10,16 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
+from ..avatar_core.conditioning.faces import InsightFaceDetector
 from ..avatar_core.conditioning.whisper import load_whisper_encoder
-from ..avatar_core.loading import load_transformer
+from ..avatar_core.loading import load_emotion_module, load_transformer
 from ..avatar_core.model.attention import BACKENDS
 from . import paths
 from .types import AvatarModel, FaceDetector, WhisperEncoder
 
 WEIGHT_DTYPES = {"bf16": (torch.bfloat16, "dequant"), "fp16": (torch.float16, "dequant"),
                  "fp32": (torch.float32, "dequant"), "fp8_e4m3fn": (torch.bfloat16, "quantize")}
+NO_AEM = "none"
 PROVIDERS = {"CPU": ["CPUExecutionProvider"], "CUDA": ["CUDAExecutionProvider", "CPUExecutionProvider"],
              "ROCm": ["ROCMExecutionProvider", "CPUExecutionProvider"],
              "CoreML": ["CoreMLExecutionProvider", "CPUExecutionProvider"]}
@@ -58,18 +60,28 @@ class AvatarModelLoader(io.ComfyNode):
                 io.Combo.Input("attention", options=list(BACKENDS), default="sdpa",
                                tooltip="Attention kernel. sdpa works everywhere; flash_attn / sage need their package "
                                        "and a CUDA GPU (falls back to sdpa with a warning otherwise)."),
+                io.Combo.Input("emotion_weights", options=[NO_AEM] + paths.emotion_files(), default=NO_AEM,
+                               optional=True,
+                               tooltip="Audio Emotion Module weights (.safetensors in models/avatar_emotion) for the "
+                                       "emotion reference. The public release has none: without them an emotion "
+                                       "input has no effect."),
             ],
             outputs=[AvatarModel.Output(display_name="model")],
         )
 
     @classmethod
-    def execute(cls, ckpt_name: str, weight_dtype: str, attention: str) -> io.NodeOutput:
+    def execute(cls, ckpt_name: str, weight_dtype: str, attention: str, emotion_weights: str = NO_AEM) -> io.NodeOutput:
         path = folder_paths.get_full_path("diffusion_models", ckpt_name)
         if path is None:
             raise paths.missing_file_error("diffusion_models", ckpt_name, "Avatar checkpoint")
         dtype, fp8 = WEIGHT_DTYPES[weight_dtype]
         model = load_transformer(path, dtype=dtype, device=mm.unet_offload_device(), fp8=fp8,
                                  attention_backend=attention)
+        if emotion_weights and emotion_weights != NO_AEM:
+            aem = folder_paths.get_full_path(paths.EMOTION, emotion_weights)
+            if aem is None:
+                raise paths.missing_file_error(paths.EMOTION, emotion_weights, "Audio Emotion Module weights")
+            load_emotion_module(model, aem)
         return io.NodeOutput(_patcher(model))
 
 
@@ -123,15 +135,12 @@ class AvatarInsightFaceLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model_name: str, provider: str, det_size: int) -> io.NodeOutput:
-        try:
-            from insightface.app import FaceAnalysis
-        except ImportError as e:
-            raise RuntimeError("insightface is not installed: run `python install.py` in this pack's folder "
-                               "(it installs insightface and exactly one onnxruntime flavour).") from e
         root = paths.insightface_root()
         if not os.path.isdir(os.path.join(root, "models", model_name)):
             raise paths.missing_file_error(paths.INSIGHTFACE, f"models/{model_name}", "InsightFace model pack")
-        app = FaceAnalysis(name=model_name, root=root, providers=PROVIDERS[provider],
-                           allowed_modules=["detection"])
-        app.prepare(ctx_id=0 if provider != "CPU" else -1, det_size=(det_size, det_size))
-        return io.NodeOutput(app)
+        try:
+            detector = InsightFaceDetector(root, pack=model_name, providers=PROVIDERS[provider], det_size=det_size)
+        except ImportError as e:
+            raise RuntimeError("insightface is not installed: run `python install.py` in this pack's folder "
+                               "(it installs insightface and exactly one onnxruntime flavour).") from e
+        return io.NodeOutput(detector)

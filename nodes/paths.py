@@ -8,12 +8,13 @@ import folder_paths
 
 INSIGHTFACE = "insightface"               # models/insightface/models/<name>/*.onnx (InsightFace's own layout)
 CONDITIONING = "avatar_conditioning"      # saved text conditioning (.safetensors)
+EMOTION = "avatar_emotion"                # Audio Emotion Module weights (.safetensors, avatar_core.loading)
 
 
 def register_folders() -> None:
-    for name in (INSIGHTFACE, CONDITIONING):
+    for name in (INSIGHTFACE, CONDITIONING, EMOTION):
         folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name), is_default=False)
-        if name == CONDITIONING:
+        if name in (CONDITIONING, EMOTION):
             folder_paths.folder_names_and_paths[name][1].update({".safetensors"})
 
 
@@ -40,3 +41,10 @@ def missing_file_error(folder: str, name: str, what: str) -> FileNotFoundError:
 
 def conditioning_folder() -> str:
     return folder_paths.get_folder_paths(CONDITIONING)[0]
+
+
+def emotion_files() -> list[str]:
+    """AEM weight files; empty when the folder is not registered yet (schema built before on_load)."""
+    if EMOTION not in folder_paths.folder_names_and_paths:
+        return []
+    return folder_paths.get_filename_list(EMOTION)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import comfy.latent_formats
 import comfy.model_management as mm
 import comfy.utils
@@ -14,8 +16,10 @@ from ..avatar_core.sampling.guidance import GuidanceConfig
 from ..avatar_core.sampling.sampler import (AvatarConditioning, SamplerCallbacks, SamplerConfig, SamplingCancelled,
                                             TextConditioning, sample_avatar)
 from ..avatar_core.sampling.windows import OFFICIAL_OFFSET, OFFICIAL_WINDOW, WindowConfig
-from .convert import (MOTION_EXP, MOTION_POSE, check_image, image_to_frames, masks_to_latent, motion_tensor,
-                      official_size, official_text_layout, resize_masks)
+from ..avatar_core.conditioning.emotion import emotion_warning
+from ..avatar_core.conditioning.faces import face_mask_for_model, to_latent
+from ..avatar_core.conditioning.text import official_text_layout
+from .convert import MOTION_EXP, MOTION_POSE, check_image, image_to_frames, motion_tensor, official_size, resize_masks
 from .types import AudioFeatures, AvatarModel, CharacterMasks, Emotion, LongVideo
 
 LATENT = comfy.latent_formats.HunyuanVideo()
@@ -90,6 +94,11 @@ class AvatarSampler(io.ComfyNode):
                 long_video=None, image_size=704, steps=50, cfg=7.5, shift=5.0, seed=128, motion_exp=MOTION_EXP,
                 motion_pose=MOTION_POSE, deep_cache=True) -> io.NodeOutput:
         check_image(image)
+        warning = emotion_warning(getattr(model.model, "aem", None) is not None, emotion is not None)
+        if warning:
+            logging.warning("Avatar Sampler: %s", warning)
+            _tell_ui(warning)
+            emotion = None
         windows = long_video or WindowConfig()
         h, w = official_size(image.shape[1], image.shape[2], image_size)
         masks = character_masks if character_masks is not None else torch.ones(1, h, w)
@@ -104,7 +113,7 @@ class AvatarSampler(io.ComfyNode):
         cond = AvatarConditioning(
             ref_latents=ref.to(device), text=text_conditioning(positive, "positive", device),
             negative_text=text_conditioning(negative, "negative", device), audio=audio.to(device),
-            face_mask=masks_to_latent(resize_masks(masks, (h, w)), (ref.shape[-2], ref.shape[-1])).to(device),
+            face_mask=face_mask_for_model(to_latent(resize_masks(masks, (h, w)), tuple(ref.shape[-2:]))).to(device),
             motion_exp=motion_tensor(motion_exp).to(device), motion_pose=motion_tensor(motion_pose).to(device),
             fps=torch.tensor([audio_features.fps], device=device),
             emotion=emotion.to(device) if emotion is not None else None)
@@ -119,6 +128,17 @@ class AvatarSampler(io.ComfyNode):
             del cond
             mm.soft_empty_cache()
         return io.NodeOutput({"samples": (result.latents / LATENT.scale_factor).float().cpu()})
+
+
+def _tell_ui(text: str) -> None:
+    """Show a message on the running node in the ComfyUI frontend (log only where the server lacks it)."""
+    try:
+        from comfy_execution.utils import get_executing_context
+        from server import PromptServer
+        ctx = get_executing_context()
+        PromptServer.instance.send_progress_text(text, ctx.node_id if ctx else "")
+    except Exception as e:  # an old ComfyUI: the log line above already says it
+        logging.debug("Avatar Sampler: could not show the message in the UI: %s", e)
 
 
 def _callbacks(device) -> SamplerCallbacks:
