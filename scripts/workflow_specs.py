@@ -1,0 +1,168 @@
+"""The five example workflows, as compact graphs. `scripts/build_workflows.py` realises them in the real ComfyUI
+frontend and saves what it serialises to example_workflows/ (the UI format the Templates browser opens).
+
+A node is (key, type, column, row, {widget: value}, title); a link is (from_key, output_slot, to_key, input_name).
+"""
+
+from __future__ import annotations
+
+DIT = "hunyuan_video_avatar_bf16.safetensors"
+WHISPER = "whisper-tiny/model.safetensors"
+VAE = "hunyuan_video_vae_bf16.safetensors"
+CLIP_L, LLAVA, LLAVA_VISION = "clip_l.safetensors", "llava_llama3_fp8_scaled.safetensors", "llava_llama3_vision.safetensors"
+FACES = "buffalo_l"
+NEGATIVE = ("Aerial view, aerial view, overexposed, low quality, deformation, a poor composition, bad hands, "
+            "bad teeth, bad eyes, bad limbs, distortion, blurring, Lens changes")
+
+MODEL_NOTE = f"""Model files this workflow needs (README: "Model files" says where to download each):
+- models/diffusion_models/{DIT}  (python -m avatar_core.convert mp_rank_00_model_states.pt; the official .pt and fp8 .pt load too)
+- models/audio_encoders/{WHISPER}  (+ config.json beside it: openai/whisper-tiny)
+- models/vae/{VAE}
+- models/text_encoders/{CLIP_L} and models/text_encoders/{LLAVA}
+- models/clip_vision/{LLAVA_VISION}
+- models/insightface/models/{FACES}/  (or antelopev2)
+Out of memory? weight_dtype fp8_e4m3fn, a smaller image_size, or save the text conditioning once (Avatar Save Conditioning) and load it."""
+
+
+def base(image: str, audio: str, prompt: str, image_size: int = 704, weight_dtype: str = "bf16",
+         prefix: str = "avatar/avatar") -> tuple[list, list]:
+    """Single character: image + speech -> mp4 with the speech. Returns (nodes, links)."""
+    nodes = [
+        ("model", "AvatarModelLoader", 0, 0, {"ckpt_name": DIT, "weight_dtype": weight_dtype, "attention": "sdpa"}, None),
+        ("whisper", "AvatarWhisperLoader", 0, 1, {"whisper_name": WHISPER}, None),
+        ("vae", "VAELoader", 0, 2, {"vae_name": VAE}, None),
+        ("clip", "DualCLIPLoader", 0, 3, {"clip_name1": CLIP_L, "clip_name2": LLAVA, "type": "hunyuan_video"}, None),
+        ("clip_vision", "CLIPVisionLoader", 0, 4, {"clip_name": LLAVA_VISION}, None),
+        ("faces", "AvatarInsightFaceLoader", 0, 5, {"model_name": FACES, "provider": "CPU", "det_size": 640}, None),
+        ("image", "LoadImage", 1, 0, {"image": image}, "Reference image"),
+        ("audio", "LoadAudio", 1, 2, {"audio": audio}, "Speech"),
+        ("vision", "CLIPVisionEncode", 1, 4, {"crop": "none"}, None),
+        ("encode", "AvatarAudioEncode", 2, 0, {"start_offsets": "0", "fps": "25", "duration": 0.0}, None),
+        ("masks", "AvatarFaceMasks", 2, 1, {"characters": 1, "face_scale": 3.0}, None),
+        ("text", "AvatarTextEncode", 2, 3, {"prompt": prompt, "negative_prompt": NEGATIVE, "official_prefix": True}, None),
+        ("sampler", "AvatarSampler", 3, 0, {"image_size": image_size, "steps": 50, "cfg": 7.5, "shift": 5.0, "seed": 128,
+                                            "control_after_generate": "fixed", "motion_exp": 30, "motion_pose": 25,
+                                            "deep_cache": True}, None),
+        ("decode", "VAEDecodeTiled", 4, 0, {"tile_size": 256, "overlap": 64, "temporal_size": 64,
+                                            "temporal_overlap": 8}, None),
+        ("trim", "ImageFromBatch", 4, 1, {"batch_index": 0, "length": 1}, "Trim to the audio"),
+        ("video", "CreateVideo", 4, 2, {"fps": 25.0}, None),
+        ("save", "SaveVideo", 5, 0, {"filename_prefix": prefix, "format": "mp4", "format.codec": "h264",
+                                     "format.codec.encoding": "re-encode", "format.codec.encoding.crf": 17.0}, None),
+        ("note", "Note", 5, 2, {"text": MODEL_NOTE}, "Model files"),
+    ]
+    links = [
+        ("whisper", 0, "encode", "whisper"), ("audio", 0, "encode", "audio.audio_0"),
+        ("image", 0, "masks", "image"), ("faces", 0, "masks", "face_detector"),
+        ("clip_vision", 0, "vision", "clip_vision"), ("image", 0, "vision", "image"),
+        ("clip", 0, "text", "clip"), ("vision", 0, "text", "clip_vision_output"),
+        ("model", 0, "sampler", "model"), ("text", 0, "sampler", "positive"), ("text", 1, "sampler", "negative"),
+        ("image", 0, "sampler", "image"), ("vae", 0, "sampler", "vae"), ("encode", 0, "sampler", "audio_features"),
+        ("masks", 0, "sampler", "character_masks"),
+        ("sampler", 0, "decode", "samples"), ("vae", 0, "decode", "vae"),
+        ("decode", 0, "trim", "image"), ("encode", 1, "trim", "length"),
+        ("trim", 0, "video", "images"), ("audio", 0, "video", "audio"), ("video", 0, "save", "video"),
+    ]
+    return nodes, links
+
+
+def _set(nodes: list, key: str, **widgets) -> list:
+    return [(k, t, c, r, {**w, **widgets} if k == key else w, title) for k, t, c, r, w, title in nodes]
+
+
+def single_portrait():
+    nodes, links = base("portrait.png", "speech.wav", "A person is talking to the camera.", prefix="avatar/portrait")
+    return nodes, links, "Single portrait: one face, one speech track -> lip-synced mp4 (704 px, 25 fps)."
+
+
+def full_body():
+    nodes, links = base("full_body.png", "speech.wav", "A person stands and talks, moving their hands naturally.",
+                        weight_dtype="fp8_e4m3fn", prefix="avatar/full_body")
+    nodes = _set(nodes, "masks", face_scale=3.0)
+    nodes = _set(nodes, "sampler", motion_pose=25, image_size=704)
+    return nodes, links, ("Full body: the whole figure in frame (a portrait-orientation image gives 704x1216). The face "
+                          "is small, so the detector finds it and the mask covers 3x the face box. fp8 weights to fit "
+                          "the larger video in memory.")
+
+
+def two_character_dialogue():
+    nodes, links = base("two_people.png", "speaker_left.wav", "Two people are having a conversation.",
+                        prefix="avatar/dialogue")
+    nodes = _set(nodes, "masks", characters=2)
+    nodes = _set(nodes, "encode", start_offsets="0, 0")
+    nodes = [n for n in nodes if n[0] != "note"] + [
+        ("audio2", "LoadAudio", 1, 3, {"audio": "speaker_right.wav"}, "Speech of character 2 (right)"),
+        ("mix", "AudioMerge", 3, 2, {"merge_method": "add"}, "Soundtrack: both speakers"),
+        ("mask1", "LoadImageMask", 1, 5, {"image": "two_people_mask_left.png", "channel": "alpha"},
+         "Mask of character 1 (left)"),
+        ("mask2", "LoadImageMask", 1, 6, {"image": "two_people_mask_right.png", "channel": "alpha"},
+         "Mask of character 2 (right)"),
+        ("note", "Note", 5, 2, {"text": MODEL_NOTE + DIALOGUE_NOTE}, "Model files / how it works"),
+    ]
+    nodes = _retitle(nodes, "audio", "Speech of character 1 (left)")
+    links = [ln for ln in links if ln[2:] != ("video", "audio")] + [
+        ("audio2", 0, "encode", "audio.audio_1"), ("mask1", 0, "masks", "masks.mask_0"),
+        ("mask2", 0, "masks", "masks.mask_1"), ("audio", 0, "mix", "audio1"), ("audio2", 0, "mix", "audio2"),
+        ("mix", 0, "video", "audio")]
+    return nodes, links, "Two-character dialogue: one speech track and one mask per character, numbered left to right."
+
+
+DIALOGUE_NOTE = """
+
+Two characters: audio_0 and mask_0 are character 1 (the LEFT one), audio_1 and mask_1 character 2. Each track is that
+speaker alone, as long as the dialogue (silence while the other speaks), or shorter with its start in start_offsets
+("0, 3.2": character 2 starts at 3.2 s). The masks come from LoadImageMask (paint them in the mask editor of the
+reference image); disconnect them and the detector numbers the two largest faces left to right instead.
+AudioMerge adds the two tracks into the video's soundtrack; with start offsets other than 0, connect a mixed
+file to CreateVideo's audio instead."""
+
+
+def long_clip():
+    nodes, links = base("portrait.png", "speech_90s.wav", "A person is giving a talk, speaking calmly.",
+                        prefix="avatar/long")
+    nodes = [n for n in nodes if n[0] != "note"] + [
+        ("long", "AvatarLongVideo", 2, 5, {"window": 33, "shift": 10}, None),
+        ("note", "Note", 5, 2, {"text": MODEL_NOTE + LONG_NOTE}, "Model files / long clips"),
+    ]
+    return nodes, links + [("long", 0, "sampler", "long_video")], "Long clip (over 60 s): window stitching, any length."
+
+
+LONG_NOTE = """
+
+Long clips: the video is as long as the audio (here 90 s = 2250 frames). The sampler denoises a ring of latent frames
+window by window (33 latent frames = 129 video frames per model call), shifting the window grid 10 latent frames each
+step so seams never stay in place. Time grows linearly with length (about 18 windows per step for 90 s); memory does
+not. VAEDecodeTiled decodes 64 frames at a time."""
+
+
+def emotion_reference():
+    nodes, links = base("portrait.png", "speech.wav", "A person is talking with a big smile.", prefix="avatar/emotion")
+    nodes = _set(nodes, "model", emotion_weights="none")
+    nodes = [n for n in nodes if n[0] != "note"] + [
+        ("emotion_image", "LoadImage", 1, 6, {"image": "emotion_smile.png"}, "Emotion reference"),
+        ("emotion", "AvatarEmotionEncode", 2, 5, {"image_size": 512}, None),
+        ("note", "Note", 5, 2, {"text": MODEL_NOTE + EMOTION_NOTE}, "Model files / emotion"),
+    ]
+    links = links + [("emotion_image", 0, "emotion", "image"), ("vae", 0, "emotion", "vae"),
+                     ("emotion", 0, "sampler", "emotion")]
+    return nodes, links, "Emotion reference: a face showing the wanted expression steers the Audio Emotion Module."
+
+
+EMOTION_NOTE = """
+
+Emotion: needs Audio Emotion Module (AEM) weights, a .safetensors file in models/avatar_emotion chosen in the model
+loader's emotion_weights. The public HunyuanVideo-Avatar release has none: with "none" the sampler says (in the log
+and on the node) that the emotion input has no effect, and renders as without it."""
+
+
+def _retitle(nodes: list, key: str, title: str) -> list:
+    return [(k, t, c, r, w, title if k == key else ti) for k, t, c, r, w, ti in nodes]
+
+
+WORKFLOWS = {
+    "avatar_single_portrait": single_portrait,
+    "avatar_full_body": full_body,
+    "avatar_two_character_dialogue": two_character_dialogue,
+    "avatar_long_clip": long_clip,
+    "avatar_emotion_reference": emotion_reference,
+}

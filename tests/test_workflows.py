@@ -1,0 +1,117 @@
+"""The example workflows (example_workflows/*.json, UI format) against our node schemas and the native ones:
+parse, known node types, consistent links with matching types, widget values in schema order. No ComfyUI."""
+
+from __future__ import annotations
+
+import json
+import numbers
+
+import pytest
+from workflow_schema import NATIVE, REPO, our_schemas
+
+FOLDER = REPO / "example_workflows"
+EXPECTED = ["avatar_emotion_reference", "avatar_full_body", "avatar_long_clip", "avatar_single_portrait",
+            "avatar_two_character_dialogue"]
+OURS = our_schemas()
+SCHEMAS = {**NATIVE, **OURS}
+MODEL_WIDGETS = {"AvatarModelLoader": "ckpt_name", "AvatarWhisperLoader": "whisper_name", "VAELoader": "vae_name",
+                 "DualCLIPLoader": ("clip_name1", "clip_name2"), "CLIPVisionLoader": "clip_name"}
+
+
+def load(name: str) -> dict:
+    return json.loads((FOLDER / f"{name}.json").read_text())
+
+
+def widgets(node: dict) -> dict:
+    names = SCHEMAS[node["type"]].widget_names()
+    return {n: v for n, v in zip(names, node.get("widgets_values", [])) if n is not None}
+
+
+def test_one_folder_holds_exactly_the_five_workflows():
+    assert sorted(p.stem for p in FOLDER.glob("*.json")) == EXPECTED
+    # ComfyUI's Templates browser also scans workflows/, examples/, ...: a second folder would list them twice.
+    for other in ("workflows", "example", "examples", "workflow"):
+        assert not list((REPO / other).glob("*.json")), f"{other}/ would duplicate the templates"
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_nodes_are_ours_or_known_native(name):
+    wf = load(name)
+    assert wf["nodes"] and wf["version"] and isinstance(wf["links"], list)
+    for node in wf["nodes"]:
+        assert node["type"] in SCHEMAS, f"{name}: node {node['id']} has unknown type {node['type']}"
+    assert {"AvatarModelLoader", "AvatarSampler", "SaveVideo", "Note"} <= {n["type"] for n in wf["nodes"]}
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_links_are_consistent_and_typed(name):
+    wf = load(name)
+    nodes = {n["id"]: n for n in wf["nodes"]}
+    for link_id, src, src_slot, dst, dst_slot, kind in wf["links"]:
+        out = nodes[src]["outputs"][src_slot]
+        inp = nodes[dst]["inputs"][dst_slot]
+        assert link_id in out["links"] and inp["link"] == link_id, f"{name}: link {link_id} not mirrored"
+        assert SCHEMAS[nodes[src]["type"]].outputs[src_slot] == out["type"] == kind
+        declared = SCHEMAS[nodes[dst]["type"]].socket_types()
+        assert declared.get(inp["name"]) == kind, f"{name}: {nodes[dst]['type']}.{inp['name']} takes " \
+                                                  f"{declared.get(inp['name'])}, linked {kind}"
+    for node in wf["nodes"]:  # every required socket of our nodes is connected
+        if node["type"] in OURS:
+            linked = {i["name"] for i in node.get("inputs", []) if i.get("link") is not None}
+            for inp in OURS[node["type"]].inputs:
+                if not inp.widget and not inp.optional:
+                    assert inp.name in linked, f"{name}: {node['type']}.{inp.name} is not connected"
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_widget_values_follow_the_schemas(name):
+    for node in load(name)["nodes"]:
+        schema = SCHEMAS[node["type"]]
+        values = node.get("widgets_values", [])
+        assert len(values) == len(schema.widget_names()), f"{name}: {node['type']} has {len(values)} widget values"
+        if node["type"] not in OURS:
+            continue
+        for inp in schema.inputs:
+            if not inp.widget:
+                continue
+            v, kw = widgets(node)[inp.name], inp.kwargs
+            expected = {"INT": int, "FLOAT": numbers.Real, "STRING": str, "BOOLEAN": bool, "COMBO": str}[inp.type]
+            assert isinstance(v, expected) and not (inp.type != "BOOLEAN" and isinstance(v, bool)), \
+                f"{name}: {node['type']}.{inp.name} = {v!r}"
+            if kw.get("min") is not None and kw.get("max") is not None:
+                assert kw["min"] <= v <= kw["max"], f"{name}: {node['type']}.{inp.name} = {v} out of range"
+            if isinstance(kw.get("options"), list):
+                assert v in kw["options"], f"{name}: {node['type']}.{inp.name} = {v!r}"
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_note_names_every_model_file_and_its_folder(name):
+    wf = load(name)
+    note = "\n".join(n["widgets_values"][0] for n in wf["nodes"] if n["type"] == "Note")
+    for node in wf["nodes"]:
+        for widget in (lambda w: w if isinstance(w, tuple) else (w,))(MODEL_WIDGETS.get(node["type"], ())):
+            assert widgets(node)[widget] in note, f"{name}: the Note does not name {widgets(node)[widget]}"
+    for folder in ("diffusion_models", "audio_encoders", "vae", "text_encoders", "clip_vision", "insightface"):
+        assert f"models/{folder}/" in note
+
+
+def _linked(wf: dict, kind: str, input_name: str) -> list[dict]:
+    """Nodes feeding input `input_name` of nodes of type `kind`."""
+    nodes = {n["id"]: n for n in wf["nodes"]}
+    return [nodes[src] for _, src, _, dst, slot, _ in wf["links"]
+            if nodes[dst]["type"] == kind and nodes[dst]["inputs"][slot]["name"] == input_name]
+
+
+def test_each_workflow_shows_its_feature():
+    dialogue = load("avatar_two_character_dialogue")
+    assert [n["type"] for n in _linked(dialogue, "AvatarAudioEncode", "audio.audio_0")] == ["LoadAudio"]
+    assert [n["type"] for n in _linked(dialogue, "AvatarAudioEncode", "audio.audio_1")] == ["LoadAudio"]
+    assert _linked(dialogue, "AvatarFaceMasks", "masks.mask_0") and _linked(dialogue, "AvatarFaceMasks", "masks.mask_1")
+    assert widgets(next(n for n in dialogue["nodes"] if n["type"] == "AvatarFaceMasks"))["characters"] == 2
+    assert [n["type"] for n in _linked(load("avatar_long_clip"), "AvatarSampler", "long_video")] == ["AvatarLongVideo"]
+    emotion = load("avatar_emotion_reference")
+    assert [n["type"] for n in _linked(emotion, "AvatarSampler", "emotion")] == ["AvatarEmotionEncode"]
+    for name in EXPECTED:  # the video is trimmed to the audio and keeps it
+        wf = load(name)
+        assert [n["type"] for n in _linked(wf, "ImageFromBatch", "length")] == ["AvatarAudioEncode"]
+        assert _linked(wf, "CreateVideo", "audio")
