@@ -22,7 +22,8 @@ from avatar_core.model.flops import cached_forward_flops, forward_flops  # noqa:
 from bench.common import TEXT_LEN, TEXT_VALID, gib, make_inputs, parse_shape, timed  # noqa: E402
 
 
-def bench_shape(model, cfg, shape, batch: int, repeats: int, cached_repeats: int) -> dict:
+def bench_shape(model, cfg, shape, batch: int, repeats: int, cached_repeats: int, keep_output: bool = False) -> dict:
+    """Full and deep-cache forward times, peak memory. keep_output: row["output"] = the full output on the CPU."""
     inp = make_inputs(cfg, shape, batch, "cuda")
     x, t = inp.pop("x"), inp.pop("t")
     torch.cuda.empty_cache()
@@ -39,8 +40,9 @@ def bench_shape(model, cfg, shape, batch: int, repeats: int, cached_repeats: int
     T, H, W = shape.latent
     fl = forward_flops(cfg, batch, T, H, W, TEXT_LEN, TEXT_VALID[1])
     cfl = cached_forward_flops(cfg, batch, T, H, W, TEXT_LEN, TEXT_VALID[1])
+    output = holder["out"].cpu() if keep_output else None
     del cache, holder
-    return dict(shape=str(shape), batch=batch, full_s=med, full_runs=times, tflops=fl / med / 1e12, pflop=fl / 1e15,
+    return dict(output=output, shape=str(shape), batch=batch, full_s=med, full_runs=times, tflops=fl / med / 1e12, pflop=fl / 1e15,
                 cached_s=cmed, cached_runs=ctimes, cached_tflops=cfl / cmed / 1e12,
                 peak_alloc_gib=gib(peak_alloc), peak_reserved_gib=gib(peak_res))
 
@@ -68,6 +70,7 @@ def main() -> int:
         row.update(device=torch.cuda.get_device_name(), torch=torch.__version__, attention=args.attention, fp8=args.fp8,
                    date=time.strftime("%Y-%m-%d"))
         rows.append(row)
+        row.pop("output")
         print(json.dumps(row), flush=True)
     print("| shape | batch | full forward s | TFLOP/s | deep-cache s | peak alloc / reserved GiB |")
     print("|---|---|---|---|---|---|")

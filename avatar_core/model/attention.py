@@ -68,13 +68,16 @@ def resolve_backend(name: str) -> str:
     return name
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "sdpa") -> torch.Tensor:
-    """Full (unmasked) attention. q, k, v: (B, L, H, D) -> (B, L, H * D)."""
+def _run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str) -> torch.Tensor:
     kernel = _KERNELS[backend]
     if backend != "sdpa" and (q.dtype not in (torch.float16, torch.bfloat16) or not q.is_cuda):
         kernel = _sdpa  # the optional kernels are half-precision CUDA only
-    out = kernel(q, k, v)
-    return out.flatten(2)
+    return kernel(q, k, v)                                                  # (B, L, H, D)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "sdpa") -> torch.Tensor:
+    """Full (unmasked) attention. q, k, v: (B, L, H, D) -> (B, L, H * D)."""
+    return _run(q, k, v, backend).flatten(2)
 
 
 def segmented_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: Sequence[int],
@@ -82,16 +85,16 @@ def segmented_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid
     """Attention where, per sample b, tokens [0, valid[b]) and [valid[b], L) attend only within their segment.
 
     q, k, v: (B, L, H, D) -> (B, L, H * D). This is the official varlen layout (see module docstring).
+    Each segment's result is written once into the output (no concatenation copies).
     """
     B, L = q.shape[:2]
-    if len(set(valid)) == 1:  # common case: one batched call per segment
-        n = valid[0]
-        parts = [attention(q[:, :n], k[:, :n], v[:, :n], backend)]
-        if n < L:
-            parts.append(attention(q[:, n:], k[:, n:], v[:, n:], backend))
-        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
-    rows = [segmented_attention(q[b:b + 1], k[b:b + 1], v[b:b + 1], [valid[b]], backend) for b in range(B)]
-    return torch.cat(rows, dim=0)
+    out = torch.empty_like(q)                                               # (B, L, H, D)
+    groups = [(slice(None), valid[0])] if len(set(valid)) == 1 else [(slice(b, b + 1), n) for b, n in enumerate(valid)]
+    for rows, n in groups:                                                  # one batched call per segment if possible
+        for seg in (slice(0, n), slice(n, L)):
+            if seg.stop > seg.start:
+                out[rows, seg] = _run(q[rows, seg], k[rows, seg], v[rows, seg], backend)
+    return out.flatten(2)
 
 
 def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -1,27 +1,57 @@
-"""MM-DiT transformer blocks: double stream (separate video/text weights) and single stream."""
+"""MM-DiT transformer blocks: double stream (separate video/text weights) and single stream.
+
+Both blocks run one sample at a time (cond and uncond in turn: the attention inputs of one sample are
+alive at once) and, inside a sample, the token-wise work (norm + modulate, linears, MLP, residual) in
+chunks of `ctx.chunk` tokens, so no (L, 4 * D) MLP hidden state or concatenated copy exists in full.
+q, k and v are written once, by `qkv_to_heads`, into (L, H, Dh) buffers that attention reads as they are.
+The arithmetic is the official one; chunking only changes which rows a matrix product sees at a time.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .attention import segmented_attention
-from .layers import MLP, Modulation, RMSNorm, modulate
-from .rope import apply_rope
+from .fused import add_gated, gelu_tanh_, ln_modulate, qkv_to_heads
+from .layers import MLP, Modulation, RMSNorm, linear_rows
 
 
 @dataclass
 class AttnContext:
-    """What every block's attention needs: RoPE tables for the video tokens and the text segments."""
+    """What every block needs: RoPE tables for the video tokens, the text segments, execution choices."""
 
     cos: torch.Tensor            # (L_img, head_dim), L_img includes the reference frame
     sin: torch.Tensor
     valid: Sequence[int]         # per sample: L_img + number of valid text tokens (first segment)
     backend: str = "sdpa"
+    chunk: int = 16384           # tokens per chunk of the token-wise work (memory vs. launch count)
+    kernels: bool = True         # fused Triton kernels on CUDA (False: the PyTorch reference ops)
+    sp: Optional[Any] = None     # distributed.ulysses.SequenceShard: this rank holds some frames (Ulysses)
+
+    @property
+    def rope(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.cos, self.sin
+
+
+def _chunks(n: int, size: int):
+    for start in range(0, n, size):
+        yield start, min(start + size, n)
+
+
+def _heads_buffers(n: int, heads: int, head_dim: int, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    dtype = torch.get_autocast_dtype(like.device.type) if torch.is_autocast_enabled(like.device.type) else like.dtype
+    return tuple(torch.empty(n, heads, head_dim, dtype=dtype, device=like.device) for _ in range(3))
+
+
+def _attend(qkv: tuple[torch.Tensor, ...], valid: int, ctx: AttnContext) -> torch.Tensor:
+    q, k, v = (t.unsqueeze(0) for t in qkv)                                      # (1, L, H, Dh)
+    if ctx.sp is not None:  # sequence parallel: all-to-all around the same segmented attention
+        return ctx.sp.attention(q, k, v, [valid], ctx.backend)[0]
+    return segmented_attention(q, k, v, [valid], ctx.backend)[0]                # (L, D)
 
 
 class DoubleStreamBlock(nn.Module):
@@ -37,26 +67,39 @@ class DoubleStreamBlock(nn.Module):
             self.add_module(f"{s}_attn_proj", nn.Linear(hidden, hidden, bias=qkv_bias))
             self.add_module(f"{s}_mlp", MLP(hidden, mlp_hidden, act="gelu_tanh"))
 
-    def _qkv(self, s: str, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor):
-        h = modulate(F.layer_norm(x, x.shape[-1:], eps=1e-6), shift, scale)
-        q, k, v = getattr(self, f"{s}_attn_qkv")(h).unflatten(-1, (3, self.heads, -1)).unbind(2)  # (B, L, H, Dh)
-        return getattr(self, f"{s}_attn_q_norm")(q).to(v), getattr(self, f"{s}_attn_k_norm")(k).to(v), v
+    def _qkv(self, s: str, x: torch.Tensor, mod: list[torch.Tensor], rope, buffers, dst: int, ctx: AttnContext):
+        """x (L, D) of one sample -> normalised, rotated heads in buffers[dst:dst + L]."""
+        for a, b in _chunks(x.shape[0], ctx.chunk):
+            h = ln_modulate(x[a:b], mod[0], mod[1], kernels=ctx.kernels)        # (n, D)
+            qkv = getattr(self, f"{s}_attn_qkv")(h)                             # (n, 3D)
+            qkv_to_heads(qkv, getattr(self, f"{s}_attn_q_norm"), getattr(self, f"{s}_attn_k_norm"), rope, a,
+                         x.shape[0] if rope is not None else 0, buffers, dst + a, ctx.kernels)
 
-    def _post(self, s: str, x: torch.Tensor, attn: torch.Tensor, mod: list[torch.Tensor]) -> torch.Tensor:
+    def _post(self, s: str, x: torch.Tensor, attn: torch.Tensor, mod: list[torch.Tensor], out: torch.Tensor,
+              ctx: AttnContext) -> None:
+        """out = x + proj(attn) * gate1, then out += mlp(norm(out)) * gate2, chunk by chunk. (L, D) each."""
         _, _, gate1, shift2, scale2, gate2 = mod
-        x = x + getattr(self, f"{s}_attn_proj")(attn) * gate1
-        h = modulate(F.layer_norm(x, x.shape[-1:], eps=1e-6), shift2, scale2)
-        return x + getattr(self, f"{s}_mlp")(h) * gate2
+        mlp = getattr(self, f"{s}_mlp")
+        for a, b in _chunks(x.shape[0], ctx.chunk):
+            y = add_gated(x[a:b], getattr(self, f"{s}_attn_proj")(attn[a:b]), gate1,
+                          out=None if torch.is_grad_enabled() else out[a:b])             # (n, D)
+            h = gelu_tanh_(mlp.fc1(ln_modulate(y, shift2, scale2, kernels=ctx.kernels)))   # (n, 4D)
+            add_gated(y, mlp.fc2(h), gate2, out=out[a:b])
 
     def forward(self, img: torch.Tensor, txt: torch.Tensor, vec: torch.Tensor, ctx: AttnContext):
-        img_mod, txt_mod = self.img_mod(vec), self.txt_mod(vec)
-        iq, ik, iv = self._qkv("img", img, img_mod[0], img_mod[1])          # (B, Li, H, Dh)
-        iq, ik = apply_rope(iq, ctx.cos, ctx.sin), apply_rope(ik, ctx.cos, ctx.sin)
-        tq, tk, tv = self._qkv("txt", txt, txt_mod[0], txt_mod[1])          # (B, Lt, H, Dh)
-        attn = segmented_attention(torch.cat([iq, tq], 1), torch.cat([ik, tk], 1), torch.cat([iv, tv], 1),
-                                   ctx.valid, ctx.backend)                  # (B, Li + Lt, D)
+        img_mod, txt_mod = self.img_mod(vec), self.txt_mod(vec)                 # 6 x (B, 1, D)
+        img_out, txt_out = torch.empty_like(img), torch.empty_like(txt)
         n = img.shape[1]
-        return self._post("img", img, attn[:, :n], img_mod), self._post("txt", txt, attn[:, n:], txt_mod)
+        for i in range(img.shape[0]):
+            im, tm = [m[i, 0] for m in img_mod], [m[i, 0] for m in txt_mod]
+            buffers = _heads_buffers(n + txt.shape[1], self.heads, img.shape[-1] // self.heads, img)
+            self._qkv("img", img[i], im, ctx.rope, buffers, 0, ctx)
+            self._qkv("txt", txt[i], tm, None, buffers, n, ctx)
+            attn = _attend(buffers, ctx.valid[i], ctx)                          # (Li + Lt, D)
+            del buffers
+            self._post("img", img[i], attn[:n], im, img_out[i], ctx)
+            self._post("txt", txt[i], attn[n:], tm, txt_out[i], ctx)
+        return img_out, txt_out
 
 
 class SingleStreamBlock(nn.Module):
@@ -72,15 +115,29 @@ class SingleStreamBlock(nn.Module):
         self.k_norm = RMSNorm(head_dim)
         self.modulation = Modulation(hidden, 3)
 
+    def _sample(self, x: torch.Tensor, shift, scale, gate, n_rope: int, valid: int, out: torch.Tensor,
+                ctx: AttnContext) -> None:
+        """One sample: x (L, D) -> out (L, D)."""
+        D, L = self.hidden, x.shape[0]
+        buffers = _heads_buffers(L, self.heads, D // self.heads, x)
+        for a, b in _chunks(L, ctx.chunk):
+            h = ln_modulate(x[a:b], shift, scale, kernels=ctx.kernels)
+            qkv_to_heads(linear_rows(self.linear1, h, 0, 3 * D), self.q_norm, self.k_norm, ctx.rope, a, n_rope,
+                         buffers, a, ctx.kernels)
+        attn = _attend(buffers, valid, ctx)                                      # (L, D)
+        del buffers
+        for a, b in _chunks(L, ctx.chunk):
+            h = ln_modulate(x[a:b], shift, scale, kernels=ctx.kernels)          # recomputed: cheaper than keeping
+            mlp = linear_rows(self.linear1, h, 3 * D)                           # (n, 4D)
+            cat = torch.empty(b - a, D + self.mlp_hidden, dtype=mlp.dtype, device=mlp.device)
+            cat[:, :D] = attn[a:b]
+            gelu_tanh_(mlp, out=cat[:, D:])
+            del mlp
+            add_gated(x[a:b], self.linear2(cat), gate, out=out[a:b])
+
     def forward(self, x: torch.Tensor, vec: torch.Tensor, txt_len: int, ctx: AttnContext) -> torch.Tensor:
-        shift, scale, gate = self.modulation(vec)
-        h = modulate(F.layer_norm(x, x.shape[-1:], eps=1e-6), shift, scale)
-        qkv, mlp = self.linear1(h).split([3 * self.hidden, self.mlp_hidden], dim=-1)
-        q, k, v = qkv.unflatten(-1, (3, self.heads, -1)).unbind(2)          # (B, L, H, Dh)
-        q, k = self.q_norm(q).to(v), self.k_norm(k).to(v)
-        n = x.shape[1] - txt_len
-        q = torch.cat([apply_rope(q[:, :n], ctx.cos, ctx.sin), q[:, n:]], 1)
-        k = torch.cat([apply_rope(k[:, :n], ctx.cos, ctx.sin), k[:, n:]], 1)
-        attn = segmented_attention(q, k, v, ctx.valid, ctx.backend)          # (B, L, D)
-        out = self.linear2(torch.cat([attn, F.gelu(mlp, approximate="tanh")], dim=-1))
-        return x + out * gate
+        shift, scale, gate = self.modulation(vec)                               # 3 x (B, 1, D)
+        out = torch.empty_like(x)
+        for i in range(x.shape[0]):
+            self._sample(x[i], shift[i, 0], scale[i, 0], gate[i, 0], x.shape[1] - txt_len, ctx.valid[i], out[i], ctx)
+        return out

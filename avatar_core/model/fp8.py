@@ -1,10 +1,13 @@
 """Weight-only fp8 (e4m3) linear layers with a per-tensor scale, as in the official fp8 checkpoint.
 
 Forward dequantises (weight.to(dtype) * scale) like the official code; on CUDA with `fast=True` it uses
-`torch._scaled_mm` (per-tensor scaled fp8 GEMM) instead. Keys: `weight` (fp8), `scale_weight`, `bias`.
+`torch._scaled_mm` instead: the activations are quantised per tensor (dynamic amax scale) and the product
+runs on the fp8 tensor cores with fp32 accumulation. Keys: `weight` (fp8), `scale_weight`, `bias`.
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -23,25 +26,27 @@ class FP8Linear(nn.Module):
         self.bias = nn.Parameter(torch.empty(out_features, device=device)) if bias else None
         self.fast = False
 
-    def dequantized_weight(self, dtype: torch.dtype) -> torch.Tensor:
-        return self.weight.to(dtype) * self.scale_weight.to(dtype)
+    def dequantized_weight(self, dtype: torch.dtype, start: int = 0, stop: Optional[int] = None) -> torch.Tensor:
+        return self.weight[start:stop].to(dtype) * self.scale_weight.to(dtype)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, start: int = 0, stop: Optional[int] = None) -> torch.Tensor:
+        """x (..., in) -> (..., out); only output features [start, stop) when given."""
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
-        if self.fast and x.is_cuda and x.shape[-1] % 16 == 0 and self.out_features % 16 == 0:
-            return self._scaled_mm(x, dtype)
-        bias = None if self.bias is None else self.bias.to(dtype)
-        return F.linear(x.to(dtype), self.dequantized_weight(dtype), bias)
+        bias = None if self.bias is None else self.bias[start:stop].to(dtype)
+        n_out = len(range(self.out_features)[start:stop])
+        if self.fast and x.is_cuda and x.shape[-1] % 16 == 0 and n_out % 16 == 0 and dtype != torch.float32:
+            return self._scaled_mm(x, dtype, bias, start, stop, n_out)
+        return F.linear(x.to(dtype), self.dequantized_weight(dtype, start, stop), bias)
 
-    def _scaled_mm(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    def _scaled_mm(self, x, dtype, bias, start, stop, n_out) -> torch.Tensor:
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
-        x_scale = (x2.abs().amax().float() / FP8_MAX).clamp_min(1e-12)
-        xq = (x2.float() / x_scale).clamp(-FP8_MAX, FP8_MAX).to(FP8)
-        bias = None if self.bias is None else self.bias.to(dtype)
-        out = torch._scaled_mm(xq, self.weight.t(), scale_a=x_scale, scale_b=self.scale_weight.float(),
+        lo, hi = torch.aminmax(x2)
+        x_scale = (torch.maximum(-lo, hi).float() / FP8_MAX).clamp_min(1e-12)
+        xq = (x2.to(dtype) * (1.0 / x_scale)).clamp_(-FP8_MAX, FP8_MAX).to(FP8)   # one bf16 temporary
+        out = torch._scaled_mm(xq, self.weight[start:stop].t(), scale_a=x_scale, scale_b=self.scale_weight.float(),
                                bias=bias, out_dtype=dtype)
-        return out.reshape(*shape[:-1], self.out_features)
+        return out.reshape(*shape[:-1], n_out)
 
 
 def quantize_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,6 +70,14 @@ def swap_to_fp8(model: nn.Module, names: list[str]) -> None:
         setattr(parent, child, FP8Linear(old.in_features, old.out_features, old.bias is not None, device=old.weight.device))
 
 
+def set_fp8_fast(model: nn.Module, fast: bool) -> nn.Module:
+    """Switch every FP8Linear between the official dequantise-per-call path and `torch._scaled_mm`."""
+    for m in model.modules():
+        if isinstance(m, FP8Linear):
+            m.fast = fast
+    return model
+
+
 def enable_fp8_(model: nn.Module, fast: bool = False) -> nn.Module:
     """Store the block linears of a loaded model in fp8 (per-tensor scale), in place, one layer at a time."""
     for name in fp8_linear_names(model):
@@ -78,6 +91,4 @@ def enable_fp8_(model: nn.Module, fast: bool = False) -> nn.Module:
             new.scale_weight = s
             new.bias = old.bias
             setattr(parent, child, new)
-            old = new
-        old.fast = fast
-    return model
+    return set_fp8_fast(model, fast)

@@ -8,6 +8,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .fp8 import FP8Linear
+from .fused import ln_modulate, modulate  # noqa: F401  (modulate re-exported)
+
 
 def timestep_embedding(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding, [cos, sin] order. t: (N,) any numeric dtype -> (N, dim) fp32."""
@@ -66,8 +69,12 @@ class Modulation(nn.Module):
         return [c.unsqueeze(1) for c in self.linear(F.silu(vec)).chunk(self.factor, dim=-1)]
 
 
-def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x * (1 + scale) + shift
+def linear_rows(mod: nn.Module, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+    """Output features [start, stop) of a linear layer (bf16 or fp8), without copying the weight."""
+    if isinstance(mod, FP8Linear):
+        return mod(x, start, stop)
+    bias = None if mod.bias is None else mod.bias[start:stop]
+    return F.linear(x, mod.weight[start:stop], bias)
 
 
 class RMSNorm(nn.Module):
@@ -108,6 +115,6 @@ class FinalLayer(nn.Module):
         self.linear = nn.Linear(hidden, out_per_token)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 2 * hidden))
 
-    def forward(self, x: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, vec: torch.Tensor, kernels: bool = True) -> torch.Tensor:
         shift, scale = self.adaLN_modulation(vec).unsqueeze(1).chunk(2, dim=-1)
-        return self.linear(modulate(self.norm_final(x), shift, scale))
+        return self.linear(ln_modulate(x, shift, scale, self.norm_final.eps, kernels))  # norm_final has no weights

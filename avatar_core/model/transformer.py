@@ -29,11 +29,18 @@ class AvatarTransformer(nn.Module):
     FP32_MODULES = ("final_layer.linear", "audio_proj", "before_proj", "audio_adapter_blocks")
     # Repeated blocks (for block swap / per-block compile).
     REPEATED_BLOCKS = ("double_blocks", "single_blocks")
+    # Ulysses sequence parallelism (distributed.ulysses.SequenceParallel), set by a parallel worker; None: off.
+    sequence_parallel = None
 
     def __init__(self, cfg: AvatarConfig, attention_backend: str = "sdpa"):
         super().__init__()
         self.cfg = cfg
         self.attention_backend = resolve_backend(attention_backend)
+        # Execution options (no effect on the official arithmetic; see docs/PERFORMANCE.md).
+        self.chunk_tokens = 16384        # tokens per chunk of the token-wise work; low memory: 4096
+        self.fused_kernels = True        # Triton LayerNorm+modulate and qk-norm+RoPE on CUDA half precision
+        self.step_cache = None           # sampling.stepcache.StepCache: opt-in first-block step skipping
+        self._rope_tables: dict = {}
         D, pt, ph, pw = cfg.hidden_size, *cfg.patch_size
         # Registration order = the official state-dict order (the manifest checks it).
         self.img_in = PatchEmbed(cfg.patch_size, cfg.in_channels, D)
@@ -69,26 +76,28 @@ class AvatarTransformer(nn.Module):
         B, _, T, H, W = x.shape
         grid = (T // cfg.patch_size[0], H // cfg.patch_size[1], W // cfg.patch_size[2])
         n_img, n_ref = grid[0] * grid[1] * grid[2], grid[1] * grid[2]
-        cos, sin = freqs if freqs is not None else avatar_rope(*grid, cfg.rope_dims, cfg.rope_theta)
+        cos, sin = freqs if freqs is not None else self._rope(grid, x.device)
         n_txt = text_states.shape[1]
         n_valid = [n_txt] * B if text_mask is None else [int(v) for v in text_mask.sum(dim=1).tolist()]
         dtype = self.img_in.proj.weight.dtype
         with self._autocast(x.device, dtype):
             ctx = AttnContext(cos.to(x.device), sin.to(x.device), [n_ref + n_img + v for v in n_valid],
-                              self.attention_backend)
+                              self.attention_backend, self.chunk_tokens, self.fused_kernels)
+            if self.sequence_parallel is not None:  # this rank keeps whole frames of the window (Ulysses)
+                ctx = self.sequence_parallel.localize(ctx, grid)
             vec = self._conditioning_vector(t, motion_exp, motion_pose, fps, text_pooled, dtype)   # (B, D)
             if cached_tokens is None:
                 txt = self.txt_in(text_states.to(dtype), t, text_mask)                               # (B, Lt, D)
-                img = self._double_stream(x.to(dtype), ref_latents.to(dtype), txt, vec, audio, face_mask,
-                                          emotion, grid, ctx)
-                h = torch.cat(img, dim=1)                                  # (B, Lref + Limg + Lt, D)
-                for block in self.single_blocks[:-1]:
-                    h = block(h, vec, n_txt, ctx)
+                h = self._blocks(x.to(dtype), ref_latents.to(dtype), txt, vec, audio, face_mask, emotion, grid, ctx)
             else:
-                h = cached_tokens.to(dtype)
-            cache = h
+                h = cached_tokens.to(dtype)                                # (B, Lref + Limg + Lt, D)
+                h = h if ctx.sp is None else ctx.sp.shard_tokens(h)
+            cache = h if ctx.sp is None or not return_cache else ctx.sp.gather_tokens(h)  # whole window
             h = self.single_blocks[-1](h, vec, n_txt, ctx)
-            out = self.final_layer(h[:, n_ref:n_ref + n_img], vec)         # (B, Limg, pt*ph*pw*C)
+            if ctx.sp is None:
+                out = self.final_layer(h[:, n_ref:n_ref + n_img], vec, ctx.kernels)  # (B, Limg, pt*ph*pw*C)
+            else:
+                out = ctx.sp.gather_video(self.final_layer(ctx.sp.video_tokens(h), vec, ctx.kernels))
         out = self.unpatchify(out.float(), grid)                           # (B, C, T, H, W)
         return (out, cache) if return_cache else out
 
@@ -100,8 +109,41 @@ class AvatarTransformer(nn.Module):
         vec = vec + self.fps_proj(fps)
         return vec + self.vector_in(text_pooled.to(dtype))
 
-    def _double_stream(self, x, ref_latents, txt, vec, audio, face_mask, emotion, grid, ctx):
-        """Video/text double blocks with audio (and emotion) injected. Returns (ref, video, text) tokens."""
+    def _rope(self, grid: tuple[int, int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (grid, str(device))
+        if key not in self._rope_tables:  # built once per window size (CPU math, then one copy)
+            cos, sin = avatar_rope(*grid, self.cfg.rope_dims, self.cfg.rope_theta)
+            self._rope_tables = {key: (cos.to(device), sin.to(device))}
+        return self._rope_tables[key]
+
+    def _blocks(self, x, ref_latents, txt, vec, audio, face_mask, emotion, grid, ctx) -> torch.Tensor:
+        """Every block but the last single one -> its input tokens (B, Lref + Limg + Lt, D), the deep cache.
+
+        With a step cache, a step whose first-block change is small reuses the last computed residual.
+        """
+        img, extra = self._video_tokens(x, ref_latents, audio, face_mask, emotion, grid)  # (B, Lref + Limg, D)
+        if ctx.sp is not None:
+            img, extra = ctx.sp.shard_stream(img, extra)
+        step_cache, first = self.step_cache, None
+        for i, block in enumerate(self.double_blocks):
+            img0, txt0 = img, txt
+            img, txt = block(img, txt, vec, ctx)
+            img = self._after_double(i, img, extra, ctx)
+            if i == 0 and step_cache is not None:
+                first = torch.cat([img, txt], dim=1)
+                hit = step_cache.lookup(first, torch.cat([img0, txt0], dim=1))
+                if hit is not None:
+                    return hit
+            del img0, txt0
+        h = torch.cat([img, txt], dim=1)                                  # (B, Lref + Limg + Lt, D)
+        for block in self.single_blocks[:-1]:
+            h = block(h, vec, txt.shape[1], ctx)
+        if first is not None:
+            step_cache.store(first, h)
+        return h
+
+    def _video_tokens(self, x, ref_latents, audio, face_mask, emotion, grid):
+        """Patchified reference + video tokens, and what the audio/emotion injection needs."""
         cfg = self.cfg
         tt, th, tw = grid
         B, N = audio.shape[:2]
@@ -111,18 +153,19 @@ class AvatarTransformer(nn.Module):
         a = self.audio_proj(audio.flatten(0, 1).to(self.audio_proj.proj1.weight.dtype))  # (B*N, F, 4, D)
         a = audio_tokens_per_latent(a, tt, cfg.temporal_compression).unflatten(0, (B, N))  # (B, N, T, 16, D)
         masks = face_mask_tokens(face_mask, tt, th, tw).to(img.dtype)                 # (B, N, Limg, 1)
-        emo = None
-        if self.aem is not None and emotion is not None:
-            emo = self.aem.tokens(emotion.to(img.device))
-        n_ref = th * tw
-        for i, block in enumerate(self.double_blocks):
-            img, txt = block(img, txt, vec, ctx)
-            if i in self._adapter_slot:
-                img = self._inject_audio(self.audio_adapter_blocks[self._adapter_slot[i]], img, a, masks, n_ref, tt)
-            if emo is not None and self.aem.has_layer(i):
-                upd = self.aem.apply(i, img[:, n_ref:], emo, self.attention_backend)
-                img = torch.cat([img[:, :n_ref], img[:, n_ref:] + upd], dim=1)
-        return img[:, :n_ref], img[:, n_ref:], txt
+        emo = self.aem.tokens(emotion.to(img.device)) if self.aem is not None and emotion is not None else None
+        return img, dict(audio=a, masks=masks, emo=emo, n_ref=th * tw, frames=tt)
+
+    def _after_double(self, i: int, img: torch.Tensor, extra: dict, ctx: AttnContext) -> torch.Tensor:
+        """Audio adapter (and emotion) injection after double block i."""
+        n_ref = extra["n_ref"]
+        if i in self._adapter_slot:
+            img = self._inject_audio(self.audio_adapter_blocks[self._adapter_slot[i]], img, extra["audio"],
+                                     extra["masks"], n_ref, extra["frames"])
+        if extra["emo"] is not None and self.aem.has_layer(i):
+            upd = self.aem.apply(i, img[:, n_ref:], extra["emo"], self.attention_backend)
+            img = torch.cat([img[:, :n_ref], img[:, n_ref:] + upd], dim=1)
+        return img
 
     @staticmethod
     def _inject_audio(adapter: AudioAdapter, img, audio_tokens, masks, n_ref: int, frames: int):

@@ -1,0 +1,97 @@
+"""Fused elementwise steps of the blocks: LayerNorm + modulate, and qk-norm + RoPE + head split.
+
+Each function has one reference implementation in plain PyTorch (the official math; used on the CPU, in
+fp32 and when Triton is missing) and, for half-precision CUDA tensors, a Triton kernel that does the same
+arithmetic in one pass: fp32 inside, rounding where the reference rounds. The reference path's
+autocast behaviour is kept: LayerNorm + modulate yields fp32 there, which the next linear casts to the
+autocast dtype; the kernel writes that dtype directly (same values, half the bytes).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .rope import apply_rope
+
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+_kernels = None
+
+
+def _load_kernels():
+    global _kernels
+    if _kernels is None:
+        from . import fused_triton
+        _kernels = fused_triton
+    return _kernels
+
+
+def use_kernels(x: torch.Tensor, enabled: bool = True) -> bool:
+    """The Triton kernels serve inference (no autograd) on CUDA half-precision tensors."""
+    return (enabled and HAS_TRITON and x.is_cuda and x.dtype in (torch.float16, torch.bfloat16)
+            and not torch.is_grad_enabled())
+
+
+def _out_dtype(x: torch.Tensor) -> torch.dtype:
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale) + shift                                        # the official adaLN modulate
+
+
+def ln_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float = 1e-6,
+                kernels: bool = True) -> torch.Tensor:
+    """LayerNorm (no affine) of x (..., L, D), then x * (1 + scale) + shift; shift/scale broadcast as (B|1, 1, D)."""
+    if use_kernels(x, kernels):
+        return _load_kernels().ln_modulate(x, shift, scale, eps, _out_dtype(x))
+    return modulate(F.layer_norm(x, x.shape[-1:], eps=eps), shift, scale)
+
+
+def qkv_to_heads(qkv: torch.Tensor, q_norm: nn.Module, k_norm: nn.Module, rope: Optional[tuple[torch.Tensor, torch.Tensor]],
+                 first: int, n_rope: int, out: tuple[torch.Tensor, torch.Tensor, torch.Tensor], dst: int,
+                 kernels: bool = True) -> None:
+    """Split qkv rows (R, 3 * H * Dh) of tokens [first, first + R) into heads, RMS-normalise q and k, rotate
+    q and k of tokens < n_rope with the RoPE tables (indexed by token), and write the rows into
+    out = (q, k, v) buffers (L_all, H, Dh) at rows [dst, dst + R).
+    """
+    q_out, k_out, v_out = out
+    H, Dh = q_out.shape[-2:]
+    R = qkv.shape[0]
+    if use_kernels(qkv, kernels) and qkv.stride(-1) == 1 and all(o.is_contiguous() for o in out):
+        cos, sin = (rope[0].contiguous(), rope[1].contiguous()) if rope is not None else (None, None)
+        _load_kernels().qkv_to_heads(qkv, q_norm.weight, k_norm.weight, q_norm.eps, cos, sin, first,
+                                     n_rope if rope is not None else 0, q_out[dst:dst + R], k_out[dst:dst + R],
+                                     v_out[dst:dst + R])
+        return
+    q, k, v = qkv.unflatten(-1, (3, H, Dh)).unbind(1)                       # (R, H, Dh)
+    q, k = q_norm(q).to(v), k_norm(k).to(v)
+    n = max(0, min(n_rope - first, R)) if rope is not None else 0
+    if n:
+        cos, sin = rope[0][first:first + n], rope[1][first:first + n]
+        q = torch.cat([apply_rope(q[None, :n], cos, sin)[0], q[n:]])
+        k = torch.cat([apply_rope(k[None, :n], cos, sin)[0], k[n:]])
+    q_out[dst:dst + R], k_out[dst:dst + R], v_out[dst:dst + R] = q, k, v
+
+
+def gelu_tanh_(x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """tanh-GELU written into `out` (default: in place); no extra full-size temporary."""
+    if torch.is_grad_enabled():  # out= variants have no autograd: plain ops when training
+        y = F.gelu(x, approximate="tanh")
+        return y if out is None else out.copy_(y)
+    return torch.ops.aten.gelu.out(x, approximate="tanh", out=x if out is None else out)
+
+
+def add_gated(x: torch.Tensor, delta: torch.Tensor, gate: torch.Tensor,
+              out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """x + delta * gate in one pass, into `out` when given (out may be x itself when not training)."""
+    if torch.is_grad_enabled():
+        y = x + delta * gate
+        return y if out is None else out.copy_(y)
+    return torch.addcmul(x, delta, gate) if out is None else torch.addcmul(x, delta, gate, out=out)

@@ -1,0 +1,84 @@
+"""Triton kernels behind avatar_core.model.fused (CUDA, half precision). Import only through fused.py."""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _ln_mod_kernel(x_ptr, sxb, sxl, shift_ptr, scale_ptr, smb, out_ptr, sob, sol, D, eps, BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    b = tl.program_id(1).to(tl.int64)
+    d = tl.arange(0, BLOCK)
+    m = d < D
+    x = tl.load(x_ptr + b * sxb + row * sxl + d, mask=m, other=0.0).to(tl.float32)
+    mean = tl.sum(x, axis=0) / D
+    xc = tl.where(m, x - mean, 0.0)
+    var = tl.sum(xc * xc, axis=0) / D
+    y = xc * tl.rsqrt(var + eps)
+    sc = tl.load(scale_ptr + b * smb + d, mask=m, other=0.0)
+    sh = tl.load(shift_ptr + b * smb + d, mask=m, other=0.0).to(tl.float32)
+    one_plus = (sc.to(tl.float32) + 1.0).to(sc.dtype).to(tl.float32)  # (1 + scale) is rounded in the reference
+    tl.store(out_ptr + b * sob + row * sol + d, (y * one_plus + sh).to(out_ptr.dtype.element_ty), mask=m)
+
+
+def ln_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float, out_dtype) -> torch.Tensor:
+    D = x.shape[-1]
+    x3 = x if x.dim() == 3 else x.reshape(1, -1, D) if x.dim() == 2 else x.reshape(-1, x.shape[-2], D)
+    B, L = x3.shape[:2]
+    shift, scale = shift.reshape(-1, D), scale.reshape(-1, D)
+    if shift.shape[0] not in (1, B) or shift.stride(-1) != 1 or scale.stride() != shift.stride():
+        shift, scale = shift.expand(B, D).contiguous(), scale.expand(B, D).contiguous()
+    smb = 0 if shift.shape[0] == 1 else shift.stride(0)
+    if x3.stride(-1) != 1:
+        x3 = x3.contiguous()
+    out = torch.empty(B, L, D, dtype=out_dtype, device=x.device)
+    _ln_mod_kernel[(L, B)](x3, x3.stride(0), x3.stride(1), shift, scale, smb, out, out.stride(0), out.stride(1),
+                           D, eps, BLOCK=triton.next_power_of_2(D), num_warps=8)
+    return out.reshape(*x.shape[:-1], D)
+
+
+@triton.jit
+def _norm_rope(x_ptr, w_ptr, h, d, hm, cos, sin, D: tl.constexpr, eps, dtype):
+    x = tl.load(x_ptr + h * D + d, mask=hm, other=0.0).to(tl.float32)            # (HP, D)
+    xp = tl.load(x_ptr + h * D + (d ^ 1), mask=hm, other=0.0).to(tl.float32)     # pair partner
+    r = tl.rsqrt(tl.sum(x * x, axis=1) / D + eps)[:, None]
+    w = tl.load(w_ptr + d).to(tl.float32)
+    wp = tl.load(w_ptr + (d ^ 1)).to(tl.float32)
+    n = ((x * r).to(dtype).to(tl.float32) * w).to(dtype).to(tl.float32)          # RMSNorm -> dtype, * weight -> dtype
+    n_p = ((xp * r).to(dtype).to(tl.float32) * wp).to(dtype).to(tl.float32)
+    rot = tl.where((d % 2) == 0, -n_p, n_p)
+    return (n * cos + rot * sin).to(dtype)
+
+
+@triton.jit
+def _heads_kernel(src_ptr, s_row, qw_ptr, kw_ptr, eps, cos_ptr, sin_ptr, first, n_rope,
+                  q_ptr, k_ptr, v_ptr, H: tl.constexpr, HP: tl.constexpr, D: tl.constexpr):
+    i = tl.program_id(0)
+    tok = first + i
+    h = tl.arange(0, HP)[:, None]
+    d = tl.arange(0, D)[None, :]
+    hm = h < H
+    rope = tok < n_rope
+    cos = tl.load(cos_ptr + tok.to(tl.int64) * D + d, mask=rope & (d < D), other=1.0)
+    sin = tl.load(sin_ptr + tok.to(tl.int64) * D + d, mask=rope & (d < D), other=0.0)
+    src = src_ptr + i.to(tl.int64) * s_row
+    dst = i.to(tl.int64) * (H * D) + h * D + d
+    dtype = q_ptr.dtype.element_ty
+    tl.store(q_ptr + dst, _norm_rope(src, qw_ptr, h, d, hm, cos, sin, D, eps, dtype), mask=hm)
+    tl.store(k_ptr + dst, _norm_rope(src + H * D, kw_ptr, h, d, hm, cos, sin, D, eps, dtype), mask=hm)
+    v = tl.load(src + 2 * H * D + h * D + d, mask=hm, other=0.0)
+    tl.store(v_ptr + dst, v.to(dtype), mask=hm)
+
+
+def qkv_to_heads(qkv, q_weight, k_weight, eps, cos, sin, first, n_rope, q_out, k_out, v_out) -> None:
+    R = qkv.shape[0]
+    H, D = q_out.shape[-2:]
+    if R == 0:
+        return
+    if cos is None:
+        cos = sin = q_out  # never read: n_rope = 0
+    _heads_kernel[(R,)](qkv, qkv.stride(0), q_weight, k_weight, eps, cos, sin, first, n_rope, q_out, k_out, v_out,
+                        H=H, HP=triton.next_power_of_2(H), D=D, num_warps=8)
