@@ -27,6 +27,18 @@ class Denoiser(Protocol):
     def __call__(self, x: torch.Tensor, t: torch.Tensor, **kwargs: Any) -> Any: ...
 
 
+class StepParallel(Protocol):
+    """Window parallelism (``avatar_core.distributed``): this process denoises some windows of every step,
+    then one exchange per step gives every process the whole step's fusion sums (and, before a cached
+    step, every window's deep-cache tokens)."""
+
+    def owns(self, window: int, windows: int) -> bool: ...
+
+    def new_cache(self, ring_frames: int, storage_device: torch.device | None) -> FrameTokenCache: ...
+
+    def exchange(self, total: torch.Tensor, count: torch.Tensor, share_cache: bool) -> None: ...
+
+
 class SamplingCancelled(RuntimeError):
     """Raised when ``should_cancel`` returned True; the partial result is discarded."""
 
@@ -184,6 +196,7 @@ class _Run:
     cache: FrameTokenCache | None
     callbacks: SamplerCallbacks
     calls_done: int = 0
+    parallel: StepParallel | None = None
 
     @property
     def calls_total(self) -> int:
@@ -239,6 +252,9 @@ def _denoise_step(run: _Run, step: int, latents: torch.Tensor, shift: int) -> to
     for k, start in enumerate(starts):
         if cb.should_cancel is not None and cb.should_cancel():
             raise SamplingCancelled(f"sampling cancelled at step {step}, window {k}")
+        if run.parallel is not None and not run.parallel.owns(k, len(starts)):
+            run.calls_done += 1  # another process denoises this window
+            continue
         frames = window_frames(start, plan.window, plan.ring_frames)
         x = latents[:, :, frames]  # [B, C, W, H, W] (a copy)
         noise_pred = _call_model(run, x, step, step_in, guide, frames, start)
@@ -250,6 +266,9 @@ def _denoise_step(run: _Run, step: int, latents: torch.Tensor, shift: int) -> to
         if cb.on_progress is not None:
             cb.on_progress(SamplerProgress(step, run.schedule.steps, k, len(starts), run.calls_done,
                                            run.calls_total, step in run.cached, tuple(frames)))
+    if run.parallel is not None:
+        written = run.cache is not None and step not in run.cached  # this step wrote the deep cache
+        run.parallel.exchange(total, count, share_cache=written and step + 1 in run.cached)
     return fuse(total, count)
 
 
@@ -265,20 +284,26 @@ def _prepare_noise(noise: torch.Tensor | None, plan: ClipPlan, cond: AvatarCondi
 
 
 def sample_avatar(denoise: Denoiser, cond: AvatarConditioning, config: SamplerConfig = SamplerConfig(), *,
-                  noise: torch.Tensor | None = None, callbacks: SamplerCallbacks | None = None) -> SampleResult:
+                  noise: torch.Tensor | None = None, callbacks: SamplerCallbacks | None = None,
+                  parallel: StepParallel | None = None) -> SampleResult:
     """Generate the latents of a talking-avatar clip as long as ``cond.audio``.
 
     ``noise`` overrides the seeded draw (same layout as :func:`initial_noise`). Raises
     :class:`SamplingCancelled` when ``callbacks.should_cancel`` returns True (checked before every call).
+    ``denoise`` may also be a whole-clip sampler (``avatar_core.distributed`` worker pools): an object with
+    a ``sample_avatar`` method, which then runs the clip. ``parallel``: see :class:`StepParallel`.
     """
+    if hasattr(denoise, "sample_avatar"):
+        return denoise.sample_avatar(cond, config, noise=noise, callbacks=callbacks)
     plan = plan_clip(cond.audio.shape[cond.audio_frame_dim], config.windows)
     check_conditioning(cond, plan.window)
     schedule = flow_schedule(config.steps, config.shift)
     cached = cached_steps(config.steps, config.deep_cache)
     run = _Run(
         denoise=denoise, cond=cond, config=config, plan=plan, schedule=schedule, cached=cached,
-        cache=FrameTokenCache(plan.ring_frames, config.cache_device) if cached else None,
-        callbacks=callbacks or SamplerCallbacks(),
+        cache=(parallel.new_cache if parallel else FrameTokenCache)(plan.ring_frames, config.cache_device)
+        if cached else None,
+        callbacks=callbacks or SamplerCallbacks(), parallel=parallel,
     )
     latents = _prepare_noise(noise, plan, cond, config.seed)  # [B, C, ring, H, W]
     shift = 0

@@ -1,0 +1,256 @@
+"""A pool of worker processes, one per GPU, each holding the model and serving whole sampling runs.
+
+    pool = WorkerPool(CheckpointSpec("model.pt", torch.bfloat16), ParallelConfig(cfg=2, sequence=2))
+    result = pool.sample_avatar(cond, SamplerConfig(steps=50))   # same SampleResult as sample_avatar
+    pool.close()
+
+The parent (a ComfyUI session, a script) starts the workers with torch.multiprocessing (spawn); every
+worker joins one torch.distributed group (NCCL on GPUs, gloo on CPU), loads the model from the same
+spec (a checkpoint is memory-mapped, so the page cache is shared) and waits for requests. A request is
+the conditioning + sampler config; every rank runs :func:`parallel.sample_on_rank` and rank 0 sends the
+latents back, progress and previews as they come. Cancelling is collective (all ranks stop at the same
+window). Any worker error tears the whole pool down (a rank stuck in a collective cannot be recovered)
+and is raised in the parent with the worker's traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import socket
+import time
+import traceback
+import weakref
+from dataclasses import dataclass, fields, is_dataclass
+from typing import Any, Optional
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from ..config import AvatarConfig
+from ..sampling.sampler import (AvatarConditioning, SamplerCallbacks, SampleResult, SamplerConfig, SamplingCancelled)
+from .group import ParallelConfig, build_groups, check_devices
+from .parallel import CollectiveCancel, attach_sequence_parallel, sample_on_rank
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    """Load the transformer from a checkpoint file (every worker reads the same file)."""
+
+    path: str
+    dtype: torch.dtype = torch.bfloat16
+    fp8: str = "auto"
+    attention: str = "sdpa"
+
+    def build(self, device: torch.device) -> torch.nn.Module:
+        from ..loading import load_transformer
+        return load_transformer(self.path, dtype=self.dtype, device=device, fp8=self.fp8,
+                                attention_backend=self.attention)
+
+
+@dataclass(frozen=True)
+class RandomSpec:
+    """A randomly initialised transformer (benchmarks, tests): same seed -> same weights on every worker."""
+
+    config: AvatarConfig
+    dtype: torch.dtype = torch.float32
+    seed: int = 0
+    attention: str = "sdpa"
+
+    def build(self, device: torch.device) -> torch.nn.Module:
+        from ..loading import build_random_transformer
+        return build_random_transformer(self.config, dtype=self.dtype, device=str(device), seed=self.seed,
+                                        attention_backend=self.attention)
+
+
+def _move(obj: Any, device: torch.device) -> Any:
+    """Tensors inside (nested) dataclasses / tuples -> device."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return type(obj)(**{f.name: _move(getattr(obj, f.name), device) for f in fields(obj)})
+    if isinstance(obj, tuple):
+        return tuple(_move(o, device) for o in obj)
+    return obj
+
+
+def _worker(rank: int, config: ParallelConfig, spec: Any, device_kind: str, init_method: str, threads: int,
+            requests: Any, results: Any, cancel: Any) -> None:
+    """Entry point of one worker process."""
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        device = torch.device(f"cuda:{rank}" if device_kind == "cuda" else "cpu")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=init_method, rank=rank,
+                                world_size=config.world)
+        groups = build_groups(config)
+        model = spec.build(device)
+        attach_sequence_parallel(model, groups)
+    except Exception:
+        results.put(("error", rank, traceback.format_exc()))
+        return
+    results.put(("ready", rank, None))
+    parent = os.getppid()
+    while True:
+        try:
+            req = requests.get(timeout=1.0)
+        except queue.Empty:
+            if os.getppid() != parent:  # the parent died: do not linger
+                break
+            continue
+        if req is None:
+            break
+        if not _serve(rank, model, groups, device, req, results, cancel):
+            break
+    dist.destroy_process_group()
+
+
+def _serve(rank: int, model, groups, device, req: tuple, results: Any, cancel: Any) -> bool:
+    """One sampling request. Returns False after an error (the pool is then torn down)."""
+    cond, config, noise, want_preview = req
+    lead = rank == 0
+    callbacks = SamplerCallbacks(
+        on_progress=(lambda p: results.put(("progress", rank, p))) if lead else None,
+        on_preview=(lambda s, x: results.put(("preview", rank, (s, x.cpu())))) if lead and want_preview else None,
+        should_cancel=CollectiveCancel(cancel.is_set, device))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    try:
+        with torch.no_grad():
+            res = sample_on_rank(model, groups, _move(cond, device), config, device,
+                                 noise=None if noise is None else noise.to(device), callbacks=callbacks)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
+        payload = (res.latents.cpu(), res.ring_latents.cpu(), res.plan) if lead else None
+        results.put(("done", rank, (payload, peak, time.perf_counter() - t0)))
+        return True
+    except SamplingCancelled:
+        results.put(("cancelled", rank, None))
+        return True
+    except Exception:
+        results.put(("error", rank, traceback.format_exc()))
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _shutdown(procs: list, requests: list, timeout: float) -> None:
+    for q in requests:
+        try:
+            q.put(None)
+        except (ValueError, OSError):
+            pass
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+            p.join(5)
+
+
+class WorkerPool:
+    """``world`` worker processes holding the model; :meth:`sample_avatar` runs one clip on all of them."""
+
+    def __init__(self, spec: Any, config: ParallelConfig, *, device: str = "cuda", threads: int = 0,
+                 start_timeout: float = 1800.0):
+        check_devices(config.world, device)
+        self.config, self.device = config, device
+        ctx = mp.get_context("spawn")
+        init = f"tcp://127.0.0.1:{_free_port()}"
+        self._requests = [ctx.Queue() for _ in range(config.world)]
+        self._results = ctx.Queue()
+        self._cancel = ctx.Event()
+        self._procs = [ctx.Process(target=_worker, name=f"avatar-worker-{r}",
+                                   args=(r, config, spec, device, init, threads, self._requests[r], self._results,
+                                         self._cancel)) for r in range(config.world)]
+        for p in self._procs:
+            p.start()
+        self._finalizer = weakref.finalize(self, _shutdown, self._procs, self._requests, 30.0)
+        self.last_peaks: list[int] = []   # peak allocated bytes per rank, last run (CUDA)
+        self.last_seconds: list[float] = []
+        ready = self._collect("ready", start_timeout)
+        if len(ready) != config.world:
+            self.close()
+            raise RuntimeError(f"worker pool did not start within {start_timeout:.0f} s")
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._procs]
+
+    @property
+    def alive(self) -> bool:
+        return self._finalizer.alive and all(p.is_alive() for p in self._procs)
+
+    def sample_avatar(self, cond: AvatarConditioning, config: SamplerConfig = SamplerConfig(), *,
+                      noise: Optional[torch.Tensor] = None, callbacks: Optional[SamplerCallbacks] = None) -> SampleResult:
+        """Same contract as :func:`avatar_core.sampling.sample_avatar`; the latents come back on ``cond``'s device."""
+        if not self.alive:
+            raise RuntimeError("the worker pool is closed (a worker failed or close() was called); load the model again")
+        callbacks = callbacks or SamplerCallbacks()
+        out_device = cond.ref_latents.device
+        req = (_move(cond, torch.device("cpu")), config, None if noise is None else noise.cpu(),
+               callbacks.on_preview is not None)
+        self._cancel.clear()
+        for q in self._requests:
+            q.put(req)
+        done = self._collect("done", None, callbacks)
+        if any(v is None for v in done.values()):
+            raise SamplingCancelled("sampling cancelled")
+        payload = done[0][0]
+        self.last_peaks = [done[r][1] for r in sorted(done)]
+        self.last_seconds = [done[r][2] for r in sorted(done)]
+        latents, ring, plan = payload
+        return SampleResult(latents=latents.to(out_device), ring_latents=ring.to(out_device), plan=plan)
+
+    def _collect(self, kind: str, timeout: Optional[float], callbacks: Optional[SamplerCallbacks] = None) -> dict:
+        """Wait for a ``kind`` (or 'cancelled') message from every rank, forwarding progress / previews."""
+        got: dict[int, Any] = {}
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while len(got) < self.config.world:
+            if deadline is not None and time.monotonic() > deadline:
+                return got
+            if callbacks is not None and callbacks.should_cancel is not None and callbacks.should_cancel():
+                self._cancel.set()  # the workers agree on it at their next window
+            try:
+                msg, rank, data = self._results.get(timeout=0.2)
+            except queue.Empty:
+                self._check_alive()
+                continue
+            if msg == "error":
+                self.close()
+                raise RuntimeError(f"avatar worker rank {rank} failed; the worker pool was shut down:\n{data}")
+            if msg == "progress" and callbacks and callbacks.on_progress:
+                callbacks.on_progress(data)
+            elif msg == "preview" and callbacks and callbacks.on_preview:
+                callbacks.on_preview(*data)
+            elif msg in (kind, "cancelled"):
+                got[rank] = data if msg == kind else None
+        return got
+
+    def _check_alive(self) -> None:
+        dead = [(i, p.exitcode) for i, p in enumerate(self._procs) if not p.is_alive()]
+        if dead:
+            self.close()
+            raise RuntimeError(f"avatar worker(s) exited unexpectedly (rank, exit code): {dead}; pool shut down")
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop every worker (idempotent): a polite stop request, then terminate after ``timeout``."""
+        if self._finalizer.alive:
+            self._finalizer.detach()
+            _shutdown(self._procs, self._requests, timeout)
+
+    def __enter__(self) -> "WorkerPool":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

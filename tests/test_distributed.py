@@ -1,0 +1,212 @@
+"""Multi-process CFG / window / Ulysses parallelism on CPU (gloo, tiny fp32 model) == one process.
+
+Process start-up is the slow part, so each launch runs several cases; rank results are written to files
+and compared here with single-process runs of the same model (the reference).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from avatar_core.config import AvatarConfig
+from avatar_core.distributed import (ParallelConfig, RandomSpec, WorkerPool, attach_sequence_parallel, build_groups,
+                                     sample_on_rank)
+from avatar_core.loading import build_random_transformer
+from avatar_core.sampling_parity import latent_check
+from avatar_core.sampling import (AvatarConditioning, DeepCacheConfig, SamplerCallbacks, SamplerConfig,
+                                  SamplingCancelled, TextConditioning, plan_clip, sample_avatar)
+
+CFG = AvatarConfig(hidden_size=64, num_heads=4, depth_double=2, depth_single=2, rope_dims=(4, 6, 6), text_dim=32,
+                   text_pooled_dim=16, audio_proj_dim=16, adapter_dim=32, adapter_after_double=(0, 1))
+SPEC = RandomSpec(CFG, torch.float32, seed=0)
+STEPS = SamplerConfig(steps=4, seed=3, deep_cache=DeepCacheConfig(cached_steps=(2, 3)))
+SHORT = SamplerConfig(steps=3, seed=3, deep_cache=DeepCacheConfig(cached_steps=(2,)))
+WINDOWS4 = 400  # audio frames -> ring 129 = 4 windows of 33 per step (the last wraps onto window 0)
+WINDOWS3 = 300  # ring 97, 3 windows
+
+
+def cond(frames: int, chars: int = 1) -> AvatarConditioning:
+    g = torch.Generator().manual_seed(1)
+    r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+
+    def text(valid: int) -> TextConditioning:
+        mask = torch.zeros(1, 6, dtype=torch.int64)
+        mask[:, :valid] = 1
+        return TextConditioning(r(1, 6, CFG.text_dim), mask, r(1, CFG.text_pooled_dim))
+    audio = 0.3 * r(1, frames, 10, 5, 384) if chars == 1 else 0.3 * r(1, chars, frames, 10, 5, 384)
+    return AvatarConditioning(ref_latents=r(1, 16, 33, 4, 6), text=text(4), negative_text=text(2), audio=audio,
+                              face_mask=torch.rand(1, chars, 1, 4, 6, generator=g), motion_exp=torch.full((1, 4), 30.),
+                              motion_pose=torch.full((1, 4), 25.), fps=torch.tensor([25.0]))
+
+
+def forward_inputs(T: int = 7) -> dict[str, Any]:
+    """Batch 2 with different valid text lengths, two characters: the segmented attention's hard case."""
+    g = torch.Generator().manual_seed(2)
+    r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    mask = torch.zeros(2, 6, dtype=torch.int64)
+    mask[0, :5], mask[1, :2] = 1, 1
+    return dict(x=r(2, 16, T, 4, 6), t=torch.tensor([900.0, 300.0]), ref_latents=r(2, 16, T, 4, 6),
+                text_states=r(2, 6, CFG.text_dim), text_mask=mask, text_pooled=r(2, CFG.text_pooled_dim),
+                motion_exp=torch.full((2, 4), 30.), motion_pose=torch.full((2, 4), 25.), fps=torch.full((2,), 25.),
+                audio=r(2, 2, 4 * T - 3, 10, 5, 384), face_mask=torch.rand(2, 2, 1, 4, 6, generator=g))
+
+
+def model_forward(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    inp = forward_inputs()
+    x, t = inp.pop("x"), inp.pop("t")
+    with torch.no_grad():
+        out, cache = model(x, t, **inp, return_cache=True)
+        cached = model(x, t, **inp, cached_tokens=cache)
+    return {"out": out, "cache": cache, "cached": cached}
+
+
+# ---------------------------------------------------------------- the cases each rank runs
+RUNS = {  # name -> (parallel degrees, clip audio frames, sampler config)
+    "cfg": (ParallelConfig(cfg=2), WINDOWS3, STEPS),
+    "window": (ParallelConfig(window=2), WINDOWS4, STEPS),
+    "sequence": (ParallelConfig(sequence=2), 100, SHORT),
+    "cfg2_window2": (ParallelConfig(cfg=2, window=2), WINDOWS4, STEPS),
+    "cfg2_sequence2": (ParallelConfig(cfg=2, sequence=2), WINDOWS3, SHORT),
+}
+LAUNCHES = {2: ["sp_forward2", "cfg", "window", "sequence"], 4: ["sp_forward4", "cfg2_window2", "cfg2_sequence2"]}
+
+
+def _rank_main(rank: int, world: int, init: str, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    model = build_random_transformer(CFG, seed=0)
+    results: dict[str, Any] = {}
+    for name in LAUNCHES[world]:
+        if name.startswith("sp_forward"):
+            groups = build_groups(ParallelConfig(sequence=world))
+            attach_sequence_parallel(model, groups)
+            results[name] = model_forward(model)
+            continue
+        config, frames, sampler = RUNS[name]
+        groups = build_groups(config)
+        attach_sequence_parallel(model, groups)
+        calls: list[tuple[int, int]] = []
+        cb = SamplerCallbacks(on_progress=lambda p: calls.append((p.step, p.window)))
+        res = sample_on_rank(model, groups, cond(frames), sampler, torch.device("cpu"), callbacks=cb)
+        results[name] = {"latents": res.ring_latents, "calls": calls}
+    torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory: pytest.TempPathFactory) -> dict[int, list[dict[str, Any]]]:
+    out = {}
+    for world in LAUNCHES:
+        d = tmp_path_factory.mktemp(f"world{world}")
+        mp.spawn(_rank_main, args=(world, f"tcp://127.0.0.1:{_port()}", str(d)), nprocs=world, join=True)
+        out[world] = [torch.load(d / f"rank{r}.pt") for r in range(world)]
+    return out
+
+
+def single(sampler: SamplerConfig, frames: int, **change: Any) -> torch.Tensor:
+    """The reference: one process, the plain sampler (one thread, like the workers)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return sample_avatar(build_random_transformer(CFG, seed=0), cond(frames), replace(sampler, **change)).ring_latents
+    finally:
+        torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------- tests
+@pytest.mark.parametrize("world", [2, 4])
+def test_ulysses_forward_equals_single(launched: dict, world: int) -> None:
+    ref = model_forward(build_random_transformer(CFG, seed=0))
+    for rank, res in enumerate(launched[world]):
+        got = res[f"sp_forward{world}"]
+        for key in ("out", "cache", "cached"):  # uneven shards for world 4: 8 token frames -> 2, 2, 2, 2 / 7 -> ...
+            torch.testing.assert_close(got[key], ref[key], rtol=1e-5, atol=1e-5, msg=f"rank {rank} {key}")
+
+
+@pytest.mark.parametrize("name", ["cfg", "window", "sequence", "cfg2_window2", "cfg2_sequence2"])
+def test_parallel_sampling_equals_single(launched: dict, name: str) -> None:
+    config, frames, sampler = RUNS[name]
+    ranks = launched[config.world]
+    # CFG-parallel runs each half as a batch-1 call: the single run with split_cfg does exactly that.
+    ref = single(sampler, frames, split_cfg=config.cfg > 1)
+    for rank, res in enumerate(ranks):
+        got = res[name]["latents"]
+        if config.sequence == 1:
+            assert torch.equal(got, ref), f"{name} rank {rank}: max diff {(got - ref).abs().max():.3g}"
+        else:
+            torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5, msg=f"{name} rank {rank}")
+    if config.cfg > 1:  # and the batched single run: batch-1 vs batch-2 round-off may flip a bf16 window rounding
+        assert latent_check(name, ranks[0][name]["latents"], single(sampler, frames)).ok
+    plan = plan_clip(frames)
+    done = sorted({c for res in ranks for c in res[name]["calls"]})
+    assert done == [(s, w) for s in range(sampler.steps) for w in range(plan.windows_per_step)]
+    if config.window > 1:  # really split: each window rank denoised only its share
+        assert len(ranks[0][name]["calls"]) < sampler.steps * plan.windows_per_step
+
+
+def test_deep_cache_is_used_by_the_window_parallel_run() -> None:
+    """Guard for the window case: with the cache off the single result differs, so the match above needed it."""
+    _, frames, sampler = RUNS["window"]
+    assert not torch.equal(single(sampler, frames), single(sampler, frames, deep_cache=DeepCacheConfig(enabled=False)))
+
+
+def test_worker_pool_sample_cancel_and_clean_shutdown() -> None:
+    frames, sampler = WINDOWS3, SHORT
+    ref = single(sampler, frames)
+    pool = WorkerPool(SPEC, ParallelConfig(window=2), device="cpu", threads=1)
+    try:
+        progress: list = []
+        res = pool.sample_avatar(cond(frames), sampler, callbacks=SamplerCallbacks(on_progress=progress.append))
+        assert torch.equal(res.ring_latents, ref)
+        assert progress and all(p.window % 2 == 0 for p in progress)  # rank 0 reports its windows
+        seen: list = []
+        stop = SamplerCallbacks(on_progress=seen.append, should_cancel=lambda: len(seen) >= 2)
+        with pytest.raises(SamplingCancelled):  # 20 steps x 3 windows: far longer than the parent needs to react
+            pool.sample_avatar(cond(frames), SamplerConfig(steps=20), callbacks=stop)
+        assert 2 <= len(seen) < 30
+        again = pool.sample_avatar(cond(frames), sampler)  # the pool survives a cancel
+        assert torch.equal(again.ring_latents, ref)
+    finally:
+        procs = list(pool._procs)
+        pool.close()
+    assert [p.exitcode for p in procs] == [0, 0]  # stopped politely, not terminated
+    with pytest.raises(RuntimeError, match="closed"):
+        pool.sample_avatar(cond(frames), sampler)
+
+
+def test_worker_error_is_raised_in_the_parent() -> None:
+    with pytest.raises(RuntimeError, match="rank \\d failed(.|\n)*does not divide the model's 4 attention heads"):
+        WorkerPool(SPEC, ParallelConfig(sequence=3), device="cpu", threads=1)  # Ulysses degree 3 vs 4 heads
+
+
+def test_clear_error_when_gpus_are_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(RuntimeError, match="2 GPUs were asked for but only 1 CUDA device"):
+        WorkerPool(SPEC, ParallelConfig(cfg=2), device="cuda")
+
+
+def test_parallel_config_from_gpus() -> None:
+    assert ParallelConfig.from_gpus(8) == ParallelConfig(cfg=2, sequence=4)
+    assert ParallelConfig.from_gpus(4, "cfg+window") == ParallelConfig(cfg=2, window=2)
+    assert ParallelConfig.from_gpus(3, "auto") == ParallelConfig(sequence=3)
+    assert ParallelConfig.from_gpus(2, "window") == ParallelConfig(window=2)
+    with pytest.raises(ValueError, match="even number"):
+        ParallelConfig.from_gpus(3, "cfg+sequence")
+    cfg = ParallelConfig(cfg=2, window=3, sequence=2)
+    assert [cfg.coords(r) for r in (0, 1, 2, 11)] == [(0, 0, 0), (0, 0, 1), (0, 1, 0), (1, 2, 1)]
