@@ -8,6 +8,7 @@ from comfy_api.latest import io
 from ..avatar_core.conditioning.audio import CharacterAudio, encode_character_audio
 from .convert import AudioFeatures as Features
 from .types import AudioFeatures, WhisperEncoder
+from .ui_payloads import audio_ui
 
 MAX_CHARACTERS = 8
 
@@ -34,7 +35,7 @@ class AvatarAudioEncode(io.ComfyNode):
             description="Whisper features per character. Character k speaks audio_k; its clip starts at the k-th "
                         "start offset on a shared timeline as long as the video.",
             inputs=[
-                WhisperEncoder.Input("whisper"),
+                WhisperEncoder.Input("whisper", tooltip="From 'Load Whisper (Avatar audio)': whisper-tiny, the encoder the model was trained with."),
                 io.Autogrow.Input("audio", template=io.Autogrow.TemplatePrefix(
                     io.Audio.Input("audio"), prefix="audio_", min=1, max=MAX_CHARACTERS),
                     tooltip="One AUDIO per character, in the same order as the character masks."),
@@ -63,4 +64,4 @@ class AvatarAudioEncode(io.ComfyNode):
         num_frames = int(round(duration * rate)) if duration > 0 else None
         mm.load_model_gpu(whisper)
         features = encode_character_audio(whisper.model.inner, tracks, fps=rate, num_frames=num_frames)
-        return io.NodeOutput(Features(features.cpu(), rate), features.shape[1])
+        return io.NodeOutput(Features(features.cpu(), rate), features.shape[1], ui=audio_ui(clips))

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 
 import torch
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ..avatar_core.conditioning.faces import character_masks
 from .convert import check_image, mask_preview, masks_by_character
 from .types import CharacterMasks, FaceDetector
+from .ui_payloads import face_mask_ui
 
 MAX_CHARACTERS = 8
 
@@ -37,6 +38,8 @@ class AvatarFaceMasks(io.ComfyNode):
                     tooltip="Optional hand-drawn MASK per character (white = that character's face region)."),
             ],
             outputs=[CharacterMasks.Output(display_name="character_masks"), io.Image.Output(display_name="preview")],
+            # An output node, so users can run just this one to check who is who before a long render.
+            is_output_node=True,
         )
 
     @classmethod
@@ -46,10 +49,16 @@ class AvatarFaceMasks(io.ComfyNode):
         wanted = masks_by_character(masks, characters)
         if face_detector is None and characters == 1 and wanted[0] is None:
             logging.warning("Avatar Character Masks: no face detector connected: the whole frame drives the mouth.")
-            whole = torch.ones(1, image.shape[1], image.shape[2])
-            return io.NodeOutput(whole, mask_preview(image, whole))
+            return cls._output(image, torch.ones(1, image.shape[1], image.shape[2]))
         result = character_masks(image[:1, :, :, :3], characters, detector=face_detector,
                                  user_masks=wanted, area=face_scale)
         for note in result.notes:
             logging.warning("Avatar Character Masks: %s", note)
-        return io.NodeOutput(result.pixel, mask_preview(image, result.pixel))
+        return cls._output(image, result.pixel)
+
+    @classmethod
+    def _output(cls, image: torch.Tensor, masks: torch.Tensor) -> io.NodeOutput:
+        """Masks + preview, and the overlay / character list the frontend draws on the node."""
+        preview = mask_preview(image, masks)
+        saved = ui.PreviewImage(preview, cls=cls).as_dict()["images"]
+        return io.NodeOutput(masks, preview, ui=face_mask_ui(masks, saved))

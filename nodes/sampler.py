@@ -15,7 +15,7 @@ from ..avatar_core.sampling.deepcache import DeepCacheConfig
 from ..avatar_core.sampling.guidance import GuidanceConfig
 from ..avatar_core.sampling.sampler import (AvatarConditioning, SamplerCallbacks, SamplerConfig, SamplingCancelled,
                                             TextConditioning, sample_avatar)
-from ..avatar_core.sampling.windows import OFFICIAL_OFFSET, OFFICIAL_WINDOW, WindowConfig
+from ..avatar_core.sampling.windows import OFFICIAL_OFFSET, OFFICIAL_WINDOW, WindowConfig, plan_clip
 from ..avatar_core.conditioning.emotion import emotion_warning
 from ..avatar_core.conditioning.faces import face_mask_for_model, to_latent
 from ..avatar_core.conditioning.text import official_text_layout
@@ -63,11 +63,14 @@ class AvatarSampler(io.ComfyNode):
             node_id="AvatarSampler", display_name="Avatar Sampler", category="HunyuanVideo-Avatar",
             description="Generates the video latents (as long as the audio). Decode with native VAEDecodeTiled.",
             inputs=[
-                AvatarModel.Input("model"),
-                io.Conditioning.Input("positive"), io.Conditioning.Input("negative"),
+                AvatarModel.Input("model", tooltip="From 'Load HunyuanVideo-Avatar Model'."),
+                io.Conditioning.Input("positive", tooltip="Prompt from Avatar Text Encode (or Avatar Load Conditioning)."),
+                io.Conditioning.Input("negative", tooltip="Negative prompt; the official one by default in Avatar Text "
+                                                          "Encode. Used for the first steps only (then audio-only CFG)."),
                 io.Image.Input("image", tooltip="Reference image of the character(s)."),
                 io.Vae.Input("vae", tooltip="Native HunyuanVideo VAE; encodes the reference as the official code does."),
-                AudioFeatures.Input("audio_features"),
+                AudioFeatures.Input("audio_features", tooltip="From Avatar Audio Encode: one track per character; "
+                                                              "the video is as long as this audio."),
                 CharacterMasks.Input("character_masks", optional=True,
                                      tooltip="One mask per audio track; default: one character, the whole frame."),
                 Emotion.Input("emotion", optional=True, tooltip="Emotion reference (needs AEM weights)."),
@@ -78,7 +81,8 @@ class AvatarSampler(io.ComfyNode):
                 io.Float.Input("cfg", default=7.5, min=1.0, max=20.0, step=0.1,
                                tooltip="Text+audio guidance of the first steps (official 7.5)."),
                 io.Float.Input("shift", default=5.0, min=0.0, max=20.0, step=0.1, tooltip="Flow shift (official 5)."),
-                io.Int.Input("seed", default=128, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
+                io.Int.Input("seed", default=128, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Noise seed (drawn on the CPU, so a seed gives the same video on any GPU)."),
                 io.Int.Input("motion_exp", default=MOTION_EXP, min=0, max=255, step=1,
                              tooltip="Expression motion bucket (official 30); lower = calmer face."),
                 io.Int.Input("motion_pose", default=MOTION_POSE, min=0, max=255, step=1,
@@ -117,8 +121,12 @@ class AvatarSampler(io.ComfyNode):
             motion_exp=motion_tensor(motion_exp).to(device), motion_pose=motion_tensor(motion_pose).to(device),
             fps=torch.tensor([audio_features.fps], device=device),
             emotion=emotion.to(device) if emotion is not None else None)
+        # Deep-cache tokens are kept per latent frame of the whole clip: on the GPU for up to two windows
+        # (~1.5 GB at 704x704), in system RAM beyond, so VRAM does not grow with the clip length.
+        long_clip = plan_clip(feats.shape[1], windows).windows_per_step > 2
         config = SamplerConfig(steps=steps, shift=shift, seed=seed, guidance=GuidanceConfig(cfg=cfg),
-                               deep_cache=DeepCacheConfig(enabled=deep_cache), windows=windows)
+                               deep_cache=DeepCacheConfig(enabled=deep_cache), windows=windows,
+                               cache_device=mm.unet_offload_device() if long_clip else None)
         mm.load_models_gpu([model], force_full_load=True)
         try:
             result = sample_avatar(model.model, cond, config, callbacks=_callbacks(device))

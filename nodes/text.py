@@ -75,7 +75,8 @@ class AvatarConditioningSave(io.ComfyNode):
             node_id="AvatarConditioningSave", display_name="Avatar Save Conditioning", category="HunyuanVideo-Avatar",
             description="Saves encoded positive/negative conditioning to models/avatar_conditioning, so later runs "
                         "load it instead of keeping the 8B text encoder.",
-            inputs=[io.Conditioning.Input("positive"), io.Conditioning.Input("negative"),
+            inputs=[io.Conditioning.Input("positive", tooltip="Encoded prompt to keep (from Avatar Text Encode)."),
+                    io.Conditioning.Input("negative", tooltip="Encoded negative prompt to keep."),
                     io.String.Input("filename", default="avatar_prompt", tooltip="File name without extension.")],
             outputs=[], is_output_node=True,
         )
