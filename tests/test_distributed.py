@@ -18,8 +18,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from avatar_core.config import AvatarConfig
-from avatar_core.distributed import (ParallelConfig, RandomSpec, WorkerPool, attach_sequence_parallel, build_groups,
-                                     sample_on_rank)
+from avatar_core.distributed import (ParallelConfig, PooledAvatarModel, RandomSpec, WorkerPool, attach_sequence_parallel,
+                                     build_groups, sample_on_rank)
 from avatar_core.loading import build_random_transformer
 from avatar_core.sampling_parity import latent_check
 from avatar_core.sampling import (AvatarConditioning, DeepCacheConfig, SamplerCallbacks, SamplerConfig,
@@ -171,7 +171,9 @@ def test_worker_pool_sample_cancel_and_clean_shutdown() -> None:
     pool = WorkerPool(SPEC, ParallelConfig(window=2), device="cpu", threads=1)
     try:
         progress: list = []
-        res = pool.sample_avatar(cond(frames), sampler, callbacks=SamplerCallbacks(on_progress=progress.append))
+        # through the plain sampler entry point, as the sampler node calls it
+        res = sample_avatar(PooledAvatarModel(pool), cond(frames), sampler,
+                            callbacks=SamplerCallbacks(on_progress=progress.append))
         assert torch.equal(res.ring_latents, ref)
         assert progress and all(p.window % 2 == 0 for p in progress)  # rank 0 reports its windows
         seen: list = []
@@ -210,3 +212,26 @@ def test_parallel_config_from_gpus() -> None:
         ParallelConfig.from_gpus(3, "cfg+sequence")
     cfg = ParallelConfig(cfg=2, window=3, sequence=2)
     assert [cfg.coords(r) for r in (0, 1, 2, 11)] == [(0, 0, 0), (0, 0, 1), (0, 1, 0), (1, 2, 1)]
+
+
+def test_loader_node_side_errors_before_starting_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """nodes/distributed.py with ComfyUI stubbed out: bad degrees and missing GPUs fail before any process starts."""
+    import sys
+    import types
+
+    from conftest import PACK_NAME, load_pack
+    comfy = types.ModuleType("comfy")
+    comfy.model_management = types.SimpleNamespace(unload_all_models=lambda: None)  # type: ignore[attr-defined]
+    comfy.model_patcher = types.SimpleNamespace()  # type: ignore[attr-defined]
+    for name, mod in {"comfy": comfy, "comfy.model_management": comfy.model_management,
+                      "comfy.model_patcher": comfy.model_patcher}.items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    monkeypatch.delitem(sys.modules, f"{PACK_NAME}.nodes.distributed", raising=False)
+    node = load_pack("nodes.distributed")
+    monkeypatch.delitem(sys.modules, f"{PACK_NAME}.nodes.distributed")
+    with pytest.raises(ValueError, match="degree 5 does not divide the model's 24 attention heads"):
+        node.load_pooled("x.pt", torch.bfloat16, "auto", "sdpa", 5, "sequence")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(RuntimeError, match="4 GPUs were asked for but only 2"):
+        node.load_pooled("x.pt", torch.bfloat16, "auto", "sdpa", 4, "auto")

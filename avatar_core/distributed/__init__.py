@@ -2,9 +2,9 @@
 
 from .group import MODES, ParallelConfig, ParallelGroups, build_groups, check_devices
 from .parallel import CFGParallel, CollectiveCancel, WindowParallel, attach_sequence_parallel, sample_on_rank
-from .pool import CheckpointSpec, RandomSpec, WorkerPool
+from .pool import CheckpointSpec, PooledAvatarModel, RandomSpec, WorkerPool
 from .ulysses import SequenceParallel, check_degree, frame_shards
 
-__all__ = ["MODES", "CFGParallel", "CheckpointSpec", "CollectiveCancel", "ParallelConfig", "ParallelGroups",
+__all__ = ["MODES", "CFGParallel", "CheckpointSpec", "CollectiveCancel", "ParallelConfig", "ParallelGroups", "PooledAvatarModel",
            "RandomSpec", "SequenceParallel", "WindowParallel", "WorkerPool", "attach_sequence_parallel",
            "build_groups", "check_degree", "check_devices", "frame_shards", "sample_on_rank"]

@@ -42,11 +42,13 @@ class CheckpointSpec:
     dtype: torch.dtype = torch.bfloat16
     fp8: str = "auto"
     attention: str = "sdpa"
+    emotion: Optional[str] = None  # Audio Emotion Module weights file
 
     def build(self, device: torch.device) -> torch.nn.Module:
-        from ..loading import load_transformer
-        return load_transformer(self.path, dtype=self.dtype, device=device, fp8=self.fp8,
-                                attention_backend=self.attention)
+        from ..loading import load_emotion_module, load_transformer
+        model = load_transformer(self.path, dtype=self.dtype, device=device, fp8=self.fp8,
+                                 attention_backend=self.attention)
+        return load_emotion_module(model, self.emotion) if self.emotion else model
 
 
 @dataclass(frozen=True)
@@ -254,3 +256,27 @@ class WorkerPool:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class PooledAvatarModel(torch.nn.Module):
+    """What a multi-GPU model loader hands to the graph: no weights here, a worker pool behind it.
+
+    ``sample_avatar(model, ...)`` sees the ``sample_avatar`` method and lets the pool run the whole clip,
+    so the sampler node needs no change. Dropping the last reference shuts the workers down.
+    """
+
+    def __init__(self, pool: WorkerPool, has_emotion: bool = False):
+        super().__init__()
+        self.pool = pool
+        self.aem = True if has_emotion else None  # read by the sampler node's emotion warning
+
+    def sample_avatar(self, cond: AvatarConditioning, config: SamplerConfig, *, noise: Optional[torch.Tensor] = None,
+                      callbacks: Optional[SamplerCallbacks] = None) -> SampleResult:
+        return self.pool.sample_avatar(cond, config, noise=noise, callbacks=callbacks)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("this Avatar model runs in worker processes (multi-GPU): sample it with the Avatar "
+                           "Sampler / sample_avatar, it cannot be called per window")
+
+    def close(self) -> None:
+        self.pool.close()
