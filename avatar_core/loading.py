@@ -17,6 +17,7 @@ from safetensors import safe_open
 from .config import AvatarConfig
 from .model import AvatarTransformer
 from .model.fp8 import FP8, fp8_linear_names, quantize_weight, swap_to_fp8
+from .model.options import PerfOptions, apply_perf_options
 
 AVATAR_ONLY_PREFIXES = ("audio_proj.", "audio_adapter_blocks.", "ref_in.", "before_proj.", "motion_exp.", "fps_proj.")
 SAFETENSORS_FORMAT = "hyavatar"
@@ -115,12 +116,18 @@ def _keeps_fp32(key: str, model: AvatarTransformer) -> bool:
 
 
 def load_transformer(path: str | Path, *, config: Optional[AvatarConfig] = None, dtype: torch.dtype = torch.bfloat16,
-                     device: str | torch.device = "cpu", fp8: str = "auto", attention_backend: str = "sdpa") -> AvatarTransformer:
+                     device: str | torch.device = "cpu", fp8: str = "auto", attention_backend: str = "sdpa",
+                     perf: Optional[PerfOptions] = None) -> AvatarTransformer:
     """Load an Avatar transformer checkpoint.
 
     fp8: "auto" keeps fp8 weights of an fp8 file as fp8 (weight-only, dequantised in forward), "dequant"
     turns them into `dtype`, "quantize" stores the block linears of a bf16 file in fp8 (saves ~12 GB).
+    perf: speed/memory options (model/options.py); with block swap the weights are read into CPU memory
+    and only the resident part goes to `device`.
     """
+    if perf is not None and perf.swaps:
+        return apply_perf_options(load_transformer(path, config=config, dtype=dtype, device="cpu", fp8=fp8,
+                                                   attention_backend=attention_backend), perf, device)
     path = Path(path)
     sd, meta = read_state_dict(path)
     cfg = config or infer_config(sd, meta, path)
@@ -135,7 +142,8 @@ def load_transformer(path: str | Path, *, config: Optional[AvatarConfig] = None,
     plain = {k: v for k, v in sd.items() if not k.endswith(".scale_weight")}
     final = _convert(model, plain, scales, names, dtype, device, keep_fp8)
     model.load_state_dict(final, strict=True, assign=True)
-    return model.eval().requires_grad_(False)
+    model = model.eval().requires_grad_(False)
+    return model if perf is None else apply_perf_options(model, perf, device)
 
 
 def _collect_fp8_scales(sd, path: Path, meta) -> dict[str, torch.Tensor]:

@@ -35,8 +35,9 @@ def _gemms(rows: int, shapes: list[tuple[int, int]], fp8: bool = False) -> float
         a = torch.randn(rows, K, device="cuda", dtype=torch.bfloat16)
         w = torch.randn(N, K, device="cuda", dtype=torch.bfloat16) / K ** 0.5
         if fp8:
-            aq, wq, one = a.to(torch.float8_e4m3fn), w.to(torch.float8_e4m3fn), torch.ones((), device="cuda")
-            total += _time(lambda: torch._scaled_mm(aq, wq.t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16))
+            aq, wq = a.to(torch.float8_e4m3fn), w.to(torch.float8_e4m3fn)
+            sa, sb = torch.ones(rows, 1, device="cuda"), torch.ones(1, N, device="cuda")  # row-wise, as FP8Linear
+            total += _time(lambda: torch._scaled_mm(aq, wq.t(), scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16))
         else:
             total += _time(lambda: F.linear(a, w))
         del a, w

@@ -57,5 +57,6 @@ def write_report(rows: list[dict], path: Path | None = None) -> str:
     return text
 
 
-if __name__ == "__main__":
-    print(write_report(json.loads(Path(sys.argv[1]).read_text())))
+if __name__ == "__main__":  # python -m bench.report OUT.md RESULTS.json...
+    rows = [r for f in sys.argv[2:] for r in json.loads(Path(f).read_text())]
+    print(write_report(rows, Path(sys.argv[1])))

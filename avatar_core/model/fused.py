@@ -80,6 +80,14 @@ def qkv_to_heads(qkv: torch.Tensor, q_norm: nn.Module, k_norm: nn.Module, rope: 
     q_out[dst:dst + R], k_out[dst:dst + R], v_out[dst:dst + R] = q, k, v
 
 
+def quantize_rows_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row (token) scaled e4m3: x (M, K) -> (q (M, K) fp8, scale (M, 1) fp32) with x ~= q * scale."""
+    if HAS_TRITON and x.is_cuda:
+        return _load_kernels().quantize_rows_fp8(x)
+    scale = (x.float().abs().amax(dim=1, keepdim=True) / 448.0).clamp_min(1e-12)
+    return (x.float() / scale).clamp(-448.0, 448.0).to(torch.float8_e4m3fn), scale
+
+
 def gelu_tanh_(x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """tanh-GELU written into `out` (default: in place); no extra full-size temporary."""
     if torch.is_grad_enabled():  # out= variants have no autograd: plain ops when training

@@ -82,3 +82,30 @@ def qkv_to_heads(qkv, q_weight, k_weight, eps, cos, sin, first, n_rope, q_out, k
         cos = sin = q_out  # never read: n_rope = 0
     _heads_kernel[(R,)](qkv, qkv.stride(0), q_weight, k_weight, eps, cos, sin, first, n_rope, q_out, k_out, v_out,
                         H=H, HP=triton.next_power_of_2(H), D=D, num_warps=8)
+
+
+@triton.jit
+def _quant_rows_kernel(x_ptr, sx, q_ptr, s_ptr, K, BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    amax = tl.zeros([BLOCK], dtype=tl.float32)
+    for k in range(0, K, BLOCK):
+        d = k + tl.arange(0, BLOCK)
+        amax = tl.maximum(amax, tl.abs(tl.load(x_ptr + row * sx + d, mask=d < K, other=0.0).to(tl.float32)))
+    scale = tl.maximum(tl.max(amax, axis=0) / 448.0, 1e-12)
+    tl.store(s_ptr + row, scale)
+    for k in range(0, K, BLOCK):
+        d = k + tl.arange(0, BLOCK)
+        x = tl.load(x_ptr + row * sx + d, mask=d < K, other=0.0).to(tl.float32)
+        q = tl.minimum(tl.maximum(x / scale, -448.0), 448.0)
+        tl.store(q_ptr + row * K + d, q.to(q_ptr.dtype.element_ty), mask=d < K)
+
+
+def quantize_rows_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    M, K = x.shape
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    q = torch.empty(M, K, dtype=torch.float8_e4m3fn, device=x.device)
+    s = torch.empty(M, 1, dtype=torch.float32, device=x.device)
+    if M:
+        _quant_rows_kernel[(M,)](x, x.stride(0), q, s, K, BLOCK=min(4096, triton.next_power_of_2(K)), num_warps=8)
+    return q, s

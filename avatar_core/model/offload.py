@@ -38,18 +38,23 @@ class BlockSwap:
             b.to(self.device)
         self._host = {}                                   # block index -> pinned CPU tensors
         for i, blk in enumerate(self.swapped):
-            self._host[i] = [t.detach().to("cpu").pin_memory() for _, _, t in _tensors(blk)]
+            self._host[i] = [self._pin(t.detach().to("cpu")) for _, _, t in _tensors(blk)]
             self._assign(i, self._host[i])
         for name, mod in model.named_children():          # everything that is not a swapped block
             if name not in model.REPEATED_BLOCKS:
                 mod.to(self.device)
-        torch.cuda.empty_cache()
-        self.stream = torch.cuda.Stream(self.device)
+        self.cuda = self.device.type == "cuda"
+        if self.cuda:
+            torch.cuda.empty_cache()
+        self.stream = torch.cuda.Stream(self.device) if self.cuda else None
         self._inflight: dict[int, tuple[list[torch.Tensor], torch.cuda.Event]] = {}
         self._hooks = []
         for i, blk in enumerate(self.swapped):
             self._hooks.append(blk.register_forward_pre_hook(lambda m, a, i=i: self._enter(i)))
             self._hooks.append(blk.register_forward_hook(lambda m, a, o, i=i: self._leave(i)))
+
+    def _pin(self, t: torch.Tensor) -> torch.Tensor:
+        return t.pin_memory() if self.device.type == "cuda" else t.clone()
 
     def _assign(self, i: int, tensors: list[torch.Tensor]) -> None:
         for (mod, name, _), t in zip(_tensors(self.swapped[i]), tensors):
@@ -57,6 +62,9 @@ class BlockSwap:
 
     def _prefetch(self, i: int) -> None:
         if i >= len(self.swapped) or i in self._inflight:
+            return
+        if not self.cuda:  # (CPU "device": plain copies; used by the tests)
+            self._inflight[i] = ([t.to(self.device, copy=True) for t in self._host[i]], None)
             return
         with torch.cuda.stream(self.stream):
             gpu = [t.to(self.device, non_blocking=True) for t in self._host[i]]
@@ -67,10 +75,11 @@ class BlockSwap:
     def _enter(self, i: int) -> None:
         self._prefetch(i)
         gpu, ev = self._inflight[i]
-        compute = torch.cuda.current_stream(self.device)
-        compute.wait_event(ev)
-        for t in gpu:
-            t.record_stream(compute)                      # freed only after the compute stream used it
+        if ev is not None:
+            compute = torch.cuda.current_stream(self.device)
+            compute.wait_event(ev)
+            for t in gpu:
+                t.record_stream(compute)                  # freed only after the compute stream used it
         self._assign(i, gpu)
         self._prefetch(i + 1)
 

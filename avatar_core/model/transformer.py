@@ -36,10 +36,11 @@ class AvatarTransformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.attention_backend = resolve_backend(attention_backend)
-        # Execution options (no effect on the official arithmetic; see docs/PERFORMANCE.md).
+        # Execution options (no effect on the official arithmetic; see model/options.py).
         self.chunk_tokens = 16384        # tokens per chunk of the token-wise work; low memory: 4096
         self.fused_kernels = True        # Triton LayerNorm+modulate and qk-norm+RoPE on CUDA half precision
         self.step_cache = None           # sampling.stepcache.StepCache: opt-in first-block step skipping
+        self.block_swap = None           # offload.BlockSwap when blocks live in CPU memory
         self._rope_tables: dict = {}
         D, pt, ph, pw = cfg.hidden_size, *cfg.patch_size
         # Registration order = the official state-dict order (the manifest checks it).

@@ -35,12 +35,14 @@ class StepCache:
     max_skips_in_row: int = 3          # a computed call at least every max_skips_in_row + 1 calls
     calls: int = 0
     skipped: int = 0
+    changes: list = field(default_factory=list)   # measured relative changes (to choose a threshold)
     _key: Hashable = None
     _hist: dict = field(default_factory=dict)
 
     def reset(self) -> None:
         self._hist.clear()
         self.calls = self.skipped = 0
+        self.changes.clear()
 
     @contextlib.contextmanager
     def stream(self, key: Hashable):
@@ -61,6 +63,7 @@ class StepCache:
             h.residual = None
             return None
         change = ((first_res.float() - prev.float()).abs().mean() / prev.float().abs().mean().clamp_min(1e-12)).item()
+        self.changes.append(change)
         h.accumulated += change
         if h.accumulated < self.threshold and h.skips_in_row < self.max_skips_in_row:
             h.skips_in_row += 1
