@@ -235,3 +235,43 @@ def test_loader_node_side_errors_before_starting_workers(monkeypatch: pytest.Mon
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     with pytest.raises(RuntimeError, match="4 GPUs were asked for but only 2"):
         node.load_pooled("x.pt", torch.bfloat16, "auto", "sdpa", 4, "auto")
+
+
+def test_pool_works_when_the_pack_is_imported_under_its_folder_name() -> None:
+    """ComfyUI imports the pack as ``<folder>.avatar_core``; workers import ``avatar_core`` by path, and the
+    messages are rebuilt with each side's own classes."""
+    from conftest import load_pack
+    pack = load_pack("avatar_core.distributed")
+    sampling = load_pack("avatar_core.sampling")
+    ours = cond(WINDOWS3)
+    theirs = sampling.AvatarConditioning(**{k: getattr(ours, k) for k in ("ref_latents", "audio", "face_mask",
+                                                                          "motion_exp", "motion_pose", "fps")},
+                                         text=sampling.TextConditioning(*vars(ours.text).values()),
+                                         negative_text=sampling.TextConditioning(*vars(ours.negative_text).values()))
+    spec = pack.RandomSpec(load_pack("avatar_core.config").AvatarConfig(**CFG.to_dict()), torch.float32, seed=0)
+    seen: list = []
+    with pack.WorkerPool(spec, pack.ParallelConfig(cfg=2), device="cpu", threads=1) as pool:
+        res = sampling.sample_avatar(pack.PooledAvatarModel(pool), theirs, sampling.SamplerConfig(**vars(SHORT)),
+                                     callbacks=sampling.SamplerCallbacks(on_progress=seen.append))
+    assert type(res.plan).__module__.startswith("hyavatar_pack.") and type(seen[0]).__module__.startswith("hyavatar_pack.")
+    assert torch.equal(res.ring_latents, single(SHORT, WINDOWS3, split_cfg=True))
+
+
+def test_pool_started_from_an_unguarded_host_script(tmp_path: Path) -> None:
+    """A host whose main script has no ``if __name__ == "__main__"`` guard (ComfyUI's main.py does work at
+    import time): spawned workers must not re-run it (that would start pools recursively)."""
+    import subprocess
+    import sys
+    script = tmp_path / "host.py"
+    script.write_text(
+        "import sys, torch\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+        "from avatar_core.config import AvatarConfig\n"
+        "from avatar_core.distributed import ParallelConfig, RandomSpec, WorkerPool\n"
+        "print('host main ran', flush=True)\n"
+        "pool = WorkerPool(RandomSpec(AvatarConfig.tiny()), ParallelConfig(), device='cpu', threads=1)\n"
+        "pool.close()\n"
+        "print('ok', flush=True)\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["host", "main", "ran", "ok"]  # printed once: the worker did not re-run it

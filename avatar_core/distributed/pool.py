@@ -17,12 +17,17 @@ from __future__ import annotations
 
 import os
 import queue
+import runpy
 import socket
+import sys
 import time
 import traceback
+import types
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass, fields, is_dataclass
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, Iterator, Optional
 
 import torch
 import torch.distributed as dist
@@ -32,6 +37,7 @@ from ..config import AvatarConfig
 from ..sampling.sampler import (AvatarConditioning, SamplerCallbacks, SampleResult, SamplerConfig, SamplingCancelled)
 from .group import ParallelConfig, build_groups, check_devices
 from .parallel import CollectiveCancel, attach_sequence_parallel, sample_on_rank
+from .wire import decode, encode
 
 
 @dataclass(frozen=True)
@@ -77,10 +83,11 @@ def _move(obj: Any, device: torch.device) -> Any:
     return obj
 
 
-def _worker(rank: int, config: ParallelConfig, spec: Any, device_kind: str, init_method: str, threads: int,
-            requests: Any, results: Any, cancel: Any) -> None:
-    """Entry point of one worker process."""
+def worker_main(rank: int, config: Any, spec: Any, device_kind: str, init_method: str, threads: int,
+                requests: Any, results: Any, cancel: Any) -> None:
+    """Body of one worker process (started through ``_worker_main.py``); config / spec arrive encoded."""
     try:
+        config, spec = decode(config), decode(spec)
         if threads:
             torch.set_num_threads(threads)
         device = torch.device(f"cuda:{rank}" if device_kind == "cuda" else "cpu")
@@ -112,10 +119,10 @@ def _worker(rank: int, config: ParallelConfig, spec: Any, device_kind: str, init
 
 def _serve(rank: int, model, groups, device, req: tuple, results: Any, cancel: Any) -> bool:
     """One sampling request. Returns False after an error (the pool is then torn down)."""
-    cond, config, noise, want_preview = req
+    cond, config, noise, want_preview = decode(req)
     lead = rank == 0
     callbacks = SamplerCallbacks(
-        on_progress=(lambda p: results.put(("progress", rank, p))) if lead else None,
+        on_progress=(lambda p: results.put(("progress", rank, encode(p)))) if lead else None,
         on_preview=(lambda s, x: results.put(("preview", rank, (s, x.cpu())))) if lead and want_preview else None,
         should_cancel=CollectiveCancel(cancel.is_set, device))
     if device.type == "cuda":
@@ -128,7 +135,7 @@ def _serve(rank: int, model, groups, device, req: tuple, results: Any, cancel: A
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
-        payload = (res.latents.cpu(), res.ring_latents.cpu(), res.plan) if lead else None
+        payload = (res.latents.cpu(), res.ring_latents.cpu(), encode(res.plan)) if lead else None
         results.put(("done", rank, (payload, peak, time.perf_counter() - t0)))
         return True
     except SamplingCancelled:
@@ -137,6 +144,23 @@ def _serve(rank: int, model, groups, device, req: tuple, results: Any, cancel: A
     except Exception:
         results.put(("error", rank, traceback.format_exc()))
         return False
+
+
+_ENTRY = Path(__file__).with_name("_worker_main.py")
+_PACK_ROOT = Path(__file__).resolve().parents[2]  # the folder that holds avatar_core/
+
+
+@contextmanager
+def _host_main_hidden() -> Iterator[None]:
+    """Spawned children re-run the parent's __main__ script (ComfyUI's main.py) unless it has no file;
+    the workers need nothing from it, so it is hidden while they start."""
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
 
 
 def _free_port() -> int:
@@ -172,11 +196,16 @@ class WorkerPool:
         self._requests = [ctx.Queue() for _ in range(config.world)]
         self._results = ctx.Queue()
         self._cancel = ctx.Event()
-        self._procs = [ctx.Process(target=_worker, name=f"avatar-worker-{r}",
-                                   args=(r, config, spec, device, init, threads, self._requests[r], self._results,
-                                         self._cancel)) for r in range(config.world)]
-        for p in self._procs:
-            p.start()
+        self._procs = []
+        for r in range(config.world):
+            args = dict(rank=r, config=encode(config), spec=encode(spec), device_kind=device, init_method=init,
+                        threads=threads, requests=self._requests[r], results=self._results, cancel=self._cancel)
+            self._procs.append(ctx.Process(target=runpy.run_path, name=f"avatar-worker-{r}", args=(str(_ENTRY),),
+                                           kwargs=dict(init_globals=dict(PACK_ROOT=str(_PACK_ROOT), WORKER_ARGS=args),
+                                                       run_name="__avatar_worker__")))
+        with _host_main_hidden():
+            for p in self._procs:
+                p.start()
         self._finalizer = weakref.finalize(self, _shutdown, self._procs, self._requests, 30.0)
         self.last_peaks: list[int] = []   # peak allocated bytes per rank, last run (CUDA)
         self.last_seconds: list[float] = []
@@ -200,8 +229,8 @@ class WorkerPool:
             raise RuntimeError("the worker pool is closed (a worker failed or close() was called); load the model again")
         callbacks = callbacks or SamplerCallbacks()
         out_device = cond.ref_latents.device
-        req = (_move(cond, torch.device("cpu")), config, None if noise is None else noise.cpu(),
-               callbacks.on_preview is not None)
+        req = encode((_move(cond, torch.device("cpu")), config, None if noise is None else noise.cpu(),
+                      callbacks.on_preview is not None))
         self._cancel.clear()
         for q in self._requests:
             q.put(req)
@@ -212,7 +241,7 @@ class WorkerPool:
         self.last_peaks = [done[r][1] for r in sorted(done)]
         self.last_seconds = [done[r][2] for r in sorted(done)]
         latents, ring, plan = payload
-        return SampleResult(latents=latents.to(out_device), ring_latents=ring.to(out_device), plan=plan)
+        return SampleResult(latents=latents.to(out_device), ring_latents=ring.to(out_device), plan=decode(plan))
 
     def _collect(self, kind: str, timeout: Optional[float], callbacks: Optional[SamplerCallbacks] = None) -> dict:
         """Wait for a ``kind`` (or 'cancelled') message from every rank, forwarding progress / previews."""
@@ -232,7 +261,7 @@ class WorkerPool:
                 self.close()
                 raise RuntimeError(f"avatar worker rank {rank} failed; the worker pool was shut down:\n{data}")
             if msg == "progress" and callbacks and callbacks.on_progress:
-                callbacks.on_progress(data)
+                callbacks.on_progress(decode(data))
             elif msg == "preview" and callbacks and callbacks.on_preview:
                 callbacks.on_preview(*data)
             elif msg in (kind, "cancelled"):
