@@ -15,6 +15,7 @@ and is raised in the parent with the worker's traceback.
 
 from __future__ import annotations
 
+import datetime
 import os
 import queue
 import runpy
@@ -93,8 +94,9 @@ def worker_main(rank: int, config: Any, spec: Any, device_kind: str, init_method
         device = torch.device(f"cuda:{rank}" if device_kind == "cuda" else "cpu")
         if device.type == "cuda":
             torch.cuda.set_device(device)
+        # Long timeout: ranks wait in the first collective for the slowest rank's checkpoint load.
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=init_method, rank=rank,
-                                world_size=config.world)
+                                world_size=config.world, timeout=datetime.timedelta(hours=1))
         groups = build_groups(config)
         model = spec.build(device)
         attach_sequence_parallel(model, groups)
