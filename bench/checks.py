@@ -35,6 +35,12 @@ def kernel_checks(L: int = 66655, D: int = 3072, heads: int = 24, seed: int = 0)
         out["qkv_to_heads_max_abs"] = max((a[12:].float() - b[12:].float()).abs().max().item()
                                           for a, b in zip(*bufs))
         out["qkv_to_heads_written"] = bool(all(torch.isfinite(a[12:L + 7]).all() for a in bufs[0]))
+        h = r(4096, 4 * D) * 2
+        cat = torch.full((4096, 5 * D), float("nan"), device="cuda", dtype=torch.bfloat16)
+        fused.gelu_tanh_(h, out=cat[:, D:])
+        out["gelu_max_abs"] = (cat[:, D:].float() - F.gelu(h.float(), approximate="tanh")).abs().max().item()
+        out["gelu_rel"] = rel(cat[:, D:], F.gelu(h, approximate="tanh"))
+        out["gelu_triton_failed"] = bool(fused._failed)
     return out
 
 

@@ -19,7 +19,7 @@ from avatar_core.loading import build_random_transformer  # noqa: E402
 from bench.common import gib, make_inputs, parse_shape, timed  # noqa: E402
 
 GROUPS = (("attention", ("attn", "fmha", "flash", "sdpa", "cudnn")), ("gemm", ("gemm", "sm90_xmma", "cutlass", "nvjet")),
-          ("fused triton", ("_ln_mod", "_heads", "_quant")), ("elementwise", ("elementwise", "vectorized", "reduce", "cat", "copy")))
+          ("fused triton", ("_ln_mod", "_heads", "_quant", "_gelu")), ("elementwise", ("elementwise", "vectorized", "reduce", "cat", "copy")))
 
 
 def main() -> int:

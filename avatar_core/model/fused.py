@@ -10,6 +10,7 @@ autocast dtype; the kernel writes that dtype directly (same values, half the byt
 from __future__ import annotations
 
 import importlib.util
+import logging
 from typing import Optional
 
 import torch
@@ -20,6 +21,8 @@ from .rope import apply_rope
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 _kernels = None
+_failed: list[str] = []
+log = logging.getLogger(__name__)
 
 
 def _load_kernels():
@@ -93,7 +96,14 @@ def gelu_tanh_(x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Ten
     if torch.is_grad_enabled():  # out= variants have no autograd: plain ops when training
         y = F.gelu(x, approximate="tanh")
         return y if out is None else out.copy_(y)
-    return torch.ops.aten.gelu.out(x, approximate="tanh", out=x if out is None else out)
+    out = x if out is None else out
+    if use_kernels(x) and x.dim() == 2 and x.stride(1) == 1 and out.stride(1) == 1 and not _failed:
+        try:  # PyTorch's GELU into a row-strided output takes its slow non-vectorised path
+            return _load_kernels().gelu_tanh(x, out)
+        except Exception as e:  # noqa: BLE001  (a Triton build problem must not stop sampling)
+            _failed.append(repr(e))
+            log.warning("Triton GELU failed (%s); using PyTorch's", e)
+    return torch.ops.aten.gelu.out(x, approximate="tanh", out=out)
 
 
 def add_gated(x: torch.Tensor, delta: torch.Tensor, gate: torch.Tensor,

@@ -109,3 +109,23 @@ def quantize_rows_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if M:
         _quant_rows_kernel[(M,)](x, x.stride(0), q, s, K, BLOCK=min(4096, triton.next_power_of_2(K)), num_warps=8)
     return q, s
+
+
+@triton.jit
+def _gelu_tanh_kernel(x_ptr, sx, y_ptr, sy, N, BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    d = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    m = d < N
+    x = tl.load(x_ptr + row * sx + d, mask=m, other=0.0).to(tl.float32)
+    u = 0.7978845608028654 * (x + 0.044715 * x * x * x)
+    t = 2.0 / (1.0 + tl.exp(-2.0 * u)) - 1.0                             # tanh(u)
+    tl.store(y_ptr + row * sy + d, (0.5 * x * (1.0 + t)).to(y_ptr.dtype.element_ty), mask=m)
+
+
+def gelu_tanh(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """out = gelu_tanh(x) for 2-D x, out with unit column stride (any row stride): one vectorised pass."""
+    M, N = x.shape
+    if M:
+        BLOCK = 2048
+        _gelu_tanh_kernel[(M, triton.cdiv(N, BLOCK))](x, x.stride(0), out, out.stride(0), N, BLOCK=BLOCK, num_warps=4)
+    return out
