@@ -23,6 +23,7 @@ from .convert import MOTION_EXP, MOTION_POSE, check_image, image_to_frames, moti
 from .types import AudioFeatures, AvatarModel, CharacterMasks, Emotion, LongVideo
 
 LATENT = comfy.latent_formats.HunyuanVideo()
+SWAP_HEADROOM_BYTES = 12 * 2**30  # low-memory peak at 704x704 is 7.6 GiB; more for larger frames
 
 
 class AvatarLongVideo(io.ComfyNode):
@@ -127,7 +128,10 @@ class AvatarSampler(io.ComfyNode):
         config = SamplerConfig(steps=steps, shift=shift, seed=seed, guidance=GuidanceConfig(cfg=cfg),
                                deep_cache=DeepCacheConfig(enabled=deep_cache), windows=windows,
                                cache_device=mm.unet_offload_device() if long_clip else None)
-        mm.load_models_gpu([model], force_full_load=True)
+        if getattr(model.model, "block_swap", None) is None:
+            mm.load_models_gpu([model], force_full_load=True)
+        else:  # it streams its own blocks: only make room for the resident part and the activations
+            mm.free_memory(SWAP_HEADROOM_BYTES, device)
         try:
             result = sample_avatar(model.model, cond, config, callbacks=_callbacks(device))
         except SamplingCancelled:

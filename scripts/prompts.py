@@ -6,10 +6,13 @@ from __future__ import annotations
 def avatar_prompt(*, dit: str, whisper: str, vae: str, image: str, audio: str, conditioning: str | None = None,
                   clip: tuple[str, str] | None = None, clip_vision: str | None = None, prompt: str = "A person is talking.",
                   image_size: int = 704, steps: int = 50, seed: int = 128, weight_dtype: str = "bf16",
-                  deep_cache: bool = True, prefix: str = "avatar/avatar", crf: int = 17) -> dict:
-    """Single-character render. Text: saved `conditioning`, or `clip` (clip_l, llava) + `clip_vision` files."""
+                  deep_cache: bool = True, prefix: str = "avatar/avatar", crf: int = 17,
+                  loader_options: dict | None = None) -> dict:
+    """Single-character render. Text: saved `conditioning`, or `clip` (clip_l, llava) + `clip_vision` files.
+    `loader_options`: extra model-loader inputs (offload, swap_blocks, gpus, parallel)."""
     g = {
-        "1": {"class_type": "AvatarModelLoader", "inputs": {"ckpt_name": dit, "weight_dtype": weight_dtype, "attention": "sdpa"}},
+        "1": {"class_type": "AvatarModelLoader", "inputs": {"ckpt_name": dit, "weight_dtype": weight_dtype, "attention": "sdpa",
+                                                            **(loader_options or {})}},
         "2": {"class_type": "AvatarWhisperLoader", "inputs": {"whisper_name": whisper}},
         "3": {"class_type": "LoadAudio", "inputs": {"audio": audio}},
         "4": {"class_type": "AvatarAudioEncode", "inputs": {"whisper": ["2", 0], "audio.audio_0": ["3", 0],

@@ -73,6 +73,34 @@ def test_every_node_is_declared_with_its_types(comfy):
                 assert {"min", "max", "tooltip"} <= set(spec[1]) or name == "seed", f"{node}.{name} lacks min/max/tooltip"
 
 
+def _decoded_frames(path):
+    import av
+    import numpy as np
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+@pytest.mark.slow
+def test_low_memory_offload_renders_the_same_video(comfy):
+    """offload=low_memory (every block streamed from RAM, chunked token work) through the real node graph."""
+    import comfy_headless as ch
+    import numpy as np
+    import prompts
+    server, base, files, inputs = comfy
+    videos = []
+    for offload in ("none", "low_memory"):
+        prompt = prompts.avatar_prompt(dit=files["dit"], whisper=files["whisper"], vae=files["vae"], image=inputs["image"],
+                                       audio=inputs["audio"], conditioning=files["conditioning"], image_size=128, steps=2,
+                                       weight_dtype="fp32", deep_cache=False, prefix=f"avatar/offload_{offload}",
+                                       loader_options={"offload": offload})
+        entry = server.run(prompt, timeout=600)
+        videos += [p for p in ch.output_files(entry, base) if p.suffix == ".mp4"]
+    assert len(videos) == 2
+    assert "offload=low_memory, 5 of 6 blocks streamed from RAM" in server.log_tail(10**6)
+    a, b = _decoded_frames(videos[0]), _decoded_frames(videos[1])
+    assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).max() <= 2
+
+
 @pytest.mark.slow
 def test_tiny_weights_render_an_mp4_with_audio(comfy):
     import av
