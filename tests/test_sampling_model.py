@@ -138,3 +138,24 @@ def test_split_cfg_and_cpu_cache_match_the_batched_run(tiny_model: torch.nn.Modu
     assert sp.latent_check("split_cfg", split, batched).ok
     no_cache = sample_avatar(tiny_model, cond, replace(cfg, deep_cache=DeepCacheConfig(enabled=False))).ring_latents
     assert not torch.equal(no_cache, batched)  # step 2 really ran from the cache
+
+
+def test_step_cache_in_the_sampler(tiny_model: torch.nn.Module) -> None:
+    """The model's opt-in step cache: threshold 0 changes nothing; one history per window; reset per run."""
+    from avatar_core.sampling.stepcache import StepCache
+    cond = _clip_conditioning(200)                       # 2 windows per step
+    cfg = SamplerConfig(steps=6, seed=1, deep_cache=DeepCacheConfig(enabled=False))
+    plain = sample_avatar(tiny_model, cond, cfg).latents
+    try:
+        tiny_model.step_cache = StepCache(threshold=0.0)
+        zero = sample_avatar(tiny_model, cond, cfg).latents
+        assert torch.equal(zero, plain) and tiny_model.step_cache.skipped == 0
+        assert set(tiny_model.step_cache._hist) == {0, 1}    # window 0 and window 1 never share a history
+        tiny_model.step_cache = StepCache(threshold=1e9, max_skips_in_row=1)
+        skipping = sample_avatar(tiny_model, cond, cfg).latents
+        skipped = tiny_model.step_cache.skipped
+        assert skipped > 0 and not torch.equal(skipping, plain)
+        sample_avatar(tiny_model, cond, cfg)
+        assert tiny_model.step_cache.skipped == skipped      # counters restart with every run
+    finally:
+        tiny_model.step_cache = None

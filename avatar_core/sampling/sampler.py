@@ -8,6 +8,7 @@ the clip beyond the ring latents (and, with deep cache, the per-frame cached tok
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
@@ -204,7 +205,7 @@ class _Run:
 
 
 def _call_model(run: _Run, x: torch.Tensor, step: int, step_in: dict[str, Any], guide: StepGuidance,
-                frames: list[int], start: int) -> torch.Tensor:
+                frames: list[int], start: int, window: int) -> torch.Tensor:
     """One CFG-batched model call on window ``frames`` -> noise_pred ``[2B, C, W, H, W]``."""
     cond, plan = run.cond, run.plan
     rows = window_audio_rows(start, plan.window, plan.audio_ring_rows)
@@ -215,10 +216,10 @@ def _call_model(run: _Run, x: torch.Tensor, step: int, step_in: dict[str, Any], 
     t = run.schedule.timesteps[step].to(x.device).repeat(x2.shape[0])  # [2B]
     if step in run.cached:
         tokens = run.cache.assemble(frames, x.device)  # type: ignore[union-attr]
-        return _invoke(run, x2, t, dict(kwargs, cached_tokens=tokens, return_cache=False))
+        return _invoke(run, x2, t, dict(kwargs, cached_tokens=tokens, return_cache=False), window)
     if run.cache is None:
-        return _invoke(run, x2, t, dict(kwargs, cached_tokens=None, return_cache=False))
-    out, tokens = _invoke(run, x2, t, dict(kwargs, cached_tokens=None, return_cache=True))
+        return _invoke(run, x2, t, dict(kwargs, cached_tokens=None, return_cache=False), window)
+    out, tokens = _invoke(run, x2, t, dict(kwargs, cached_tokens=None, return_cache=True), window)
     text_len = step_in["text_states"].shape[1]
     per_frame, rest = divmod(tokens.shape[1] - text_len, plan.window + 1)  # tokens = ref + W frames + text
     if rest:
@@ -227,15 +228,23 @@ def _call_model(run: _Run, x: torch.Tensor, step: int, step_in: dict[str, Any], 
     return out
 
 
-def _invoke(run: _Run, x2: torch.Tensor, t: torch.Tensor, kwargs: dict[str, Any]) -> Any:
+def _stream(run: _Run, key: Any):
+    """The model's opt-in step cache keeps one history per window (and CFG half): they must not mix."""
+    cache = getattr(run.denoise, "step_cache", None)
+    return cache.stream(key) if cache is not None else contextlib.nullcontext()
+
+
+def _invoke(run: _Run, x2: torch.Tensor, t: torch.Tensor, kwargs: dict[str, Any], window: int) -> Any:
     """Call the model on the CFG batch, at once or (``split_cfg``) one half at a time."""
     if not run.config.split_cfg:
-        return run.denoise(x2, t, **kwargs)
+        with _stream(run, window):
+            return run.denoise(x2, t, **kwargs)
     b = x2.shape[0] // 2
     halves = []
-    for part in (slice(0, b), slice(b, None)):
+    for half, part in enumerate((slice(0, b), slice(b, None))):
         sliced = {k: v[part] if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
-        halves.append(run.denoise(x2[part], t[part], **sliced))
+        with _stream(run, (window, half)):
+            halves.append(run.denoise(x2[part], t[part], **sliced))
     if kwargs["return_cache"]:
         return torch.cat([h[0] for h in halves]), torch.cat([h[1] for h in halves])
     return torch.cat(halves)
@@ -257,7 +266,7 @@ def _denoise_step(run: _Run, step: int, latents: torch.Tensor, shift: int) -> to
             continue
         frames = window_frames(start, plan.window, plan.ring_frames)
         x = latents[:, :, frames]  # [B, C, W, H, W] (a copy)
-        noise_pred = _call_model(run, x, step, step_in, guide, frames, start)
+        noise_pred = _call_model(run, x, step, step_in, guide, frames, start, k)
         new = euler_step(x, combine(noise_pred, guide.scale), dt)
         if run.config.window_dtype is not None:
             new = new.to(run.config.window_dtype)
@@ -306,6 +315,8 @@ def sample_avatar(denoise: Denoiser, cond: AvatarConditioning, config: SamplerCo
         callbacks=callbacks or SamplerCallbacks(), parallel=parallel,
     )
     latents = _prepare_noise(noise, plan, cond, config.seed)  # [B, C, ring, H, W]
+    if getattr(denoise, "step_cache", None) is not None:
+        denoise.step_cache.reset()  # histories of an earlier run must not leak into this one
     shift = 0
     with torch.no_grad():
         for step in range(schedule.steps):
