@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -94,6 +95,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _has_cuda() -> bool:
+    """Asks ComfyUI's own Python (it may not be this one) whether torch sees a CUDA GPU."""
+    probe = "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"
+    return subprocess.run([ch.env_python(), "-c", probe], capture_output=True).returncode == 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     comfy = find_comfyui()
@@ -116,7 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     image = args.image.name if args.image else inputs["image"]
     audio = args.audio.name if args.audio else inputs["audio"]
     workflow = json.loads((WORKFLOWS / f"{args.workflow}.json").read_text())
-    server = ch.Server(comfy, base, python=ch.env_python(), cpu=args.cpu or (args.smoke and not args.gpu))
+    cpu = args.cpu or (args.smoke and not args.gpu)
+    if not cpu and not _has_cuda():
+        print("no CUDA GPU found: starting ComfyUI with --cpu (very slow for real renders)")
+        cpu = True
+    server = ch.Server(comfy, base, python=ch.env_python(), cpu=cpu)
     try:
         server.wait_ready()
         info = server.get("/object_info")
