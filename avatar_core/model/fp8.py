@@ -7,14 +7,27 @@ runs on the fp8 tensor cores with fp32 accumulation. Keys: `weight` (fp8), `scal
 
 from __future__ import annotations
 
+import functools
+import logging
 from typing import Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+log = logging.getLogger(__name__)
 FP8 = torch.float8_e4m3fn
 FP8_MAX = 448.0
+
+
+@functools.lru_cache(maxsize=None)
+def fp8_matmul_supported(device: torch.device) -> bool:
+    """fp8 tensor-core matmuls need compute capability 8.9+ (Ada, Hopper, Blackwell); older GPUs dequantise."""
+    ok = torch.cuda.get_device_capability(device) >= (8, 9)
+    if not ok:
+        log.warning("fp8 fast matmuls need an Ada/Hopper GPU (compute capability 8.9+); %s dequantises instead",
+                    torch.cuda.get_device_name(device))
+    return ok
 
 
 class FP8Linear(nn.Module):
@@ -36,7 +49,8 @@ class FP8Linear(nn.Module):
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
         bias = None if self.bias is None else self.bias[start:stop].to(dtype)
         n_out = len(range(self.out_features)[start:stop])
-        if self.fast and x.is_cuda and x.shape[-1] % 16 == 0 and n_out % 16 == 0 and dtype != torch.float32:
+        if (self.fast and x.is_cuda and x.shape[-1] % 16 == 0 and n_out % 16 == 0 and dtype != torch.float32
+                and fp8_matmul_supported(x.device)):
             return self._scaled_mm(x, dtype, bias, start, stop, n_out)
         return F.linear(x.to(dtype), self.dequantized_weight(dtype, start, stop), bias)
 
