@@ -61,19 +61,31 @@ class _PositionStub(torch.nn.Module):
         return SimpleNamespace(hidden_states=states)
 
 
-def test_audio_longer_than_60s_joins_chunks_on_the_time_axis():
+def test_audio_longer_than_60s_joins_overlapping_windows_on_the_time_axis():
     wav = torch.randn(65 * 16000) * 0.1
     stub = _PositionStub()
     feats = encode_audio(stub, wav, 16000)
     assert feats.shape == (65 * 25, 10, 5, 384)  # no 400-frame cap
-    assert stub.calls == 3  # 65 s + the last window's look-ahead -> three 30 s chunks
-    # Frame f, slot j reads global 50 Hz position g = 2f - 4 + j: chunk g // 1500, position g % 1500; g < 0 is a lead zero.
+    # 3254 positions (65 s + the last window's look-ahead) in 30 s windows overlapping by 10 s: windows start at
+    # 0, 1000, 2000 and keep [0, 1250), [1250, 2250), [2250, 3254) (the last one reaches the clip's end).
+    assert stub.calls == 3
     f = torch.arange(feats.shape[0])[:, None]
-    g = 2 * f - 4 + torch.arange(10)[None]
-    expected = torch.where(g < 0, torch.zeros(()), (g // 1500) * 10000 + g % 1500 + 1.0)
+    g = 2 * f - 4 + torch.arange(10)[None]                      # global 50 Hz position of frame f, slot j
+    k = (g >= 1250).long() + (g >= 2250).long()
+    local = g - 1000 * k                                         # window k starts at position 1000 k
+    expected = torch.where(g < 0, torch.zeros(()), k * 10000 + local + 1.0)
     assert torch.equal(feats[:, :, 0, 0], expected)
     assert torch.equal(feats[:, :, 3, 0], torch.where(g < 0, torch.zeros(()), expected + 0.3))
-    assert 748 in f[(g == 1499).any(1)] and 750 in f[(g == 1500).any(1)]  # windows that straddle the joint exist
+    kept = local[(g >= 1250) & (g < 2250)]                       # positions kept from the middle window
+    assert kept.min() >= 250 and kept.max() < 1500 - 250           # 5 s of context on both sides
+
+
+def test_audio_that_fits_one_window_is_encoded_once_like_the_official_code():
+    stub = _PositionStub()
+    feats = encode_audio(stub, torch.randn(20 * 16000) * 0.1, 16000)
+    assert stub.calls == 1
+    g = 2 * torch.arange(feats.shape[0])[:, None] - 4 + torch.arange(10)[None]
+    assert torch.equal(feats[:, :, 0, 0], torch.where(g < 0, torch.zeros(()), g + 1.0))
 
 
 def test_characters_share_the_video_length_and_start_offsets_shift_time():

@@ -1,14 +1,12 @@
 """Whisper encoder: local loading (folder or one safetensors file) and hidden states of any length.
 
-Long audio: the official code encodes only the first 30 s (one Whisper window). Here the 16 kHz waveform is
-cut into consecutive, non-overlapping 30 s chunks (480000 samples), each chunk is turned into log-mel
-features and encoded on its own (the last chunk is zero-padded to 30 s, as Whisper's feature extractor
-does), and the 1500 positions of each chunk are concatenated. A chunk of exactly 30 s gives exactly 1500
-positions (320 samples each), so position p of chunk k is global position 1500 k + p, i.e. time p / 50 s
-after the chunk start: the time axis stays exact across chunk boundaries, and the per-frame windows are
-cut from the joined sequence afterwards (see audio.py), so a window that straddles a boundary takes its
-positions from both chunks at their true times. For 16 kHz input the first 30 s go through exactly the
-official computation (same chunk, same feature extractor, same encoder call).
+Long audio: the official code encodes only the first 30 s (one Whisper window). Audio that fits in one
+window goes through exactly the official computation (same window, feature extractor and encoder call).
+Longer audio is encoded in 30 s windows (1500 positions at 50 Hz, 320 samples each) that overlap by 10 s:
+each position is taken from the window in which it has at least 5 s of audio context on both sides (only the
+clip's own ends have less), so Whisper's self-attention never sees a cut right next to a kept position.
+Window k starts at a whole number of positions, so its position p is global position start_k + p: the time
+axis stays exact, and the per-frame windows are cut from the joined sequence afterwards (see audio.py).
 """
 
 from __future__ import annotations
@@ -24,6 +22,26 @@ from .waveform import WHISPER_SAMPLE_RATE
 CHUNK_SAMPLES = 30 * WHISPER_SAMPLE_RATE  # one Whisper window (official: 750 * 640)
 POSITIONS_PER_CHUNK = 1500  # encoder positions per 30 s chunk (50 Hz)
 SAMPLES_PER_POSITION = CHUNK_SAMPLES // POSITIONS_PER_CHUNK  # 320
+CONTEXT_POSITIONS = 250  # 5 s: context every kept position has on each side when audio spans several windows
+
+
+def chunk_plan(num_positions: int, chunk: int = POSITIONS_PER_CHUNK,
+               margin: int = CONTEXT_POSITIONS) -> list[tuple[int, int, int]]:
+    """Whisper windows covering `num_positions` positions: (start, keep_from, keep_to), global positions.
+
+    One window when the audio fits (the official case). Otherwise consecutive windows overlap by 2 * margin
+    and each keeps [keep_from, keep_to): every kept position lies at least `margin` inside its window, except
+    at the very start and end of the clip. The kept ranges tile [0, num_positions) exactly once.
+    """
+    if num_positions <= chunk:
+        return [(0, 0, num_positions)]
+    plan, keep_from, start = [], 0, 0
+    while keep_from < num_positions:
+        last = start + chunk >= num_positions
+        keep_to = num_positions if last else start + chunk - margin
+        plan.append((start, keep_from, keep_to))
+        keep_from, start = keep_to, keep_to - margin
+    return plan
 
 # Whisper's head count is not visible in the weight shapes: the standard sizes by model width.
 _HEADS_BY_WIDTH = {384: 6, 512: 8, 768: 12, 1024: 16, 1280: 20}
@@ -110,7 +128,7 @@ def _feature_extractor(n_mels: int) -> Any:
 
 @torch.no_grad()
 def whisper_hidden_states(encoder: torch.nn.Module, wav16k: torch.Tensor, num_positions: int) -> torch.Tensor:
-    """All encoder hidden states of a mono 16 kHz waveform, chunked every 30 s (see module docstring).
+    """All encoder hidden states of a mono 16 kHz waveform, in overlapping 30 s windows (module docstring).
 
     Returns [num_positions, L + 1, D] fp32 at 50 Hz (whisper-tiny: [P, 5, 384]: embedding output, then each
     layer, the last one after the final LayerNorm). The waveform is zero-padded when more positions are
@@ -118,16 +136,19 @@ def whisper_hidden_states(encoder: torch.nn.Module, wav16k: torch.Tensor, num_po
     """
     n_mels = encoder.config.num_mel_bins if hasattr(encoder, "config") else 80
     extractor = _feature_extractor(n_mels)
-    needed = num_positions * SAMPLES_PER_POSITION
+    plan = chunk_plan(num_positions)
+    needed = (plan[-1][0] + POSITIONS_PER_CHUNK) * SAMPLES_PER_POSITION
     wav = wav16k.to(torch.float32).cpu()
     if wav.numel() < needed:
         wav = torch.nn.functional.pad(wav, (0, needed - wav.numel()))
     param = next(encoder.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     states = []
-    for start in range(0, max(needed, 1), CHUNK_SAMPLES):
-        chunk = wav[start : start + CHUNK_SAMPLES].numpy()
+    for start, keep_from, keep_to in plan:
+        first = start * SAMPLES_PER_POSITION
+        chunk = wav[first : first + CHUNK_SAMPLES].numpy()
         mel = extractor(chunk, sampling_rate=WHISPER_SAMPLE_RATE, return_tensors="pt").input_features  # [1, M, 3000]
         out = encoder(mel.to(device, torch.float32), output_hidden_states=True)
-        states.append(torch.stack(out.hidden_states, dim=2)[0].float().cpu())  # [1500, L+1, D]
-    return torch.cat(states, dim=0)[:num_positions]
+        hidden = torch.stack(out.hidden_states, dim=2)[0].float().cpu()                     # [1500, L+1, D]
+        states.append(hidden[keep_from - start : keep_to - start])
+    return torch.cat(states, dim=0)
