@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from ..avatar_core.conditioning.image import official_video_size as official_size  # noqa: F401 (node API)
 import torch.nn.functional as F
 
 # Official prompt handling (reference/official_implementation.md §6).
@@ -25,20 +27,6 @@ class AudioFeatures:
     @property
     def num_frames(self) -> int:
         return int(self.features.shape[1])
-
-
-def official_size(height: int, width: int, image_size: int) -> tuple[int, int]:
-    """Video size the official preprocessing picks: short side -> image_size, both sides multiples of 64,
-    area capped at image_size x (image_size * 1216 / 704) (official 704 -> 704 x 1216)."""
-    if image_size % 64:
-        raise ValueError(f"image_size must be a multiple of 64, got {image_size}")
-    scale = image_size / min(height, width)
-    h, w = round(height * scale / 64) * 64, round(width * scale / 64) * 64
-    max_area = image_size * image_size * 1216 / 704
-    if h * w > max_area:
-        s = (max_area / (h * w)) ** 0.5
-        h, w = int(h * s // 64) * 64, int(w * s // 64) * 64
-    return max(h, 64), max(w, 64)
 
 
 def image_to_frames(image: torch.Tensor, frames: int) -> torch.Tensor:

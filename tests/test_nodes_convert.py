@@ -9,22 +9,6 @@ from conftest import load_pack
 convert = load_pack("nodes.convert")
 
 
-@pytest.mark.parametrize("hw, size, expected", [
-    ((704, 704), 704, (704, 704)),
-    ((1080, 1920), 704, (640, 1216)),     # over the 704 x 1216 area: rescaled, multiples of 64
-    ((512, 384), 384, (512, 384)),
-])
-def test_official_size_short_side_and_multiples_of_64(hw, size, expected):
-    h, w = convert.official_size(*hw, size)
-    assert (h, w) == expected
-    assert h % 64 == 0 and w % 64 == 0
-
-
-def test_official_size_rejects_non_multiple():
-    with pytest.raises(ValueError, match="multiple of 64"):
-        convert.official_size(512, 512, 700)
-
-
 def test_masks_by_character_places_each_mask_at_its_index():
     m0, m2 = torch.ones(1, 8, 8), torch.zeros(1, 8, 8)
     out = convert.masks_by_character({"mask_2": m2, "mask_0": m0, "mask_1": None}, 3)
