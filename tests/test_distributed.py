@@ -6,7 +6,6 @@ and compared here with single-process runs of the same model (the reference).
 
 from __future__ import annotations
 
-import os
 import socket
 from dataclasses import replace
 from pathlib import Path
