@@ -121,6 +121,10 @@ class AvatarSampler(io.ComfyNode):
         device = mm.get_torch_device()
         pixels = comfy.utils.common_upscale(image[:1, :, :, :3].movedim(-1, 1), w, h, "lanczos", "disabled").movedim(1, -1)
         ref = vae.encode(image_to_frames(pixels, windows.audio_rows)) * LATENT.scale_factor   # [1, 16, window, h/8, w/8]
+        if not torch.isfinite(ref).all():
+            raise ValueError("vae: encoding the reference image gave NaN/inf, so the video would be black. Load the "
+                             "HunyuanVideo VAE (hunyuan_video_vae_bf16.safetensors) with VAELoader, or a different "
+                             "VAE file; an fp16 VAE can overflow.")
         audio = feats[None] if feats.shape[0] > 1 else feats                                  # [1, (N,) F, 10, 5, 384]
         cond = AvatarConditioning(
             ref_latents=ref.to(device), text=text_conditioning(positive, "positive", device),

@@ -60,7 +60,13 @@ def write_models(models: Path) -> dict[str, str]:
     vae = models / "vae" / "taehv_random.safetensors"
     vae.parent.mkdir(parents=True, exist_ok=True)
     net = taehv.TAEHV(latent_channels=16)
-    save_file({k: v.half().contiguous() for k, v in net.state_dict().items()}, str(vae))
+    # ComfyUI builds its layers without initialising them (the weights are loaded afterwards): the memory is
+    # whatever was there, often NaN/inf. Random, finite, seeded, scaled by 1/sqrt(fan-in) so that activations
+    # keep their size through the layers (the decoded video is visible noise, not black); biases 0.
+    g = torch.Generator().manual_seed(0)
+    state = {k: (torch.randn(v.shape, generator=g) / math.sqrt(v[0].numel()) if v.dim() > 1 else torch.zeros(v.shape))
+             for k, v in net.state_dict().items()}
+    save_file({k: v.half().contiguous() for k, v in state.items()}, str(vae))
     files["vae"] = vae.name
 
     cond = models / "avatar_conditioning" / "smoke_random.safetensors"

@@ -98,6 +98,8 @@ def test_low_memory_offload_renders_the_same_video(comfy):
     assert len(videos) == 2
     assert "offload=low_memory, 5 of 6 blocks streamed from RAM" in server.log_tail(10**6)
     a, b = _decoded_frames(videos[0]), _decoded_frames(videos[1])
+    print(f"video pixel std {a.std():.2f}, distinct values {len(np.unique(a))}")
+    assert a.std() > 1, "the video is flat: the comparison below would prove nothing (non-finite latents?)"
     assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).max() <= 2
 
 
