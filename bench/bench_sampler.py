@@ -24,7 +24,8 @@ from avatar_core.sampling import (AvatarConditioning, SamplerCallbacks, SamplerC
 from bench.common import TEXT_LEN, TEXT_VALID, gib, parse_shape  # noqa: E402
 
 
-def conditioning(cfg: AvatarConfig, height: int, width: int, audio_frames: int, device: str) -> AvatarConditioning:
+def conditioning(cfg: AvatarConfig, height: int, width: int, audio_frames: int, device: str,
+                 characters: int = 1) -> AvatarConditioning:
     g = torch.Generator(device).manual_seed(0)
     r = lambda *s, dt=torch.bfloat16: torch.randn(*s, generator=g, device=device, dtype=dt)  # noqa: E731
     H, W = height // 8, width // 8
@@ -33,11 +34,14 @@ def conditioning(cfg: AvatarConfig, height: int, width: int, audio_frames: int, 
         mask = torch.zeros(1, TEXT_LEN, dtype=torch.int64, device=device)
         mask[:, :valid] = 1
         return TextConditioning(r(1, TEXT_LEN, cfg.text_dim), mask, r(1, cfg.text_pooled_dim))
-    face = torch.zeros(1, 1, 1, H, W, device=device)
-    face[..., H // 4: 3 * H // 4, W // 4: 3 * W // 4] = 1
+    face = torch.zeros(1, characters, 1, H, W, device=device)
+    for k in range(characters):  # side by side, the middle half of the height
+        face[:, k, :, H // 4: 3 * H // 4, k * W // characters + W // (4 * characters): (k + 1) * W // characters - W // (4 * characters)] = 1
+    audio = r(1, audio_frames, 10, 5, 384, dt=torch.float32) if characters == 1 else \
+        r(1, characters, audio_frames, 10, 5, 384, dt=torch.float32)
     return AvatarConditioning(
         ref_latents=r(1, 16, 33, H, W), text=text(TEXT_VALID[1]), negative_text=text(TEXT_VALID[0]),
-        audio=r(1, audio_frames, 10, 5, 384, dt=torch.float32), face_mask=face,
+        audio=audio, face_mask=face,
         motion_exp=torch.full((1, 4), 30, device=device), motion_pose=torch.full((1, 4), 25, device=device),
         fps=torch.full((1,), 25.0, device=device))
 
@@ -47,13 +51,14 @@ def main() -> int:
     ap.add_argument("--size", default="704x704")
     ap.add_argument("--audio-frames", type=int, default=130, help="130 video frames -> a 65-frame ring, 2 windows")
     ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--characters", type=int, default=1, help="speakers: one audio track and face mask each")
     ap.add_argument("--log", type=Path)
     ap.add_argument("--tiny", action="store_true", help="tiny model on the CPU: checks the script, times nothing real")
     args = ap.parse_args()
     shape = parse_shape(args.size)
     cfg, device = (AvatarConfig.tiny(), "cpu") if args.tiny else (AvatarConfig.avatar_13b(), "cuda")
     model = build_random_transformer(cfg, dtype=torch.bfloat16, device=device, seed=0)
-    cond = conditioning(cfg, shape.height, shape.width, args.audio_frames, device)
+    cond = conditioning(cfg, shape.height, shape.width, args.audio_frames, device, args.characters)
     if args.tiny:  # make the CUDA calls below harmless
         torch.cuda.synchronize = lambda: None
         torch.cuda.max_memory_allocated = torch.cuda.max_memory_reserved = lambda: 0
@@ -84,6 +89,7 @@ def main() -> int:
     torch.cuda.synchronize()
     total = time.perf_counter() - t0
     summary = dict(device=torch.cuda.get_device_name(), size=str(shape), audio_frames=args.audio_frames,
+                   characters=args.characters,
                    windows_per_step=result.plan.windows_per_step, ring=result.plan.ring_frames, steps=args.steps,
                    cached_steps=sorted(marks["cached"]), total_s=total, peak_alloc_gib=gib(torch.cuda.max_memory_allocated()),
                    peak_reserved_gib=gib(torch.cuda.max_memory_reserved()), finite=bool(torch.isfinite(result.latents).all()),
