@@ -7,7 +7,8 @@ ComfyUI on an NVIDIA GPU enables DynamicVRAM (comfy-aimdo) by default: `CoreMode
 (aimdo init before torch touches CUDA, the device registration, the patcher swap), then runs, per offload
 mode: model loader -> whisper loader + audio encode -> saved conditioning -> sampler -> VAE decode, with
 random weights (tiny, or the full 13B shapes). After each mode it unloads everything as ComfyUI does and
-reports the GPU memory still allocated. One JSON line per mode and a summary; exit 1 if anything failed.
+reports the GPU memory still allocated; before that it cancels a run midway (ComfyUI's interrupt flag) and
+runs again, which must give the same latents. One JSON line per mode and a summary; exit 1 if anything failed.
 Weights are random: the video is noise; what is checked is that it runs, where memory goes, and that every
 offload mode gives the same latents.
 """
@@ -36,6 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--seconds", type=float, default=1.2, help="speech length (1.2 s -> one 33-frame window)")
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--no-dynamic-vram", action="store_true", help="ComfyUI's --disable-dynamic-vram")
+    ap.add_argument("--no-interrupt", action="store_true", help="skip the cancel-then-rerun check")
     ap.add_argument("--cpu", action="store_true", help="ComfyUI's --cpu (checks this script without a GPU)")
     ap.add_argument("--base", type=Path, help="ComfyUI base folder for the random model files (default: a temp dir)")
     ap.add_argument("--json", type=Path, help="also write the results here")
@@ -177,13 +179,22 @@ def main(argv=None) -> int:
             row["max_abs_vs_first_mode"] = float((lat - reference).abs().max())
             frames = vae.decode(lat.to(vae.vae_dtype))
             row["decoded"] = list(frames.shape)
-            del model, latent, frames
+            del latent, frames
+            if not args.no_interrupt:  # the user presses Cancel mid-run; then runs the graph again
+                row["interrupt"] = interrupted_run(mm, lambda: sampler_n.AvatarSampler.execute(
+                    model, positive, negative, image, vae, feats, image_size=args.image_size, steps=args.steps, seed=0))
+                again = sampler_n.AvatarSampler.execute(model, positive, negative, image, vae, feats,
+                                                        image_size=args.image_size, steps=args.steps, seed=0).result[0]
+                row["rerun_max_abs"] = float((again["samples"] - lat).abs().max())
+                del again
+            del model
             mm.unload_all_models()
             mm.soft_empty_cache()
             if gpu:
                 torch.cuda.synchronize()
             row["alloc_after_unload_gib"] = round((torch.cuda.memory_allocated() - before) / 2**30, 3) if gpu else None
-            row["ok"] = row["finite"] and row["max_abs_vs_first_mode"] < 0.1
+            row["ok"] = row["finite"] and row["max_abs_vs_first_mode"] < 0.1 and (
+                args.no_interrupt or (row["interrupt"].startswith("stopped") and row["rerun_max_abs"] == 0))
         except Exception as e:  # report and go on with the next mode
             import traceback
             traceback.print_exc()
@@ -196,6 +207,23 @@ def main(argv=None) -> int:
         args.json.write_text(json.dumps(summary, indent=1))
     print(json.dumps({k: v for k, v in summary.items() if k != "modes"}), flush=True)
     return 1 if failed else 0
+
+
+def interrupted_run(mm, run) -> str:
+    """Run with ComfyUI's interrupt flag raised at the sampler's second cancellation check (after real GPU work)."""
+    checks, real = [0], mm.processing_interrupted
+
+    def flag() -> bool:
+        checks[0] += 1
+        return checks[0] >= 2
+    mm.processing_interrupted = flag
+    try:
+        run()
+        return "not stopped"
+    except mm.InterruptProcessingException:
+        return f"stopped at check {checks[0]}"
+    finally:
+        mm.processing_interrupted = real
 
 
 def _read_wav(path: Path):

@@ -25,7 +25,7 @@ def _has_cuda(python: str) -> bool:
     return subprocess.run([python, "-c", probe], capture_output=True).returncode == 0
 
 
-def test_every_offload_mode_runs_and_agrees_under_comfy_memory_management(tmp_path):
+def test_every_offload_mode_runs_cancels_and_agrees_under_comfy_memory_management(tmp_path):
     python = os.environ.get("COMFYUI_PYTHON", sys.executable)
     gpu = _has_cuda(python)
     cmd = [python, str(REPO / "scripts" / "comfy_gpu_check.py"), "--comfyui", COMFYUI_PATH, "--base", str(tmp_path),
@@ -40,6 +40,8 @@ def test_every_offload_mode_runs_and_agrees_under_comfy_memory_management(tmp_pa
         assert m["finite"], f"{name}: non-finite latents"
         assert m["max_abs_vs_first_mode"] < 1e-2, f"{name} differs from offload=none by {m['max_abs_vs_first_mode']}"
         assert m["decoded"][1] == 129  # one 33-latent window decodes to 129 frames
+        assert m["interrupt"].startswith("stopped"), f"{name}: ComfyUI's interrupt did not stop the sampler"
+        assert m["rerun_max_abs"] == 0, f"{name}: a run after a cancelled one differs by {m['rerun_max_abs']}"
         if gpu:
             assert m["alloc_after_unload_gib"] < 0.01, f"{name}: GPU memory left after unloading"
     if gpu:  # what ComfyUI itself enables on NVIDIA
