@@ -2,7 +2,9 @@
 
 Loads every example workflow and converts it with the frontend itself (app.graphToPrompt), builds the
 two-speaker graph, queues only the face-mask node (tiny run: user masks, no model), and checks that the
-overlay and the per-character audio legend are drawn and come back after save + reopen.
+overlay and the per-character audio legend are drawn, on screen, and come back after save + reopen. Everything
+runs twice: with nodes drawn on the LiteGraph canvas, and with the Vue "Nodes 2.0" renderer
+(Comfy.VueNodes.Enabled).
 Screenshots: tests/frontend/artifacts/ (gitignored). Needs COMFYUI_PATH (+ COMFYUI_PYTHON), node,
 tests/frontend/node_modules (npm install there) and /usr/bin/chromium (apt-get install chromium).
 """
@@ -116,20 +118,22 @@ def example_workflows() -> list[Path]:
     return sorted(p for d in ("workflows", "example_workflows") for p in (REPO / d).glob("*.json"))
 
 
-@pytest.fixture(scope="module")
-def browser_result(comfy_url):
+@pytest.fixture(scope="module", params=["classic", "vue_nodes"])
+def browser_result(comfy_url, request):
+    """One browser session per node renderer: the LiteGraph canvas, and the Vue "Nodes 2.0" mode."""
     node = _require_browser()
     url, inputs, base = comfy_url
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    cfg = {"url": url, "outDir": str(ARTIFACTS), "twoSpeakers": inputs,
+    out_dir = ARTIFACTS / request.param
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = {"url": url, "outDir": str(out_dir), "twoSpeakers": inputs, "vueNodes": request.param == "vue_nodes",
            "workflows": [{"name": p.stem, "json": json.loads(p.read_text())} for p in example_workflows()]}
-    cfg_path = base / "e2e_config.json"
+    cfg_path = base / f"e2e_config_{request.param}.json"
     cfg_path.write_text(json.dumps(cfg))
     proc = subprocess.run([node, str(FRONTEND / "e2e.mjs"), str(cfg_path)], cwd=FRONTEND, capture_output=True,
                           text=True, timeout=540)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    (ARTIFACTS / "result.json").write_text(json.dumps(result, indent=1))
+    (out_dir / "result.json").write_text(json.dumps(result, indent=1))
     return result
 
 
@@ -151,6 +155,13 @@ def test_face_node_run_draws_overlay_and_audio_legend(browser_result):
         (1, "audio_0", Path(SPEECH_A[1]).name, True), (2, "audio_1", Path(SPEECH_B[1]).name, True)]
     assert state["warnings"] == []
     assert state["legendColours"] == ["#e6194b", "#3cb44b"], "both character swatches are painted"
+
+
+def test_overlay_is_on_screen_in_both_node_renderers(browser_result):
+    assert browser_result["vueNodesActive"] == browser_result["vueNodes"], "the renderer setting did not take"
+    shown = browser_result["afterRunShown"]
+    assert shown["attached"], "the overlay element is not in the page"
+    assert min(shown["imgShownPx"]) > 50, f"the overlay image is not visible: {shown['imgShownPx']} px"
 
 
 def test_overlay_survives_save_and_reopen(browser_result):

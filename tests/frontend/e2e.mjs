@@ -20,6 +20,9 @@ try {
   page.on("console", (m) => { if (m.type() === "error" && /hyavatar|lib\/(wiring|legend|audio_level)/i.test(m.text())) result.errors.push(m.text()); });
   // First visit of a fresh user opens the templates browser over the graph; mark the tutorial as seen.
   await fetch(`${cfg.url}/api/settings/Comfy.TutorialCompleted`, { method: "POST", body: "true" });
+  // Nodes drawn on the LiteGraph canvas (classic) or as Vue components ("Nodes 2.0"): the test runs both.
+  await fetch(`${cfg.url}/api/settings/Comfy.VueNodes.Enabled`, { method: "POST", body: JSON.stringify(!!cfg.vueNodes) });
+  result.vueNodes = !!cfg.vueNodes;
   await page.goto(cfg.url);
   await page.waitForFunction(() => window.app?.graph && window.LiteGraph?.registered_node_types?.AvatarFaceMasks, null, { timeout: 120000 });
   await closeDialogs(page);
@@ -36,6 +39,9 @@ try {
     result.workflows.push({ name: wf.name, promptNodes: Object.values(prompt).map((n) => n.class_type), legends });
   }
 
+  // A fresh empty workflow first: graph.clear() alone keeps the previous graph's node outputs, and the Vue
+  // renderer then shows a stale image preview on whichever new node reuses an old node id.
+  await page.evaluate(() => app.loadGraphData({ nodes: [], links: [], version: 0.4 }, true, true));
   await page.evaluate((f) => hyavatarTest.buildTwoSpeakers(f), cfg.twoSpeakers);
   await page.waitForTimeout(500);
   result.run = await page.evaluate(() => hyavatarTest.runFaceNode());
@@ -47,6 +53,8 @@ try {
   result.afterRun = await page.evaluate(() => hyavatarTest.legendStateOne(hyavatarTest.faceNode()));
   await closeDialogs(page);
   await focusFaceNode(page);
+  result.afterRunShown = await page.evaluate(() => hyavatarTest.legendStateOne(hyavatarTest.faceNode()));
+  result.vueNodesActive = await page.evaluate(() => app.ui.settings.getSettingValue("Comfy.VueNodes.Enabled"));
   await page.screenshot({ path: path.join(cfg.outDir, "two_speakers_after_run.png") });
 
   // Save and reopen: the overlay must come back from the workflow alone (no run).
