@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import traceback
 
 import comfy.latent_formats
 import comfy.model_management as mm
@@ -21,6 +22,7 @@ from ..avatar_core.sampling.windows import OFFICIAL_OFFSET, OFFICIAL_WINDOW, Win
 from ..avatar_core.conditioning.emotion import emotion_warning
 from ..avatar_core.conditioning.faces import face_mask_for_model, to_latent
 from ..avatar_core.conditioning.text import official_text_layout
+from .memory import does_not_fit, out_of_memory
 from .convert import MOTION_EXP, MOTION_POSE, check_image, image_to_frames, motion_tensor, official_size, resize_masks
 from .types import AudioFeatures, AvatarModel, CharacterMasks, Emotion, LongVideo
 
@@ -141,14 +143,23 @@ class AvatarSampler(io.ComfyNode):
                                cache_device=mm.unet_offload_device() if long_clip else None)
         if isinstance(model.model, AvatarTransformer):  # set or clear: the loaded model is shared between runs
             model.model.step_cache = StepCache(threshold=step_cache) if step_cache > 0 else None
-        if getattr(model.model, "block_swap", None) is None:
-            mm.load_models_gpu([model], force_full_load=True)
-        else:  # it streams its own blocks: only make room for the resident part and the activations
-            mm.free_memory(SWAP_HEADROOM_BYTES, device)
+        swapping = getattr(model.model, "block_swap", None) is not None
+        if not swapping and device.type == "cuda":  # the whole model goes to the GPU: fail now, not mid-load
+            problem = does_not_fit(model.model_size(), mm.get_total_memory(device))
+            if problem:
+                raise ValueError(problem)
         try:
+            if not swapping:
+                mm.load_models_gpu([model], force_full_load=True)
+            else:  # it streams its own blocks: only make room for the resident part and the activations
+                mm.free_memory(SWAP_HEADROOM_BYTES, device)
             result = sample_avatar(model.model, cond, config, callbacks=_callbacks(device))
         except SamplingCancelled:
             raise mm.InterruptProcessingException()
+        except torch.OutOfMemoryError as e:  # ComfyUI unloads every model on this type; say what to change
+            traceback.clear_frames(e.__traceback__)  # the failed frames' tensors go now, not with the exception
+            offload = "none" if not swapping else ("low_memory" if getattr(model.model, "chunk_tokens", None) else "block_swap")
+            raise torch.OutOfMemoryError(out_of_memory(h, w, windows.audio_rows, offload)) from e
         finally:
             del cond
             mm.soft_empty_cache()

@@ -38,6 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--no-dynamic-vram", action="store_true", help="ComfyUI's --disable-dynamic-vram")
     ap.add_argument("--no-interrupt", action="store_true", help="skip the cancel-then-rerun check")
+    ap.add_argument("--vram-cap-gib", type=float, help="cap this process's GPU memory (a smaller GPU)")
+    ap.add_argument("--expect-oom", nargs="*", default=[], help="offload modes that must fail with our out-of-memory "
+                                                                 "advice under --vram-cap-gib (and leave nothing behind)")
     ap.add_argument("--cpu", action="store_true", help="ComfyUI's --cpu (checks this script without a GPU)")
     ap.add_argument("--base", type=Path, help="ComfyUI base folder for the random model files (default: a temp dir)")
     ap.add_argument("--json", type=Path, help="also write the results here")
@@ -152,6 +155,8 @@ def main(argv=None) -> int:
     print(json.dumps({"features_finite": bool(torch.isfinite(feats.features).all()),
                       "vae_encode_finite": bool(torch.isfinite(probe).all())}), flush=True)
 
+    if args.vram_cap_gib:
+        torch.cuda.set_per_process_memory_fraction(args.vram_cap_gib * 2**30 / torch.cuda.get_device_properties(0).total_memory)
     results, reference, failed = [], None, False
     for mode in args.offload:
         row = {"offload": mode}
@@ -198,7 +203,16 @@ def main(argv=None) -> int:
         except Exception as e:  # report and go on with the next mode
             import traceback
             traceback.print_exc()
-            row.update(ok=False, error=f"{type(e).__name__}: {e}")
+            row.update(ok=False, error=f"{type(e).__name__}: {e}",
+                       advised=isinstance(e, torch.OutOfMemoryError) and "set offload to low_memory" in str(e))
+        if mode in args.expect_oom and "error" in row:  # ComfyUI on an OOM: unload everything; nothing may be left
+            model = None
+            mm.unload_all_models()
+            mm.soft_empty_cache()
+            left = (torch.cuda.memory_allocated() - before) / 2**30
+            row.update(alloc_after_unload_gib=round(left, 3), ok=row["advised"] and left < 0.01)
+        elif mode in args.expect_oom:
+            row["ok"] = False  # it was expected to run out of memory
         failed |= not row["ok"]
         results.append(row)
         print(json.dumps(row), flush=True)
