@@ -97,6 +97,9 @@ def write_inputs(input_dir: Path, seconds: float = 1.2) -> dict[str, str]:
     return {"image": "smoke_face.png", "audio": "smoke_speech.wav"}
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python scripts/smoke_assets.py BASE [COMFYUI_PATH] -> one JSON line {models, inputs}
+    import json
     base = Path(sys.argv[1] if len(sys.argv) > 1 else os.getcwd())
-    print(write_models(base / "models"), write_inputs(base / "input"))
+    if len(sys.argv) > 2:
+        sys.path.insert(0, sys.argv[2])
+    print(json.dumps({"models": write_models(base / "models"), "inputs": write_inputs(base / "input")}))

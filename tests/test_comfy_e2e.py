@@ -33,13 +33,19 @@ NODES = {  # node -> (required input types subset, output types)
 
 @pytest.fixture(scope="module")
 def comfy(tmp_path_factory):
+    import json
+    import subprocess
+
     import comfy_headless as ch
-    import smoke_assets
     base = tmp_path_factory.mktemp("comfy_base")
     ch.prepare_base(base)
-    sys.path.insert(0, COMFYUI_PATH)
-    files = smoke_assets.write_models(base / "models")
-    inputs = smoke_assets.write_inputs(base / "input")
+    # ComfyUI's own Python writes the files (TAEHV comes from ComfyUI): this one need not import ComfyUI.
+    script = Path(__file__).resolve().parents[1] / "scripts" / "smoke_assets.py"
+    proc = subprocess.run([ch.env_python(), str(script), str(base), COMFYUI_PATH], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    written = json.loads(proc.stdout.strip().splitlines()[-1])
+    files, inputs = written["models"], written["inputs"]
     server = ch.Server(COMFYUI_PATH, base, python=ch.env_python())
     try:
         server.wait_ready()
