@@ -93,13 +93,11 @@ def start_comfy(comfyui: Path, base: Path, dynamic: bool, cpu: bool = False) -> 
     return state
 
 
-def write_13b(path: Path) -> None:
+def write_13b(path: Path, loading, config) -> None:
     import torch
 
-    from avatar_core.config import AvatarConfig
-    from avatar_core.loading import build_random_transformer, save_transformer
-    model = build_random_transformer(AvatarConfig.avatar_13b(), dtype=torch.bfloat16, device="cuda", seed=0)
-    save_transformer(model, path)
+    model = loading.build_random_transformer(config, dtype=torch.bfloat16, device="cuda", seed=0)
+    loading.save_transformer(model, path)
     del model
     torch.cuda.empty_cache()
 
@@ -119,7 +117,6 @@ def main(argv=None) -> int:
     import comfy.model_management as mm
     import comfy.sd
     sys.path.insert(0, str(REPO / "scripts"))
-    sys.path.insert(0, str(REPO))
     import smoke_assets
     imp = smoke_assets._pack()
     paths = imp("hyavatar_pack.nodes.paths")
@@ -130,22 +127,17 @@ def main(argv=None) -> int:
     files = smoke_assets.write_models(base / "models")
     if args.model == "13b":
         files["dit"] = "avatar_13b_random.safetensors"
+        big = imp("hyavatar_pack.avatar_core.config").AvatarConfig.avatar_13b()
         if not (base / "models" / "diffusion_models" / files["dit"]).is_file():
-            write_13b(base / "models" / "diffusion_models" / files["dit"])
+            write_13b(base / "models" / "diffusion_models" / files["dit"], imp("hyavatar_pack.avatar_core.loading"), big)
         files["conditioning"] = "random_13b_text.safetensors"  # random text states of the 13B widths
-        from safetensors.torch import save_file
-
-        from avatar_core.config import AvatarConfig
-        big, g = AvatarConfig.avatar_13b(), torch.Generator().manual_seed(0)
-        save_file({f"{p}.{k}": torch.randn(*shape, generator=g) for p in ("pos", "neg") for k, shape in
-                   (("states", (1, 600, big.text_dim)), ("pooled", (1, big.text_pooled_dim)))},
-                  str(base / "models" / "avatar_conditioning" / files["conditioning"]))
+        smoke_assets.write_text_conditioning(base / "models" / "avatar_conditioning" / files["conditioning"], big)
     inputs = smoke_assets.write_inputs(base / "input", seconds=args.seconds)
     print(json.dumps({"setup_s": round(time.perf_counter() - t, 1), "base": str(base), **state,
                       "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}), flush=True)
 
     image = torch.from_numpy(np.asarray(Image.open(base / "input" / inputs["image"]).convert("RGB"), dtype=np.float32) / 255)[None]
-    samples, rate = _read_wav(base / "input" / inputs["audio"])
+    samples, rate = smoke_assets.read_input_audio(base / "input" / inputs["audio"])
     audio = {"waveform": samples.reshape(1, 1, -1), "sample_rate": rate}
     vae = comfy.sd.VAE(sd=load_file(str(base / "models" / "vae" / files["vae"])))
     whisper = loaders.AvatarWhisperLoader.execute(files["whisper"]).result[0]
@@ -238,16 +230,6 @@ def interrupted_run(mm, run) -> str:
         return f"stopped at check {checks[0]}"
     finally:
         mm.processing_interrupted = real
-
-
-def _read_wav(path: Path):
-    import wave as wavmod
-
-    import numpy as np
-    import torch
-    with wavmod.open(str(path)) as w:
-        data = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).astype(np.float32) / 32768.0
-        return torch.from_numpy(data.copy()), w.getframerate()
 
 
 if __name__ == "__main__":

@@ -70,14 +70,18 @@ def write_models(models: Path) -> dict[str, str]:
     files["vae"] = vae.name
 
     cond = models / "avatar_conditioning" / "smoke_random.safetensors"
-    cond.parent.mkdir(parents=True, exist_ok=True)
-    tiny = config.AvatarConfig.tiny()
-    g = torch.Generator().manual_seed(0)
-    t = {f"{p}.{k}": torch.randn(*shape, generator=g) for p in ("pos", "neg")
-         for k, shape in (("states", (1, 600, tiny.text_dim)), ("pooled", (1, tiny.text_pooled_dim)))}
-    save_file(t, str(cond))
+    write_text_conditioning(cond, config.AvatarConfig.tiny())
     files["conditioning"] = cond.name
     return files
+
+
+def write_text_conditioning(path: Path, config) -> None:
+    """Random positive/negative text states of `config`'s widths, in Avatar Save Conditioning's file layout."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(0)
+    save_file({f"{p}.{k}": torch.randn(*shape, generator=g) for p in ("pos", "neg")
+               for k, shape in (("states", (1, 600, config.text_dim)), ("pooled", (1, config.text_pooled_dim)))},
+              str(path))
 
 
 def write_inputs(input_dir: Path, seconds: float = 1.2) -> dict[str, str]:
@@ -95,6 +99,13 @@ def write_inputs(input_dir: Path, seconds: float = 1.2) -> dict[str, str]:
         w.setframerate(rate)
         w.writeframes((sig * 32767).astype(np.int16).tobytes())
     return {"image": "smoke_face.png", "audio": "smoke_speech.wav"}
+
+
+def read_input_audio(path: Path) -> tuple[torch.Tensor, int]:
+    """The speech written by write_inputs (16-bit mono WAV) -> (float waveform [T] in [-1, 1], sample rate)."""
+    with wave.open(str(path)) as w:
+        data = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).astype(np.float32) / 32768.0
+        return torch.from_numpy(data.copy()), w.getframerate()
 
 
 if __name__ == "__main__":  # python scripts/smoke_assets.py BASE [COMFYUI_PATH] -> one JSON line {models, inputs}
