@@ -14,12 +14,11 @@ window.hyavatarTest = (() => {
       const px = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
       for (let i = 0; i < px.length; i += 4) colours.add(`#${[px[i], px[i + 1], px[i + 2]].map((v) => v.toString(16).padStart(2, "0")).join("")}`);
     }
-    const rect = root.getBoundingClientRect();
+    const shown = img?.getBoundingClientRect();
     return {
       found: true,
       attached: root.isConnected,
-      shownPx: [Math.round(rect.width), Math.round(rect.height)],
-      imgShownPx: img ? [Math.round(img.getBoundingClientRect().width), Math.round(img.getBoundingClientRect().height)] : [0, 0],
+      imgShownPx: shown ? [Math.round(shown.width), Math.round(shown.height)] : [0, 0],
       overlayLoaded: !!(img && img.style.display !== "none" && img.complete && img.naturalWidth > 0),
       overlayProperty: (node.properties?.hyavatar_overlay?.image ?? "").slice(0, 23),
       characters: node.properties?.hyavatar_overlay?.characters ?? [],
