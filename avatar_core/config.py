@@ -66,18 +66,18 @@ class AvatarConfig:
             raise ValueError(f"hidden_size must be divisible by motion_dims ({self.motion_dims})")
 
     @classmethod
-    def avatar_13b(cls) -> "AvatarConfig":
+    def avatar_13b(cls) -> AvatarConfig:
         """The released HunyuanVideo-Avatar transformer (12.99 B parameters)."""
         return cls()
 
     @classmethod
-    def tiny(cls) -> "AvatarConfig":
+    def tiny(cls) -> AvatarConfig:
         """A few-MB model with every feature present, for tests and the smoke mode."""
         return cls(hidden_size=64, num_heads=2, depth_double=4, depth_single=2, rope_dims=(8, 12, 12),
                    text_dim=32, text_pooled_dim=16, audio_proj_dim=16, adapter_dim=32)
 
     @classmethod
-    def from_fixture_json(cls, path: str | Path) -> "AvatarConfig":
+    def from_fixture_json(cls, path: str | Path) -> AvatarConfig:
         """Read a parity fixture's `tiny_config.json` (the official constructor arguments)."""
         raw = json.loads(Path(path).read_text())
         ctor, args = raw["constructor"], raw.get("args", {})
@@ -103,7 +103,7 @@ class AvatarConfig:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "AvatarConfig":
+    def from_dict(cls, d: dict) -> AvatarConfig:
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
         if unknown:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import torch
 from safetensors import safe_open
@@ -115,9 +114,9 @@ def _keeps_fp32(key: str, model: AvatarTransformer) -> bool:
     return any(key.startswith(p + ".") for p in model.FP32_MODULES)
 
 
-def load_transformer(path: str | Path, *, config: Optional[AvatarConfig] = None, dtype: torch.dtype = torch.bfloat16,
+def load_transformer(path: str | Path, *, config: AvatarConfig | None = None, dtype: torch.dtype = torch.bfloat16,
                      device: str | torch.device = "cpu", fp8: str = "auto", attention_backend: str = "sdpa",
-                     perf: Optional[PerfOptions] = None) -> AvatarTransformer:
+                     perf: PerfOptions | None = None) -> AvatarTransformer:
     """Load an Avatar transformer checkpoint.
 
     fp8: "auto" keeps fp8 weights of an fp8 file as fp8 (weight-only, dequantised in forward), "dequant"

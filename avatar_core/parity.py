@@ -11,7 +11,6 @@ import argparse
 import re
 import sys
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -81,7 +80,7 @@ def run_all(fixture_dir: Path) -> list[CheckResult]:
     return results
 
 
-def _optional_checks(module: str, fixture_dir: Path, model: Optional[AvatarTransformer] = None) -> list[CheckResult]:
+def _optional_checks(module: str, fixture_dir: Path, model: AvatarTransformer | None = None) -> list[CheckResult]:
     import importlib
     try:
         mod = importlib.import_module(module)

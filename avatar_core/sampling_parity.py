@@ -20,9 +20,19 @@ from safetensors import safe_open
 
 from avatar_core.conditioning.audio import window_features
 from avatar_core.parity_common import CheckResult, compare, load_fixture
-from avatar_core.sampling import (AvatarConditioning, DeepCacheConfig, GuidanceConfig, SamplerConfig,
-                                  TextConditioning, cached_steps, flow_schedule, initial_noise, plan_clip,
-                                  sample_avatar, step_guidance)
+from avatar_core.sampling import (
+    AvatarConditioning,
+    DeepCacheConfig,
+    GuidanceConfig,
+    SamplerConfig,
+    TextConditioning,
+    cached_steps,
+    flow_schedule,
+    initial_noise,
+    plan_clip,
+    sample_avatar,
+    step_guidance,
+)
 
 _SCHED_KEY = re.compile(r"^sched_shift(\d+(?:p\d+)?)_steps(\d+)\.(sigmas|timesteps)$")
 

@@ -19,8 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from avatar_core.config import AvatarConfig  # noqa: E402
 from avatar_core.loading import build_random_transformer  # noqa: E402
-from avatar_core.sampling import (AvatarConditioning, SamplerCallbacks, SamplerConfig, TextConditioning,  # noqa: E402
-                                  sample_avatar)
+from avatar_core.sampling import AvatarConditioning, SamplerCallbacks, SamplerConfig, TextConditioning, sample_avatar  # noqa: E402
 from bench.common import TEXT_LEN, TEXT_VALID, gib, parse_shape  # noqa: E402
 
 

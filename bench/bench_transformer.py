@@ -36,12 +36,13 @@ def bench_shape(model, cfg, shape, batch: int, repeats: int, cached_repeats: int
         med, times = timed(full, repeats)
         peak_alloc, peak_res = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
         cache = holder.pop("cache")
-        cmed, ctimes = timed(lambda: model(x, t, **inp, cached_tokens=cache), cached_repeats)
+        cmed, ctimes = timed(lambda cache=cache: model(x, t, **inp, cached_tokens=cache), cached_repeats)
     T, H, W = shape.latent
     fl = forward_flops(cfg, batch, T, H, W, TEXT_LEN, TEXT_VALID[1])
     cfl = cached_forward_flops(cfg, batch, T, H, W, TEXT_LEN, TEXT_VALID[1])
     output = holder["out"].cpu() if keep_output else None
-    del cache, holder
+    del cache
+    holder.clear()
     return dict(output=output, shape=str(shape), batch=batch, full_s=med, full_runs=times, tflops=fl / med / 1e12, pflop=fl / 1e15,
                 cached_s=cmed, cached_runs=ctimes, cached_tflops=cfl / cmed / 1e12,
                 peak_alloc_gib=gib(peak_alloc), peak_reserved_gib=gib(peak_res))

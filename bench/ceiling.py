@@ -37,9 +37,10 @@ def _gemms(rows: int, shapes: list[tuple[int, int]], fp8: bool = False) -> float
         if fp8:
             aq, wq = a.to(torch.float8_e4m3fn), w.to(torch.float8_e4m3fn)
             sa, sb = torch.ones(rows, 1, device="cuda"), torch.ones(1, N, device="cuda")  # row-wise, as FP8Linear
-            total += _time(lambda: torch._scaled_mm(aq, wq.t(), scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16))
+            total += _time(lambda aq=aq, wq=wq, sa=sa, sb=sb: torch._scaled_mm(aq, wq.t(), scale_a=sa, scale_b=sb,
+                                                                         out_dtype=torch.bfloat16))
         else:
-            total += _time(lambda: F.linear(a, w))
+            total += _time(lambda a=a, w=w: F.linear(a, w))
         del a, w
     return total
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import subprocess
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -140,7 +140,7 @@ def main() -> int:
         emit(_row("checks", {k: v for part in parts if part for k, v in part.items()}))
     if "ceiling" in args.stages:
         for s in args.shapes:
-            emit(guarded(lambda: _row("ceiling", ceiling(cfg, parse_shape(s), 2))))
+            emit(guarded(lambda s=s: _row("ceiling", ceiling(cfg, parse_shape(s), 2))))
         emit(guarded(lambda: _row("ceiling", ceiling(cfg, parse_shape(args.shapes[0]), 2, fp8=True))))
     model_stages = [s for s in args.stages if s in ("bf16", "fast") or (s in ("lowmem", "compile") and not isolate)]
     if model_stages:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from ..avatar_core.conditioning.image import official_video_size as official_size  # noqa: F401 (node API)
-import torch.nn.functional as F
 
 # Official prompt handling (reference/official_implementation.md §6).
 PROMPT_PREFIX = "Authentic, Realistic, Natural, High-quality, Lens-Fixed, "

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import comfy.model_management as mm
 import comfy.model_patcher
 import torch
 
 from ..avatar_core.config import AvatarConfig
-from ..avatar_core.distributed import (CheckpointSpec, ParallelConfig, PooledAvatarModel, WorkerPool,
-                                          check_degree)
+from ..avatar_core.distributed import CheckpointSpec, ParallelConfig, PooledAvatarModel, WorkerPool, check_degree
 
 GPU_TOOLTIP = ("GPUs to sample on (one worker process per GPU, each holding the whole model; NCCL). 1: this "
                "process, as usual. The sampler node needs no change.")
@@ -20,7 +17,7 @@ PARALLEL_TOOLTIP = ("How the GPUs share the work. auto = cfg+sequence: the two C
 
 
 def load_pooled(path: str, dtype: torch.dtype, fp8: str, attention: str, gpus: int, mode: str,
-                emotion: Optional[str] = None) -> comfy.model_patcher.ModelPatcher:
+                emotion: str | None = None) -> comfy.model_patcher.ModelPatcher:
     """Start ``gpus`` workers that each load ``path``; errors (too few GPUs, bad degrees) come before any start."""
     config = ParallelConfig.from_gpus(gpus, mode)
     check_degree(AvatarConfig.avatar_13b().num_heads, config.sequence)  # the released model; workers re-check

@@ -12,18 +12,24 @@ import latent_preview
 import torch
 from comfy_api.latest import io
 
-from ..avatar_core.model import AvatarTransformer
-from ..avatar_core.sampling.deepcache import DeepCacheConfig
-from ..avatar_core.sampling.stepcache import StepCache
-from ..avatar_core.sampling.guidance import GuidanceConfig
-from ..avatar_core.sampling.sampler import (AvatarConditioning, SamplerCallbacks, SamplerConfig, SamplingCancelled,
-                                            TextConditioning, sample_avatar)
-from ..avatar_core.sampling.windows import OFFICIAL_OFFSET, OFFICIAL_WINDOW, WindowConfig, plan_clip
 from ..avatar_core.conditioning.emotion import emotion_warning
 from ..avatar_core.conditioning.faces import face_mask_for_model, to_latent
 from ..avatar_core.conditioning.text import official_text_layout
-from .memory import does_not_fit, out_of_memory
+from ..avatar_core.model import AvatarTransformer
+from ..avatar_core.sampling.deepcache import DeepCacheConfig
+from ..avatar_core.sampling.guidance import GuidanceConfig
+from ..avatar_core.sampling.sampler import (
+    AvatarConditioning,
+    SamplerCallbacks,
+    SamplerConfig,
+    SamplingCancelled,
+    TextConditioning,
+    sample_avatar,
+)
+from ..avatar_core.sampling.stepcache import StepCache
+from ..avatar_core.sampling.windows import OFFICIAL_OFFSET, OFFICIAL_WINDOW, WindowConfig, plan_clip
 from .convert import MOTION_EXP, MOTION_POSE, check_image, image_to_frames, motion_tensor, official_size, resize_masks
+from .memory import does_not_fit, out_of_memory
 from .types import AudioFeatures, AvatarModel, CharacterMasks, Emotion, LongVideo
 
 LATENT = comfy.latent_formats.HunyuanVideo()
@@ -155,7 +161,7 @@ class AvatarSampler(io.ComfyNode):
                 mm.free_memory(SWAP_HEADROOM_BYTES, device)
             result = sample_avatar(model.model, cond, config, callbacks=_callbacks(device))
         except SamplingCancelled:
-            raise mm.InterruptProcessingException()
+            raise mm.InterruptProcessingException() from None
         except torch.OutOfMemoryError as e:  # ComfyUI unloads every model on this type; say what to change
             traceback.clear_frames(e.__traceback__)  # the failed frames' tensors go now, not with the exception
             offload = "none" if not swapping else ("low_memory" if getattr(model.model, "chunk_tokens", None) else "block_swap")

@@ -109,13 +109,12 @@ def main(argv=None) -> int:
         (base / sub).mkdir(parents=True, exist_ok=True)
     state = start_comfy(args.comfyui.resolve(), base, dynamic=not args.no_dynamic_vram, cpu=args.cpu)
 
+    import comfy.model_management as mm
+    import comfy.sd
     import numpy as np
     import torch
     from PIL import Image
     from safetensors.torch import load_file
-
-    import comfy.model_management as mm
-    import comfy.sd
     sys.path.insert(0, str(REPO / "scripts"))
     import smoke_assets
     imp = smoke_assets._pack()
@@ -178,13 +177,13 @@ def main(argv=None) -> int:
             row["decoded"] = list(frames.shape)
             del latent, frames
             if not args.no_interrupt:  # the user presses Cancel mid-run; then runs the graph again
-                row["interrupt"] = interrupted_run(mm, lambda: sampler_n.AvatarSampler.execute(
+                row["interrupt"] = interrupted_run(mm, lambda model=model: sampler_n.AvatarSampler.execute(
                     model, positive, negative, image, vae, feats, image_size=args.image_size, steps=args.steps, seed=0))
                 again = sampler_n.AvatarSampler.execute(model, positive, negative, image, vae, feats,
                                                         image_size=args.image_size, steps=args.steps, seed=0).result[0]
                 row["rerun_max_abs"] = float((again["samples"] - lat).abs().max())
                 del again
-            del model
+            model = None  # noqa: F841  (drop our reference before ComfyUI unloads)
             mm.unload_all_models()
             mm.soft_empty_cache()
             if gpu:
@@ -198,7 +197,7 @@ def main(argv=None) -> int:
             row.update(ok=False, error=f"{type(e).__name__}: {e}",
                        advised=isinstance(e, torch.OutOfMemoryError) and "set offload to low_memory" in str(e))
         if mode in args.expect_oom and "error" in row:  # ComfyUI on an OOM: unload everything; nothing may be left
-            model = None
+            del model
             mm.unload_all_models()
             mm.soft_empty_cache()
             left = (torch.cuda.memory_allocated() - before) / 2**30

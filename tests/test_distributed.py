@@ -17,12 +17,27 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from avatar_core.config import AvatarConfig
-from avatar_core.distributed import (ParallelConfig, PooledAvatarModel, RandomSpec, WorkerPool, attach_sequence_parallel,
-                                     build_groups, sample_on_rank)
+from avatar_core.distributed import (
+    ParallelConfig,
+    PooledAvatarModel,
+    RandomSpec,
+    WorkerPool,
+    attach_sequence_parallel,
+    build_groups,
+    sample_on_rank,
+)
 from avatar_core.loading import build_random_transformer
+from avatar_core.sampling import (
+    AvatarConditioning,
+    DeepCacheConfig,
+    SamplerCallbacks,
+    SamplerConfig,
+    SamplingCancelled,
+    TextConditioning,
+    plan_clip,
+    sample_avatar,
+)
 from avatar_core.sampling_parity import latent_check
-from avatar_core.sampling import (AvatarConditioning, DeepCacheConfig, SamplerCallbacks, SamplerConfig,
-                                  SamplingCancelled, TextConditioning, plan_clip, sample_avatar)
 
 CFG = AvatarConfig(hidden_size=64, num_heads=4, depth_double=2, depth_single=2, rope_dims=(4, 6, 6), text_dim=32,
                    text_pooled_dim=16, audio_proj_dim=16, adapter_dim=32, adapter_after_double=(0, 1))
@@ -95,7 +110,7 @@ def _rank_main(rank: int, world: int, init: str, out_dir: str) -> None:
         groups = build_groups(config)
         attach_sequence_parallel(model, groups)
         calls: list[tuple[int, int]] = []
-        cb = SamplerCallbacks(on_progress=lambda p: calls.append((p.step, p.window)))
+        cb = SamplerCallbacks(on_progress=lambda p, calls=calls: calls.append((p.step, p.window)))
         res = sample_on_rank(model, groups, cond(frames), sampler, torch.device("cpu"), callbacks=cb)
         results[name] = {"latents": res.ring_latents, "calls": calls}
     torch.save(results, Path(out_dir) / f"rank{rank}.pt")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from assets import photo_t1  # noqa: F401  (pytest fixture)
+
 from avatar_core.conditioning.faces import FaceBox, character_masks
 
 

@@ -11,7 +11,6 @@ import subprocess
 
 import pytest
 import torch
-
 from conftest import REPO, load_pack
 
 NODE = shutil.which("node")

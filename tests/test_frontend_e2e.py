@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from assets import SPEECH_A, SPEECH_B, package_file
 from conftest import REPO
 
@@ -52,9 +51,8 @@ def _require_browser() -> str:
 
 
 def _write_inputs(input_dir: Path) -> dict:
-    from PIL import Image
-
     import insightface
+    from PIL import Image
 
     photo = Path(insightface.__file__).parent / "data" / "images" / "t1.jpg"
     Image.open(photo).convert("RGB").crop(CROP).save(input_dir / "two_faces.png")

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_model import call, tiny_inputs
 
 from avatar_core.config import AvatarConfig
 from avatar_core.convert import convert
-from avatar_core.loading import (CheckpointError, build_random_transformer, load_emotion_module, load_transformer,
-                                 save_emotion_module, save_transformer)
+from avatar_core.loading import (
+    CheckpointError,
+    build_random_transformer,
+    load_emotion_module,
+    load_transformer,
+    save_emotion_module,
+    save_transformer,
+)
 from avatar_core.model.emotion import AudioEmotionModule, EmotionConfig
 from avatar_core.model.fp8 import FP8, FP8Linear, fp8_linear_names
-from test_model import call, tiny_inputs
 
 CFG = AvatarConfig.tiny()
 

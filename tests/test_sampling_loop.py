@@ -11,9 +11,18 @@ import pytest
 import torch
 
 import avatar_core.sampling_parity as sp
-from avatar_core.sampling import (AvatarConditioning, DeepCacheConfig, GuidanceConfig, SamplerCallbacks,
-                                  SamplerConfig, SamplingCancelled, TextConditioning, initial_noise, plan_clip,
-                                  sample_avatar)
+from avatar_core.sampling import (
+    AvatarConditioning,
+    DeepCacheConfig,
+    GuidanceConfig,
+    SamplerCallbacks,
+    SamplerConfig,
+    SamplingCancelled,
+    TextConditioning,
+    initial_noise,
+    plan_clip,
+    sample_avatar,
+)
 from avatar_core.sampling.windows import next_shift, window_frames, window_starts
 
 SHARED = Path(os.environ.get("HYAVATAR_SHARED", Path(__file__).resolve().parents[2] / "shared"))

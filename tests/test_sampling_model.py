@@ -17,8 +17,15 @@ from torch.utils._pytree import tree_flatten
 
 import avatar_core.sampling_parity as sp
 from avatar_core.parity import load_fixture_model
-from avatar_core.sampling import (AvatarConditioning, DeepCacheConfig, SamplerCallbacks, SamplerConfig,
-                                  TextConditioning, plan_clip, sample_avatar)
+from avatar_core.sampling import (
+    AvatarConditioning,
+    DeepCacheConfig,
+    SamplerCallbacks,
+    SamplerConfig,
+    TextConditioning,
+    plan_clip,
+    sample_avatar,
+)
 
 SHARED = Path(os.environ.get("HYAVATAR_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 FIXTURES = SHARED / "fixtures" / "parity"

@@ -11,10 +11,27 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from avatar_core.sampling import (DeepCacheConfig, FrameTokenCache, GuidanceConfig, WindowConfig, cached_steps,
-                                  euler_step, flow_schedule, plan_clip, step_guidance)
-from avatar_core.sampling.windows import (accumulate, fuse, gather_audio, new_accumulator, next_shift,
-                                          window_audio_rows, window_frames, window_starts)
+from avatar_core.sampling import (
+    DeepCacheConfig,
+    FrameTokenCache,
+    GuidanceConfig,
+    WindowConfig,
+    cached_steps,
+    euler_step,
+    flow_schedule,
+    plan_clip,
+    step_guidance,
+)
+from avatar_core.sampling.windows import (
+    accumulate,
+    fuse,
+    gather_audio,
+    new_accumulator,
+    next_shift,
+    window_audio_rows,
+    window_frames,
+    window_starts,
+)
 
 SHARED = Path(os.environ.get("HYAVATAR_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 FIXTURES = SHARED / "fixtures" / "parity"

@@ -44,7 +44,7 @@ class ParallelConfig:
         return (c * self.window + w) * self.sequence + s
 
     @classmethod
-    def from_gpus(cls, gpus: int, mode: str = "auto") -> "ParallelConfig":
+    def from_gpus(cls, gpus: int, mode: str = "auto") -> ParallelConfig:
         """Degrees for ``gpus`` GPUs. auto = cfg+sequence: CFG halves first (no per-layer traffic), then
         Ulysses, which speeds up every clip; window parallelism only helps clips of several windows."""
         if gpus < 1:

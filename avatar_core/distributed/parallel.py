@@ -16,14 +16,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from ..sampling.deepcache import FrameTokenCache
-from ..sampling.sampler import AvatarConditioning, SamplerCallbacks, SampleResult, SamplerConfig, sample_avatar
+from ..sampling.sampler import AvatarConditioning, SamplerCallbacks, SamplerConfig, SampleResult, sample_avatar
 from .group import ParallelGroups
 from .ulysses import SequenceParallel
 
@@ -52,7 +53,7 @@ class CFGParallel:
 class _SharedTokenCache(FrameTokenCache):
     """A FrameTokenCache that remembers this step's own windows so that :meth:`share` can broadcast them."""
 
-    def __init__(self, owner: "WindowParallel", ring_frames: int, storage_device: Optional[torch.device]):
+    def __init__(self, owner: WindowParallel, ring_frames: int, storage_device: torch.device | None):
         super().__init__(ring_frames, storage_device)
         self.owner = owner
         self.pending: dict[int, tuple[list[int], torch.Tensor, int]] = {}
@@ -95,7 +96,7 @@ class WindowParallel:
         self.degree, self.rank = dist.get_world_size(group), dist.get_rank(group)
         self.current = -1
         self.windows = 0
-        self.cache: Optional[_SharedTokenCache] = None
+        self.cache: _SharedTokenCache | None = None
 
     def owns(self, window: int, windows: int) -> bool:
         self.windows = windows
@@ -104,7 +105,7 @@ class WindowParallel:
         self.current = window
         return True
 
-    def new_cache(self, ring_frames: int, storage_device: Optional[torch.device]) -> FrameTokenCache:
+    def new_cache(self, ring_frames: int, storage_device: torch.device | None) -> FrameTokenCache:
         self.cache = _SharedTokenCache(self, ring_frames, storage_device)
         return self.cache
 
@@ -121,7 +122,7 @@ class WindowParallel:
 class CollectiveCancel:
     """should_cancel that every rank answers the same (any rank's request cancels all, at the same window)."""
 
-    def __init__(self, local: Optional[Callable[[], bool]], device: torch.device):
+    def __init__(self, local: Callable[[], bool] | None, device: torch.device):
         self.local, self.device = local, torch.device(device)
 
     def __call__(self) -> bool:
@@ -141,8 +142,8 @@ def attach_sequence_parallel(model: torch.nn.Module, groups: ParallelGroups) -> 
 
 
 def sample_on_rank(model: Callable[..., Any], groups: ParallelGroups, cond: AvatarConditioning,
-                   config: SamplerConfig, device: torch.device, *, noise: Optional[torch.Tensor] = None,
-                   callbacks: Optional[SamplerCallbacks] = None) -> SampleResult:
+                   config: SamplerConfig, device: torch.device, *, noise: torch.Tensor | None = None,
+                   callbacks: SamplerCallbacks | None = None) -> SampleResult:
     """Run the sampler on this rank with its share of the work; every rank returns the same latents.
 
     ``model`` must already carry the Ulysses hook (:func:`attach_sequence_parallel`) when sequence > 1.

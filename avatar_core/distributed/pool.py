@@ -25,17 +25,18 @@ import time
 import traceback
 import types
 import weakref
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from ..config import AvatarConfig
-from ..sampling.sampler import (AvatarConditioning, SamplerCallbacks, SampleResult, SamplerConfig, SamplingCancelled)
+from ..sampling.sampler import AvatarConditioning, SamplerCallbacks, SamplerConfig, SampleResult, SamplingCancelled
 from .group import ParallelConfig, build_groups, check_devices
 from .parallel import CollectiveCancel, attach_sequence_parallel, sample_on_rank
 from .wire import decode, encode
@@ -49,7 +50,7 @@ class CheckpointSpec:
     dtype: torch.dtype = torch.bfloat16
     fp8: str = "auto"
     attention: str = "sdpa"
-    emotion: Optional[str] = None  # Audio Emotion Module weights file
+    emotion: str | None = None  # Audio Emotion Module weights file
 
     def build(self, device: torch.device) -> torch.nn.Module:
         from ..loading import load_emotion_module, load_transformer
@@ -224,9 +225,10 @@ class WorkerPool:
     def alive(self) -> bool:
         return self._finalizer.alive and all(p.is_alive() for p in self._procs)
 
-    def sample_avatar(self, cond: AvatarConditioning, config: SamplerConfig = SamplerConfig(), *,
-                      noise: Optional[torch.Tensor] = None, callbacks: Optional[SamplerCallbacks] = None) -> SampleResult:
+    def sample_avatar(self, cond: AvatarConditioning, config: SamplerConfig | None = None, *,
+                      noise: torch.Tensor | None = None, callbacks: SamplerCallbacks | None = None) -> SampleResult:
         """Same contract as :func:`avatar_core.sampling.sample_avatar`; the latents come back on ``cond``'s device."""
+        config = config or SamplerConfig()
         if not self.alive:
             raise RuntimeError("the worker pool is closed (a worker failed or close() was called); load the model again")
         callbacks = callbacks or SamplerCallbacks()
@@ -245,7 +247,7 @@ class WorkerPool:
         latents, ring, plan = payload
         return SampleResult(latents=latents.to(out_device), ring_latents=ring.to(out_device), plan=decode(plan))
 
-    def _collect(self, kind: str, timeout: Optional[float], callbacks: Optional[SamplerCallbacks] = None) -> dict:
+    def _collect(self, kind: str, timeout: float | None, callbacks: SamplerCallbacks | None = None) -> dict:
         """Wait for a ``kind`` (or 'cancelled') message from every rank, forwarding progress / previews."""
         got: dict[int, Any] = {}
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -282,7 +284,7 @@ class WorkerPool:
             self._finalizer.detach()
             _shutdown(self._procs, self._requests, timeout)
 
-    def __enter__(self) -> "WorkerPool":
+    def __enter__(self) -> WorkerPool:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -301,8 +303,8 @@ class PooledAvatarModel(torch.nn.Module):
         self.pool = pool
         self.aem = True if has_emotion else None  # read by the sampler node's emotion warning
 
-    def sample_avatar(self, cond: AvatarConditioning, config: SamplerConfig, *, noise: Optional[torch.Tensor] = None,
-                      callbacks: Optional[SamplerCallbacks] = None) -> SampleResult:
+    def sample_avatar(self, cond: AvatarConditioning, config: SamplerConfig, *, noise: torch.Tensor | None = None,
+                      callbacks: SamplerCallbacks | None = None) -> SampleResult:
         return self.pool.sample_avatar(cond, config, noise=noise, callbacks=callbacks)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:

@@ -19,8 +19,9 @@ parallel worker) and ``AttnContext.sp`` (set by :meth:`SequenceParallel.localize
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F

@@ -9,8 +9,9 @@ The arithmetic is the official one; chunking only changes which rows a matrix pr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -30,7 +31,7 @@ class AttnContext:
     backend: str = "sdpa"
     chunk: int = 16384           # tokens per chunk of the token-wise work (memory vs. launch count)
     kernels: bool = True         # fused Triton kernels on CUDA (False: the PyTorch reference ops)
-    sp: Optional[Any] = None     # distributed.ulysses.SequenceShard: this rank holds some frames (Ulysses)
+    sp: Any | None = None     # distributed.ulysses.SequenceShard: this rank holds some frames (Ulysses)
 
     @property
     def rope(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -20,7 +19,7 @@ FP8 = torch.float8_e4m3fn
 FP8_MAX = 448.0
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fp8_matmul_supported(device: torch.device) -> bool:
     """fp8 tensor-core matmuls need compute capability 8.9+ (Ada, Hopper, Blackwell); older GPUs dequantise."""
     ok = torch.cuda.get_device_capability(device) >= (8, 9)
@@ -41,10 +40,10 @@ class FP8Linear(nn.Module):
 
     rowwise = True  # class-wide: per-token activation scales (False: one scale per tensor)
 
-    def dequantized_weight(self, dtype: torch.dtype, start: int = 0, stop: Optional[int] = None) -> torch.Tensor:
+    def dequantized_weight(self, dtype: torch.dtype, start: int = 0, stop: int | None = None) -> torch.Tensor:
         return self.weight[start:stop].to(dtype) * self.scale_weight.to(dtype)
 
-    def forward(self, x: torch.Tensor, start: int = 0, stop: Optional[int] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """x (..., in) -> (..., out); only output features [start, stop) when given."""
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
         bias = None if self.bias is None else self.bias[start:stop].to(dtype)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -57,7 +56,7 @@ def ln_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: 
     return modulate(F.layer_norm(x, x.shape[-1:], eps=eps), shift, scale)
 
 
-def qkv_to_heads(qkv: torch.Tensor, q_norm: nn.Module, k_norm: nn.Module, rope: Optional[tuple[torch.Tensor, torch.Tensor]],
+def qkv_to_heads(qkv: torch.Tensor, q_norm: nn.Module, k_norm: nn.Module, rope: tuple[torch.Tensor, torch.Tensor] | None,
                  first: int, n_rope: int, out: tuple[torch.Tensor, torch.Tensor, torch.Tensor], dst: int,
                  kernels: bool = True) -> None:
     """Split qkv rows (R, 3 * H * Dh) of tokens [first, first + R) into heads, RMS-normalise q and k, rotate
@@ -91,7 +90,7 @@ def quantize_rows_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (x.float() / scale).clamp(-448.0, 448.0).to(torch.float8_e4m3fn), scale
 
 
-def gelu_tanh_(x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+def gelu_tanh_(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """tanh-GELU written into `out` (default: in place); no extra full-size temporary."""
     if torch.is_grad_enabled():  # out= variants have no autograd: plain ops when training
         y = F.gelu(x, approximate="tanh")
@@ -107,7 +106,7 @@ def gelu_tanh_(x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Ten
 
 
 def add_gated(x: torch.Tensor, delta: torch.Tensor, gate: torch.Tensor,
-              out: Optional[torch.Tensor] = None) -> torch.Tensor:
+              out: torch.Tensor | None = None) -> torch.Tensor:
     """x + delta * gate in one pass, into `out` when given (out may be x itself when not training)."""
     if torch.is_grad_enabled():
         y = x + delta * gate

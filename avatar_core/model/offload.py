@@ -12,8 +12,6 @@ copy is dropped (the caching allocator reuses it once the compute stream is done
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn as nn
 
@@ -28,7 +26,7 @@ def _tensors(block: nn.Module) -> list[tuple[nn.Module, str, torch.Tensor]]:
 
 class BlockSwap:
     def __init__(self, model: nn.Module, device: str | torch.device = "cuda", resident: int = 1,
-                 blocks: Optional[int] = None):
+                 blocks: int | None = None):
         """Swap the first `blocks` blocks in run order (default: all but the last `resident`)."""
         self.device = torch.device(device)
         order = [b for name in model.REPEATED_BLOCKS for b in getattr(model, name)]
@@ -91,7 +89,7 @@ class BlockSwap:
         """Put every swapped block back on the GPU and drop the hooks."""
         for h in self._hooks:
             h.remove()
-        for i, blk in enumerate(self.swapped):
+        for i in range(len(self.swapped)):
             self._assign(i, [t.to(self.device) for t in self._host[i]])
         self._host.clear()
         self._inflight.clear()

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch.nn as nn
 
@@ -25,11 +24,11 @@ from .attention import resolve_backend
 
 @dataclass(frozen=True)
 class PerfOptions:
-    attention_backend: Optional[str] = None
+    attention_backend: str | None = None
     fp8_fast: bool = False
     block_swap: int = 0
     low_memory: bool = False
-    chunk_tokens: Optional[int] = None
+    chunk_tokens: int | None = None
     compile: bool = False
 
     @property

@@ -8,14 +8,13 @@ a full call can return the input of the last single block; a cached call starts 
 from __future__ import annotations
 
 import contextlib
-from typing import Optional
 
 import torch
 import torch.nn as nn
 
 from ..config import AvatarConfig
-from .audio import AudioAdapter, AudioProjection, audio_tokens_per_latent, face_mask_tokens
 from .attention import resolve_backend
+from .audio import AudioAdapter, AudioProjection, audio_tokens_per_latent, face_mask_tokens
 from .blocks import AttnContext, DoubleStreamBlock, SingleStreamBlock
 from .emotion import AudioEmotionModule
 from .layers import FinalLayer, MLPEmbedder, PatchEmbed, TimestepEmbedder
@@ -62,14 +61,14 @@ class AvatarTransformer(nn.Module):
         self.audio_adapter_blocks = nn.ModuleList(
             [AudioAdapter(D, cfg.adapter_dim) for _ in cfg.adapter_after_double])
         self._adapter_slot = {blk: i for i, blk in enumerate(cfg.adapter_after_double)}
-        self.aem: Optional[AudioEmotionModule] = None  # attached by loading.load_emotion_module
+        self.aem: AudioEmotionModule | None = None  # attached by loading.load_emotion_module
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, t: torch.Tensor, *, ref_latents: torch.Tensor, text_states: torch.Tensor,
-                text_mask: Optional[torch.Tensor], text_pooled: torch.Tensor, motion_exp: torch.Tensor,
+                text_mask: torch.Tensor | None, text_pooled: torch.Tensor, motion_exp: torch.Tensor,
                 motion_pose: torch.Tensor, fps: torch.Tensor, audio: torch.Tensor, face_mask: torch.Tensor,
-                emotion: Optional[torch.Tensor] = None, freqs: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
-                cached_tokens: Optional[torch.Tensor] = None, return_cache: bool = False):
+                emotion: torch.Tensor | None = None, freqs: tuple[torch.Tensor, torch.Tensor] | None = None,
+                cached_tokens: torch.Tensor | None = None, return_cache: bool = False):
         """One denoising call on one window. Shapes: see docs/ARCHITECTURE.md ("Model call contract")."""
         cfg = self.cfg
         audio = audio if audio.dim() == 6 else audio.unsqueeze(1)             # (B, N, F, 10, 5, 384)

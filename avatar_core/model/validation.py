@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from ..config import AvatarConfig
@@ -14,8 +12,8 @@ def _fail(name: str, msg: str) -> None:
 
 
 def check_inputs(cfg: AvatarConfig, x: torch.Tensor, ref: torch.Tensor, text: torch.Tensor,
-                 text_mask: Optional[torch.Tensor], audio: torch.Tensor, face_mask: torch.Tensor,
-                 cached: Optional[torch.Tensor]) -> None:
+                 text_mask: torch.Tensor | None, audio: torch.Tensor, face_mask: torch.Tensor,
+                 cached: torch.Tensor | None) -> None:
     if x.dim() != 5 or x.shape[1] != cfg.in_channels:
         _fail("x", f"expected (B, {cfg.in_channels}, T, H, W) latents, got {tuple(x.shape)}")
     B, _, T, H, W = x.shape

@@ -2,8 +2,18 @@
 
 from .deepcache import DeepCacheConfig, FrameTokenCache, cached_steps
 from .guidance import GuidanceConfig, StepGuidance, combine, step_guidance
-from .sampler import (AvatarConditioning, Denoiser, SampleResult, SamplerCallbacks, SamplerConfig, SamplerProgress,
-                      SamplingCancelled, TextConditioning, initial_noise, sample_avatar)
+from .sampler import (
+                      AvatarConditioning,
+                      Denoiser,
+                      SamplerCallbacks,
+                      SamplerConfig,
+                      SampleResult,
+                      SamplerProgress,
+                      SamplingCancelled,
+                      TextConditioning,
+                      initial_noise,
+                      sample_avatar,
+)
 from .schedule import FlowSchedule, euler_step, flow_schedule
 from .windows import ClipPlan, WindowConfig, plan_clip
 

@@ -9,16 +9,28 @@ the clip beyond the ring latents (and, with deep cache, the per-frame cached tok
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import torch
 
 from .deepcache import DeepCacheConfig, FrameTokenCache, cached_steps
 from .guidance import GuidanceConfig, StepGuidance, combine, step_guidance
 from .schedule import OFFICIAL_SHIFT, FlowSchedule, euler_step, flow_schedule
-from .windows import (ClipPlan, WindowConfig, accumulate, fuse, gather_audio, new_accumulator, next_shift, plan_clip,
-                      window_audio_rows, window_frames, window_starts)
+from .windows import (
+    ClipPlan,
+    WindowConfig,
+    accumulate,
+    fuse,
+    gather_audio,
+    new_accumulator,
+    next_shift,
+    plan_clip,
+    window_audio_rows,
+    window_frames,
+    window_starts,
+)
 
 
 class Denoiser(Protocol):
@@ -292,7 +304,7 @@ def _prepare_noise(noise: torch.Tensor | None, plan: ClipPlan, cond: AvatarCondi
     return noise[:, :, : plan.ring_frames].to(device=ref.device, dtype=torch.float32)
 
 
-def sample_avatar(denoise: Denoiser, cond: AvatarConditioning, config: SamplerConfig = SamplerConfig(), *,
+def sample_avatar(denoise: Denoiser, cond: AvatarConditioning, config: SamplerConfig | None = None, *,
                   noise: torch.Tensor | None = None, callbacks: SamplerCallbacks | None = None,
                   parallel: StepParallel | None = None) -> SampleResult:
     """Generate the latents of a talking-avatar clip as long as ``cond.audio``.
@@ -302,6 +314,7 @@ def sample_avatar(denoise: Denoiser, cond: AvatarConditioning, config: SamplerCo
     ``denoise`` may also be a whole-clip sampler (``avatar_core.distributed`` worker pools): an object with
     a ``sample_avatar`` method, which then runs the clip. ``parallel``: see :class:`StepParallel`.
     """
+    config = config or SamplerConfig()
     if hasattr(denoise, "sample_avatar"):
         return denoise.sample_avatar(cond, config, noise=noise, callbacks=callbacks)
     plan = plan_clip(cond.audio.shape[cond.audio_frame_dim], config.windows)

@@ -15,16 +15,16 @@ skips. The official deep-cache plan stays the default; this is used only when se
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Hashable, Optional
 
 import torch
 
 
 @dataclass
 class _History:
-    prev_first_residual: Optional[torch.Tensor] = None
-    residual: Optional[torch.Tensor] = None      # tokens - first-block output, from the last computed call
+    prev_first_residual: torch.Tensor | None = None
+    residual: torch.Tensor | None = None      # tokens - first-block output, from the last computed call
     accumulated: float = 0.0
     skips_in_row: int = 0
 
@@ -52,7 +52,7 @@ class StepCache:
         finally:
             self._key = old
 
-    def lookup(self, first_out: torch.Tensor, first_in: torch.Tensor) -> Optional[torch.Tensor]:
+    def lookup(self, first_out: torch.Tensor, first_in: torch.Tensor) -> torch.Tensor | None:
         """Called after the first block: returns the approximated deep-cache tokens, or None to compute."""
         self.calls += 1
         h = self._hist.setdefault(self._key, _History())
