@@ -1,0 +1,73 @@
+"""The Avatar LoRA node in a real ComfyUI Python (COMFYUI_PATH / COMFYUI_PYTHON): chained LoRAs on a patcher
+clone, applied by the sampler's hook, other branches restored bit for bit, a pooled model refused by name."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
+pytestmark = [pytest.mark.comfy, pytest.mark.skipif(
+    not COMFYUI_PATH, reason="set COMFYUI_PATH to a ComfyUI checkout (and COMFYUI_PYTHON to its Python) to run")]
+
+SCRIPT = textwrap.dedent("""
+    import importlib, sys, types
+    comfy_path, repo, tmp = sys.argv[1:4]
+    sys.path[:0] = [comfy_path, repo]
+    import comfy.cli_args
+    comfy.cli_args.args.cpu = True           # this machine has no GPU
+    import folder_paths, torch
+    import comfy.model_patcher
+    from safetensors.torch import save_file
+    folder_paths.add_model_folder_path("loras", tmp, is_default=True)
+    pkg = types.ModuleType("hyavatar_pack"); pkg.__path__ = [repo]; sys.modules["hyavatar_pack"] = pkg
+    node = importlib.import_module("hyavatar_pack.nodes.lora")
+    AvatarConfig = importlib.import_module("hyavatar_pack.avatar_core.config").AvatarConfig
+    build_random_transformer = importlib.import_module("hyavatar_pack.avatar_core.loading").build_random_transformer
+    model = build_random_transformer(AvatarConfig.tiny(), dtype=torch.bfloat16, seed=2)
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    D = model.cfg.hidden_size
+    for name, layer in (("a", "double_blocks.0.img_attn_qkv"), ("b", "lora_unet_single_blocks_1_linear2")):
+        w = model.get_submodule(layer.replace("lora_unet_", "").replace("_linear", ".linear").replace("blocks_", "blocks.")).weight
+        key = ("diffusion_model." + layer) if name == "a" else layer
+        save_file({key + ".lora_down.weight": torch.randn(2, w.shape[1]), key + ".lora_up.weight": torch.randn(w.shape[0], 2)},
+                  f"{tmp}/{name}.safetensors")
+    patcher = comfy.model_patcher.CoreModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+    assert node._lora_files() == ["a.safetensors", "b.safetensors"], node._lora_files()
+    one = node.AvatarLoraLoader.execute(patcher, "a.safetensors", 0.5).result[0]
+    two = node.AvatarLoraLoader.execute(one, "b.safetensors", 1.0).result[0]
+    assert [s for _, s in two.get_attachment(node.ATTACHMENT)] == [0.5, 1.0]
+    assert patcher.get_attachment(node.ATTACHMENT) is None
+    node.apply_attached_loras(two)
+    sd = model.state_dict()
+    changed = sorted(k for k in sd if not torch.equal(sd[k], base[k]))
+    assert changed == ["double_blocks.0.img_attn_qkv.weight", "single_blocks.1.linear2.weight"], changed
+    node.apply_attached_loras(patcher)       # another branch without LoRA: the base weights, bit for bit
+    assert all(torch.equal(v, base[k]) for k, v in model.state_dict().items())
+    PooledAvatarModel = importlib.import_module("hyavatar_pack.avatar_core.distributed.pool").PooledAvatarModel
+    pooled = comfy.model_patcher.CoreModelPatcher(PooledAvatarModel.__new__(PooledAvatarModel),
+                                                  load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+    try:
+        node.AvatarLoraLoader.execute(pooled, "a.safetensors", 1.0)
+        raise SystemExit("pooled model accepted")
+    except ValueError as e:
+        assert "multi-GPU" in str(e) and "'model'" in str(e), e
+    print("LORA_NODE_OK")
+""")
+
+
+def test_lora_node_chain_apply_and_restore(tmp_path):
+    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    script = tmp_path / "check.py"
+    script.write_text(SCRIPT)
+    loras = tmp_path / "loras"
+    loras.mkdir()
+    run = subprocess.run([python, str(script), COMFYUI_PATH, str(REPO), str(loras)], capture_output=True,
+                         text=True, timeout=300)
+    assert "LORA_NODE_OK" in run.stdout, run.stdout[-2000:] + run.stderr[-4000:]
