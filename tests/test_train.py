@@ -156,3 +156,11 @@ def test_adamw8bit_without_bitsandbytes_says_so(data, tmp_path):
         pass
     with pytest.raises(ValueError, match="bitsandbytes"):
         train(_config(data, tmp_path, steps=1, optimizer="adamw8bit"))
+
+
+def test_13b_training_benchmark_runs_on_the_tiny_config():
+    from bench.train_13b import main as bench_main
+    row = bench_main(["--config", "tiny", "--size", "48", "--video-frames", "5", "--steps", "2", "--rank", "4",
+                      "--text-len", "8", "--device", "cpu"])
+    assert row["latent_frames"] == 2 and len(row["step_s"]) == 2 and row["s_per_step"] > 0
+    assert all(v == v for v in row["losses"])  # finite, not NaN

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -79,6 +80,7 @@ class TrainResult:
     aem: Path | None
     losses: list[float]
     step: int
+    seconds: list[float] = field(default_factory=list)   # wall time of each step of this call
 
 
 def build_base(cfg: TrainConfig) -> torch.nn.Module:
@@ -141,8 +143,13 @@ def train(cfg: TrainConfig, model: torch.nn.Module | None = None,
         step, losses = state["step"], state["losses"]
         log.info("resumed from %s at step %d", resume, step)
     bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress, desc="train", dynamic_ncols=True)
+    seconds = []
     while step < cfg.steps:
+        t0 = time.perf_counter()
         loss = _optimizer_step(model, data, params, opt, cfg, step, device, aem is not None)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds.append(time.perf_counter() - t0)
         step += 1
         losses.append(loss)
         bar.set_postfix(loss=f"{loss:.4f}")
@@ -154,7 +161,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module | None = None,
             write_sample(model, data[0], out / "samples", step, cfg, decoder, aem is not None)
     bar.close()
     lora_path, aem_path = _save_adapters(out, adapters, aem, cfg)
-    return TrainResult(lora_path, aem_path, losses, step)
+    return TrainResult(lora_path, aem_path, losses, step, seconds)
 
 
 def _optimizer_step(model, data, params, opt, cfg: TrainConfig, step: int, device, use_emotion: bool) -> float:
