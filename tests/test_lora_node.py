@@ -71,3 +71,42 @@ def test_lora_node_chain_apply_and_restore(tmp_path):
     run = subprocess.run([python, str(script), COMFYUI_PATH, str(REPO), str(loras)], capture_output=True,
                          text=True, timeout=300)
     assert "LORA_NODE_OK" in run.stdout, run.stdout[-2000:] + run.stderr[-4000:]
+
+
+CACHE_SCRIPT = textwrap.dedent("""
+    import importlib, sys, types
+    comfy_path, repo, tmp = sys.argv[1:4]
+    sys.path[:0] = [comfy_path, repo]
+    import comfy.cli_args
+    comfy.cli_args.args.cpu = True
+    import torch
+    pkg = types.ModuleType("hyavatar_pack"); pkg.__path__ = [repo]; sys.modules["hyavatar_pack"] = pkg
+    node = importlib.import_module("hyavatar_pack.nodes.training")
+    AudioFeatures = importlib.import_module("hyavatar_pack.nodes.convert").AudioFeatures
+    data = importlib.import_module("hyavatar_pack.avatar_core.train.data")
+
+    class Vae:  # stands in for the HunyuanVideo VAE: 8x space, causal 4x time
+        def encode(self, px):
+            t = (px.shape[0] - 1) // 4 + 1
+            return px.mean() * torch.ones(1, 16, t, px.shape[1] // 8, px.shape[2] // 8)
+
+    frames = torch.rand(23, 96, 128, 3)
+    feats = AudioFeatures(torch.randn(1, 20, 10, 5, 384), 25.0)
+    positive = [[torch.randn(1, 600, 4096), {"pooled_output": torch.randn(1, 768)}]]
+    path = node.AvatarTrainingClip.execute(frames, feats, positive, Vae(), "c0", tmp, 128,
+                                           emotion=torch.randn(1, 16, 1, 12, 16)).result[0]
+    clip = data.read_clip(path)
+    assert clip.latents.shape[1] == 5 and clip.audio.shape[0] == 17, (clip.latents.shape, clip.audio.shape)
+    assert clip.text_states.shape[0] == 831 and int(clip.text_mask.sum()) > 0
+    assert clip.face_mask.shape[:2] == (1, 1) and clip.emotion is not None and float(clip.fps) == 25.0
+    print("CACHE_NODE_OK")
+""")
+
+
+def test_training_clip_node_writes_a_cache_the_trainer_reads(tmp_path):
+    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    script = tmp_path / "cache.py"
+    script.write_text(CACHE_SCRIPT)
+    run = subprocess.run([python, str(script), COMFYUI_PATH, str(REPO), str(tmp_path / "set")], capture_output=True,
+                         text=True, timeout=300)
+    assert "CACHE_NODE_OK" in run.stdout, run.stdout[-2000:] + run.stderr[-4000:]
