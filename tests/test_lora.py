@@ -186,3 +186,9 @@ def test_pickled_files_are_refused(tmp_path):
     path.write_bytes(b"not read")
     with pytest.raises(LoraError, match="safetensors only"):
         load_lora(path, _model())
+
+
+def test_other_adapter_types_are_named():
+    loha = {"lora_unet_double_blocks_0_img_attn_qkv.hada_w1_a": torch.zeros(4, 4)}
+    with pytest.raises(LoraError, match="LoHa, LoKr"):
+        load_lora(loha, _model())

@@ -164,3 +164,19 @@ def test_13b_training_benchmark_runs_on_the_tiny_config():
                       "--text-len", "8", "--device", "cpu"])
     assert row["latent_frames"] == 2 and len(row["step_s"]) == 2 and row["s_per_step"] > 0
     assert all(v == v for v in row["losses"])  # finite, not NaN
+
+
+def test_sample_video_is_written_when_a_decoder_is_given(data, tmp_path):
+    import av
+
+    from avatar_core.train.samples import write_sample
+    model, clip = _base(), ClipFolder(data)[0]
+    seen = []
+
+    def decoder(latents):  # stands in for the VAE: 4x time, 8x space
+        seen.append(tuple(latents.shape))
+        return torch.rand(4 * latents.shape[2] - 3, 8 * latents.shape[3], 8 * latents.shape[4], 3)
+    path = write_sample(model, clip, tmp_path, 7, _config(data, tmp_path, sample_steps=2), decoder)
+    assert path.name == "step-000007.mp4" and seen == [(1, 16, clip.frames, 4, 6)]
+    with av.open(str(path)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 4 * clip.frames - 3

@@ -81,6 +81,9 @@ def load_lora(source: str | Path | dict[str, torch.Tensor], model: nn.Module) ->
             unmatched.append(base)
             continue
         patches.append(_patch(name, base, parts, target, layers[target.module]))
+    if not groups:
+        raise LoraError(f"{name}: holds no LoRA factors (lora_down/lora_up or lora_A/lora_B keys, e.g. "
+                        f"{', '.join(sorted(sd)[:3])}); LoHa, LoKr and full-weight diffs are not supported.")
     if not patches:
         example = ", ".join(sorted(sd)[:3])
         raise LoraError(f"{name}: none of its {len(groups)} LoRA modules matches the HunyuanVideo-Avatar model "
