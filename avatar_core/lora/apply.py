@@ -133,6 +133,7 @@ def set_loras(model: nn.Module, loras: Sequence[tuple[LoraFile, float]],
     for name, snap in state.backups.items():
         restore(get_linear(model, name), snap)
     state = LoraState()
+    setattr(model, STATE_ATTR, state)  # backups recorded as taken: an error midway still restores next time
     for name, parts in _by_layer([(lf, s) for lf, s in loras if s != 0]).items():
         layer = get_linear(model, name)
         state.backups[name] = snapshot(layer)
@@ -144,7 +145,6 @@ def set_loras(model: nn.Module, loras: Sequence[tuple[LoraFile, float]],
         write_weight(layer, w)
         del w
     state.applied = request
-    setattr(model, STATE_ATTR, state)
 
 
 def _same(a: tuple, b: tuple) -> bool:
