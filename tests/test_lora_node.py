@@ -1,4 +1,4 @@
-"""The Avatar LoRA node in a real ComfyUI Python (COMFYUI_PATH / COMFYUI_PYTHON): chained LoRAs on a patcher
+"""LoRA and training nodes in a real ComfyUI Python (COMFYUI_PATH / COMFYUI_PYTHON): chained LoRAs on a patcher
 clone, applied by the sampler's hook, other branches restored bit for bit, a pooled model refused by name."""
 
 from __future__ import annotations
@@ -110,3 +110,46 @@ def test_training_clip_node_writes_a_cache_the_trainer_reads(tmp_path):
     run = subprocess.run([python, str(script), COMFYUI_PATH, str(REPO), str(tmp_path / "set")], capture_output=True,
                          text=True, timeout=300)
     assert "CACHE_NODE_OK" in run.stdout, run.stdout[-2000:] + run.stderr[-4000:]
+
+
+KEYS_SCRIPT = """
+import sys, types
+comfy_path, repo = sys.argv[1:3]
+sys.path[:0] = [comfy_path, repo]
+import comfy.cli_args
+comfy.cli_args.args.cpu = True
+import torch
+import comfy.lora, comfy.model_base, comfy.ops
+from comfy.ldm.hunyuan_video.model import HunyuanVideo
+from avatar_core.config import AvatarConfig
+from avatar_core.loading import build_random_transformer
+from avatar_core.train.adapters import add_lora, lora_state_dict
+cfg = AvatarConfig.tiny()
+net = HunyuanVideo(in_channels=16, out_channels=16, vec_in_dim=cfg.text_pooled_dim, context_in_dim=cfg.text_dim,
+                   hidden_size=cfg.hidden_size, mlp_ratio=cfg.mlp_ratio, num_heads=cfg.num_heads, depth=cfg.depth_double,
+                   depth_single_blocks=cfg.depth_single, axes_dim=list(cfg.rope_dims), theta=256, patch_size=[1, 2, 2],
+                   qkv_bias=True, guidance_embed=False, byt5=False, meanflow=False, use_cond_type_embedding=False,
+                   vision_in_dim=None, meanflow_sum=False, device="meta", operations=comfy.ops.disable_weight_init)
+shapes = {"diffusion_model." + k: v.shape for k, v in net.state_dict().items()}
+fake = comfy.model_base.HunyuanVideo.__new__(comfy.model_base.HunyuanVideo)
+fake.state_dict = lambda: shapes
+fake.model_config = types.SimpleNamespace(unet_config={})
+key_map = comfy.lora.model_lora_keys_unet(fake, {})
+sd = lora_state_dict(add_lora(build_random_transformer(cfg, seed=0), "all", rank=2))
+bases = sorted({k.rsplit(".", 2)[0] for k in sd if k.endswith("lora_up.weight")})
+missing = [b for b in bases if b not in key_map]
+assert not missing, missing
+for b in bases:
+    target = key_map[b]
+    assert shapes[target] == (sd[b + ".lora_up.weight"].shape[0], sd[b + ".lora_down.weight"].shape[1]), (b, target)
+print("COMFY_KEYS_OK", len(bases))
+"""
+
+
+def test_trained_lora_keys_resolve_in_comfyuis_own_hunyuanvideo_lora_map(tmp_path):
+    """Our saved layout against ComfyUI's real key map (comfy.lora) and its HunyuanVideo module shapes."""
+    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    script = tmp_path / "keys.py"
+    script.write_text(KEYS_SCRIPT)
+    run = subprocess.run([python, str(script), COMFYUI_PATH, str(REPO)], capture_output=True, text=True, timeout=300)
+    assert "COMFY_KEYS_OK" in run.stdout, run.stdout[-2000:] + run.stderr[-4000:]
