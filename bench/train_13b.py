@@ -39,6 +39,8 @@ def run(args: argparse.Namespace) -> dict:
     build_s = time.perf_counter() - t0
     cuda = device.type == "cuda"
     weights_gib = torch.cuda.memory_allocated(device) / GIB if cuda else 0.0
+    print(f"built {args.config} in {build_s:.1f} s, weights {weights_gib:.1f} GiB; training {args.steps} steps "
+          f"of {T} latent frames at {args.size}x{args.size}", flush=True)
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     with tempfile.TemporaryDirectory() as tmp:
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> dict:
         result = train(TrainConfig(data=str(data), output=str(Path(tmp) / "run"), random_model=args.config,
                                    steps=args.steps, lora_rank=args.rank, lora_alpha=float(args.rank), dtype="bf16",
                                    device=str(device), attention=args.attention, save_every=10**9,
-                                   gradient_checkpointing=not args.no_checkpointing, progress=False), model=model)
+                                   gradient_checkpointing=not args.no_checkpointing, progress=True), model=model)
     timed = result.seconds[1:] or result.seconds
     tokens = T * (h // 2) * (w // 2) + (h // 2) * (w // 2) + args.text_len
     return {
