@@ -110,13 +110,13 @@ def _all_equal(model, before) -> bool:
     return all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
-@pytest.mark.parametrize("storage", ["bf16", "fp8", "block_swap"])
+@pytest.mark.parametrize("storage", ["bf16", "fp8", "block_swap", "fp8+block_swap"])
 def test_strength_change_and_unload_restore_bitwise(storage):
     model = _model()
-    if storage == "fp8":
+    if "fp8" in storage:
         enable_fp8_(model)
         assert isinstance(model.double_blocks[1].img_attn_qkv, FP8Linear)
-    swap = BlockSwap(model, "cpu", resident=1) if storage == "block_swap" else None
+    swap = BlockSwap(model, "cpu", resident=1) if "block_swap" in storage else None
     inp = tiny_inputs()
     base_out = call(model, inp)
     before = {k: v.clone() for k, v in model.state_dict().items()}

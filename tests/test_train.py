@@ -180,3 +180,8 @@ def test_sample_video_is_written_when_a_decoder_is_given(data, tmp_path):
     assert path.name == "step-000007.mp4" and seen == [(1, 16, clip.frames, 4, 6)]
     with av.open(str(path)) as c:
         assert sum(1 for _ in c.decode(video=0)) == 4 * clip.frames - 3
+
+
+def test_resume_from_a_missing_checkpoint_fails_clearly(data, tmp_path):
+    with pytest.raises(ValueError, match="not a checkpoint folder"):
+        train(_config(data, tmp_path, steps=1, resume=str(tmp_path / "nope")))

@@ -126,8 +126,9 @@ def prepare(model: torch.nn.Module, cfg: TrainConfig, data: ClipFolder):
 
 def train(cfg: TrainConfig, model: torch.nn.Module | None = None,
           decoder: Callable[[torch.Tensor], torch.Tensor] | None = None) -> TrainResult:
-    """Run (or resume) a training; `model`: a prebuilt base (else built from cfg); `decoder`: latents ->
-    frames [F, H, W, 3] in 0..1 for sample videos (else samples are saved as latents)."""
+    """Run (or resume) a training; `model`: a prebuilt base (else built from cfg; it keeps the trained
+    adapters afterwards); `decoder`: latents -> frames [F, H, W, 3] in 0..1 for sample videos (else samples
+    are saved as latents)."""
     cfg.check()
     data = ClipFolder(cfg.data)
     out = Path(cfg.output)
@@ -137,7 +138,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module | None = None,
     params, adapters, aem = prepare(model, cfg, data)
     opt = _optimizer(list(params.values()), cfg)
     step, losses = 0, []
-    resume = latest_checkpoint(out / "checkpoints") if cfg.resume == "latest" else (Path(cfg.resume) if cfg.resume else None)
+    resume = _resume_point(out, cfg.resume)
     if resume is not None:
         state = load_checkpoint(resume, params, opt)
         step, losses = state["step"], state["losses"]
@@ -162,6 +163,21 @@ def train(cfg: TrainConfig, model: torch.nn.Module | None = None,
     bar.close()
     lora_path, aem_path = _save_adapters(out, adapters, aem, cfg)
     return TrainResult(lora_path, aem_path, losses, step, seconds)
+
+
+def _resume_point(out: Path, resume: str | None) -> Path | None:
+    if not resume:
+        return None
+    if resume == "latest":
+        found = latest_checkpoint(out / "checkpoints")
+        if found is None:
+            log.info("resume=latest: no checkpoint in %s yet, starting at step 0", out / "checkpoints")
+        return found
+    path = Path(resume)
+    if not (path / "state.json").is_file():
+        raise ValueError(f"resume: {path} is not a checkpoint folder (no state.json); use 'latest' or a "
+                         f"{out / 'checkpoints'}/step-NNNNNN folder")
+    return path
 
 
 def _optimizer_step(model, data, params, opt, cfg: TrainConfig, step: int, device, use_emotion: bool) -> float:
