@@ -192,3 +192,18 @@ def test_other_adapter_types_are_named():
     loha = {"lora_unet_double_blocks_0_img_attn_qkv.hada_w1_a": torch.zeros(4, 4)}
     with pytest.raises(LoraError, match="LoHa, LoKr"):
         load_lora(loha, _model())
+
+
+def test_lora_files_by_path_are_read_once_and_applied(tmp_path):
+    from avatar_core.lora import set_lora_files
+    path = tmp_path / "a.safetensors"
+    save_file({k: v.contiguous() for k, v in comfy_layout()[0].items()}, str(path))
+    model, ref = _model(), _model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    set_lora_files(model, [(str(path), 0.7)])
+    set_lora_files(model, [(str(path), 0.7)])                       # same request: nothing redone
+    set_loras(ref, [(load_lora(path, ref), 0.7)])
+    assert len(model._avatar_lora_files) == 1
+    assert all(torch.equal(v, ref.state_dict()[k]) for k, v in model.state_dict().items())
+    set_lora_files(model, [])
+    assert _all_equal(model, before)

@@ -163,3 +163,17 @@ def _by_layer(loras) -> dict[str, list[tuple[LoraPatch, float]]]:
 def backup_bytes(model: nn.Module) -> int:
     state = getattr(model, STATE_ATTR, None)
     return 0 if state is None else sum(t.numel() * t.element_size() for s in state.backups.values() for t in s.values())
+
+
+def set_lora_files(model: nn.Module, files: Sequence[tuple[str, float]],
+                   compute_device: torch.device | str | None = None) -> None:
+    """`set_loras` from (path, strength) pairs, each file read once per model (plain data: what a worker
+    process of the multi-GPU pool can receive in a request)."""
+    cache: dict[tuple[str, float], LoraFile] = model.__dict__.setdefault("_avatar_lora_files", {})
+    loras = []
+    for path, strength in files:
+        key = (str(Path(path).resolve()), Path(path).stat().st_mtime)
+        if key not in cache:
+            cache[key] = load_lora(path, model)
+        loras.append((cache[key], strength))
+    set_loras(model, loras, compute_device)
