@@ -3,7 +3,7 @@
 Like ComfyUI's LoraLoader the node only declares: it clones the model patcher and attaches (LoRA, strength).
 The sampler makes the shared model's weights match its own patcher's list right before sampling
 (`apply_attached_loras`): other branches of the graph, with other LoRAs or none, get their own weights back
-(restored bit for bit from the backup).
+(restored bit for bit from the backup). A multi-GPU model gets the file list, and every worker does the same.
 """
 
 from __future__ import annotations
@@ -12,9 +12,12 @@ import logging
 
 import comfy.model_management as mm
 import folder_paths
+import torch
 from comfy_api.latest import io
 
+from ..avatar_core.config import AvatarConfig
 from ..avatar_core.lora import load_lora, set_loras
+from ..avatar_core.model import AvatarTransformer
 from . import paths
 from .types import AvatarModel
 
@@ -32,7 +35,7 @@ class AvatarLoraLoader(io.ComfyNode):
             node_id="AvatarLoraLoader", display_name="Avatar LoRA", category="HunyuanVideo-Avatar",
             description="Applies a HunyuanVideo LoRA (.safetensors in models/loras; ComfyUI, diffusers or "
                         "musubi-tuner keys, or one trained with python -m avatar_core.train) to the Avatar model. "
-                        "Chain several. Works with bf16, fp8 and offloaded models; not with gpus > 1.",
+                        "Chain several. Works with bf16, fp8, offloaded and multi-GPU models.",
             inputs=[
                 AvatarModel.Input("model"),
                 io.Combo.Input("lora_name", options=_lora_files(),
@@ -45,14 +48,12 @@ class AvatarLoraLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, lora_name: str, strength: float) -> io.NodeOutput:
-        if _pooled(model.model):
-            raise ValueError("Avatar LoRA: the 'model' input is a multi-GPU model (gpus > 1 on the model loader); "
-                             "its weights live in worker processes and LoRA cannot be applied there yet. Load the "
-                             "model with gpus = 1 to use a LoRA.")
         path = folder_paths.get_full_path("loras", lora_name)
         if path is None:
             raise paths.missing_file_error("loras", lora_name, "LoRA")
-        lora = load_lora(path, model.model)  # keys and shapes checked now, before any sampling
+        # Keys and shapes checked now, before any sampling (a pool's weights are in its workers: the layout of
+        # the released model on the meta device stands in for them; the workers check again).
+        lora = load_lora(path, _layout_model() if _pooled(model.model) else model.model)
         logging.info("Avatar LoRA: %s (strength %.2f)", lora.summary(), strength)
         clone = model.clone()
         clone.set_attachments(ATTACHMENT, tuple(model.get_attachment(ATTACHMENT) or ()) + ((lora, float(strength)),))
@@ -61,8 +62,16 @@ class AvatarLoraLoader(io.ComfyNode):
 
 def apply_attached_loras(patcher) -> None:
     """Give the patcher's model exactly the LoRAs attached to this patcher (none: the base weights)."""
-    if not _pooled(patcher.model):
-        set_loras(patcher.model, patcher.get_attachment(ATTACHMENT) or (), compute_device=mm.get_torch_device())
+    attached = patcher.get_attachment(ATTACHMENT) or ()
+    if _pooled(patcher.model):  # the workers apply the files before the run
+        patcher.model.loras = tuple((lora.path, strength) for lora, strength in attached)
+    else:
+        set_loras(patcher.model, attached, compute_device=mm.get_torch_device())
+
+
+def _layout_model() -> torch.nn.Module:
+    with torch.device("meta"):
+        return AvatarTransformer(AvatarConfig.avatar_13b())
 
 
 def _pooled(model) -> bool:

@@ -1,5 +1,5 @@
 """LoRA and training nodes in a real ComfyUI Python (COMFYUI_PATH / COMFYUI_PYTHON): chained LoRAs on a patcher
-clone, applied by the sampler's hook, other branches restored bit for bit, a pooled model refused by name."""
+clone, applied by the sampler's hook, other branches restored bit for bit, a pooled model given the file list."""
 
 from __future__ import annotations
 
@@ -50,14 +50,23 @@ SCRIPT = textwrap.dedent("""
     assert changed == ["double_blocks.0.img_attn_qkv.weight", "single_blocks.1.linear2.weight"], changed
     node.apply_attached_loras(patcher)       # another branch without LoRA: the base weights, bit for bit
     assert all(torch.equal(v, base[k]) for k, v in model.state_dict().items())
+    # A multi-GPU model: checked against the released model's layout, then handed to the workers as files.
+    save_file({"diffusion_model.double_blocks.3.img_attn_qkv.lora_down.weight": torch.randn(2, 3072),
+               "diffusion_model.double_blocks.3.img_attn_qkv.lora_up.weight": torch.randn(9216, 2)}, f"{tmp}/c.safetensors")
     PooledAvatarModel = importlib.import_module("hyavatar_pack.avatar_core.distributed.pool").PooledAvatarModel
-    pooled = comfy.model_patcher.CoreModelPatcher(PooledAvatarModel.__new__(PooledAvatarModel),
-                                                  load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+    pool_model = PooledAvatarModel(pool=None)
+    pooled = comfy.model_patcher.CoreModelPatcher(pool_model, load_device=torch.device("cpu"),
+                                                  offload_device=torch.device("cpu"))
     try:
         node.AvatarLoraLoader.execute(pooled, "a.safetensors", 1.0)
-        raise SystemExit("pooled model accepted")
+        raise SystemExit("a tiny-model LoRA was accepted for the 13B pool")
     except ValueError as e:
-        assert "multi-GPU" in str(e) and "'model'" in str(e), e
+        assert "another size or family" in str(e), e
+    with_lora = node.AvatarLoraLoader.execute(pooled, "c.safetensors", 0.25).result[0]
+    node.apply_attached_loras(with_lora)
+    assert pool_model.loras == ((f"{tmp}/c.safetensors", 0.25),), pool_model.loras
+    node.apply_attached_loras(pooled)
+    assert pool_model.loras == ()
     print("LORA_NODE_OK")
 """)
 

@@ -48,6 +48,7 @@ class LoraFile:
     patches: tuple[LoraPatch, ...]
     matched: int                      # LoRA modules mapped to a layer
     unmatched: tuple[str, ...]        # LoRA modules (or stray keys) with no layer in this model
+    path: str | None = None           # the file it was read from (None: a state dict)
 
     def summary(self) -> str:
         return f"{self.name}: {self.matched} LoRA modules applied, {len(self.unmatched)} not matched"
@@ -89,7 +90,8 @@ def load_lora(source: str | Path | dict[str, torch.Tensor], model: nn.Module) ->
         raise LoraError(f"{name}: none of its {len(groups)} LoRA modules matches the HunyuanVideo-Avatar model "
                         f"(keys such as {example}). It is a LoRA for another model family; use a HunyuanVideo "
                         "LoRA (ComfyUI, diffusers or musubi-tuner layout).")
-    lora = LoraFile(name, tuple(patches), len(patches), tuple(sorted(unmatched)))
+    path = None if isinstance(source, dict) else str(source)
+    lora = LoraFile(name, tuple(patches), len(patches), tuple(sorted(unmatched)), path)
     if unmatched:
         log.warning("%s; not matched (e.g. %s)", lora.summary(), ", ".join(lora.unmatched[:3]))
     return lora
