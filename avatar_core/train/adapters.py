@@ -5,7 +5,8 @@ That reaches the layers the blocks call through `linear_rows` (row slices of `we
 model code. Cost per access: one rank-r product of the weight's size (cheaper than a per-token low-rank path
 for the 13B model's ~20k tokens per window: r * out * in vs. tokens * r * (out + in)), and one transient
 weight-sized tensor; gradient checkpointing recomputes it in backward.
-`up` starts at zero, so training starts from exactly the base model.
+`up` starts at zero, so training starts from exactly the base model. The forward sees the merged weight rounded
+to the base dtype, as the LoRA loader (avatar_core.lora) produces it at inference.
 """
 
 from __future__ import annotations
