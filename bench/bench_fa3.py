@@ -128,14 +128,17 @@ def step_stage(model, cfg, shapes, repeats: int, fp8_now: bool, refs: dict) -> l
             holder = {}
 
             def fwd(holder=holder, x=x, t=t, inp=inp):
-                holder["out"] = model(x, t, **inp)
+                holder["out"], holder["cache"] = model(x, t, **inp, return_cache=True)
             with torch.no_grad():
                 med, times = timed(fwd, repeats[s], warmup=1 if repeats[s] > 1 else 0)
+                peak = gib(torch.cuda.max_memory_allocated())
+                cache = holder.pop("cache")
+                cached, _ = timed(lambda cache=cache, x=x, t=t, inp=inp: model(x, t, **inp, cached_tokens=cache), 3)
+                del cache
             out = holder.pop("out").float().cpu()
             refs.setdefault(s, out)
-            rows.append(dict(stage="step", shape=s, config=name, step_s=med, runs=times,
-                             peak_alloc_gib=gib(torch.cuda.max_memory_allocated()),
-                             rel_err_vs_bf16_sdpa=rel(out, refs[s])))
+            rows.append(dict(stage="step", shape=s, config=name, step_s=med, runs=times, deep_cache_step_s=cached,
+                             peak_alloc_gib=peak, rel_err_vs_bf16_sdpa=rel(out, refs[s])))
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
