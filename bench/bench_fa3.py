@@ -164,9 +164,84 @@ def clip_stage(model, cfg, size: str, steps: int, fp8_now: bool, refs: dict) -> 
     return rows
 
 
+def _capture(model, cfg, size: str, calls: tuple[int, ...]) -> list[tuple]:
+    """q, k, v and valid of the given attention calls (in run order) of one bf16 forward."""
+    from avatar_core.model import blocks
+    seen, kept, original = [0], [], blocks.segmented_attention
+
+    def spy(q, k, v, valid, backend="auto"):
+        if seen[0] in calls:
+            kept.append((seen[0], q[0].clone(), k[0].clone(), v[0].clone(), valid[0]))
+        seen[0] += 1
+        return original(q, k, v, valid, backend)
+    inp = make_inputs(cfg, parse_shape(size), 2, "cuda")
+    x, t = inp.pop("x"), inp.pop("t")
+    blocks.segmented_attention = spy
+    try:
+        with torch.no_grad():
+            model(x, t, **inp)
+    finally:
+        blocks.segmented_attention = original
+    return kept
+
+
+def _deq(t, cu, smooth):
+    from avatar_core.model.fused import quantize_segments_fp8
+    means = []
+    t8, s = quantize_segments_fp8(t, cu, smooth=smooth, means=means)
+    sizes = torch.tensor([b - a for a, b in zip(cu[:-1], cu[1:])], device=t.device)
+    out = t8.float() * s.repeat_interleave(sizes, dim=0)[:, :, None]
+    for (a, b), m in zip(zip(cu[:-1], cu[1:]), means):
+        out[a:b] += m
+    return out.to(t.dtype)
+
+
+def decompose_stage(model, cfg, size: str, calls=(0, 19, 60, 118)) -> list[dict]:
+    """Where the fp8 attention error comes from, on the model's own q, k, v (random weights)."""
+    rows = []
+    for i, q, k, v, valid in _capture(model, cfg, size, calls):
+        L = q.shape[0]
+        cu = [0, valid, L] if valid < L else [0, L]
+        with torch.no_grad():
+            ref = torch.empty(q.shape, device="cuda")
+            for a, b in zip(cu[:-1], cu[1:]):
+                ref[a:b] = F.scaled_dot_product_attention(*(t[None, a:b].float().transpose(1, 2) for t in (q, k, v)))[0].transpose(0, 1)
+            row = dict(stage="decompose", shape=size, call=i)
+            for name, t in (("q", q), ("k", k), ("v", v)):
+                tf = t.float()
+                row[f"{name}_mean_over_rms"] = (tf.mean(0).norm() / tf.pow(2).mean(0).sum().sqrt()).item()
+            row["fa3_bf16"] = rel(attention_fa3.varlen(q, k, v, cu), ref)
+            for sv in (False, True):
+                attention_fa3.SMOOTH_V = sv
+                row[f"fa3_fp8_smooth_v{int(sv)}"] = rel(attention_fa3.varlen_fp8(q, k, v, cu), ref)
+            attention_fa3.SMOOTH_V = False
+            row["fp8_qk_only"] = rel(attention_fa3.varlen(_deq(q, cu, False), _deq(k, cu, True), v, cu), ref)
+            row["fp8_v_only"] = rel(attention_fa3.varlen(q, k, _deq(v, cu, False), cu), ref)
+            row["fp8_v_smoothed_only"] = rel(attention_fa3.varlen(q, k, _deq(v, cu, True), cu), ref)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def variants_stage(model, cfg, size: str, refs: dict) -> list[dict]:
+    """Whole-forward error (one forward each, after the fp8 conversion) of fast-preset variants."""
+    inp = make_inputs(cfg, parse_shape(size), 2, "cuda")
+    x, t = inp.pop("x"), inp.pop("t")
+    rows = []
+    for name, kern, sv in (("fp8gemm_fa3", "fa3", False), ("fast", "fa3_fp8", False), ("fast_smooth_v", "fa3_fp8", True)):
+        model.attention_backend, attention_fa3.SMOOTH_V = kern, sv
+        with torch.no_grad():
+            out = model(x, t, **inp).float().cpu()
+        rows.append(dict(stage="variants", shape=size, config=name, rel_err_vs_bf16_sdpa=rel(out, refs[size])))
+        print(json.dumps(rows[-1]), flush=True)
+    attention_fa3.SMOOTH_V = False
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--stages", nargs="+", default=["kernels", "step", "clip"])
+    ap.add_argument("--stages", nargs="+", default=["kernels", "step", "clip"],
+                    help="kernels, step, clip; decompose / variants: where the fp8 attention error comes from")
     ap.add_argument("--shapes", nargs="+", default=["704x704", "704x1216"])
     ap.add_argument("--repeats", nargs="+", type=int, default=[2, 1], help="timed forwards per shape (1: no warm-up)")
     ap.add_argument("--clip-size", default="256x256")
@@ -184,9 +259,18 @@ def main() -> int:
     t0 = time.perf_counter()
     model = build_random_transformer(cfg, dtype=torch.bfloat16, device="cuda", seed=0)
     print(f"model ready in {time.perf_counter() - t0:.1f} s", flush=True)
+    if "decompose" in args.stages:
+        rows += decompose_stage(model, cfg, args.shapes[0])
+    if "variants" in args.stages:
+        inp = make_inputs(cfg, parse_shape(args.shapes[0]), 2, "cuda")
+        model.attention_backend = "sdpa"
+        with torch.no_grad():
+            refs[args.shapes[0]] = model(inp.pop("x"), inp.pop("t"), **inp).float().cpu()
+        enable_fp8_(model, fast=True)
+        rows += variants_stage(model, cfg, args.shapes[0], refs)
     for fp8_now in (False, True):
         if fp8_now:
-            enable_fp8_(model, fast=True)
+            enable_fp8_(model, fast=True)           # a no-op for layers already fp8 (variants stage)
         if "step" in args.stages:
             rows += step_stage(model, cfg, args.shapes, repeats, fp8_now, refs)
         if "clip" in args.stages:

@@ -24,6 +24,7 @@ from .fused import quantize_segments_fp8
 
 log = logging.getLogger(__name__)
 HEAD_DIMS = (64, 128, 192, 256)                 # compiled into the wheel
+SMOOTH_V = False   # values too: out = P (v - mean) + mean (rows of P sum to 1); one extra add per segment
 
 
 def importable(module: str) -> bool:
@@ -83,10 +84,13 @@ def varlen_fp8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: list[int])
     """As `varlen`, on e4m3 copies of q, k, v (module docstring); bf16 out."""
     q8, qs = quantize_segments_fp8(q, cu)
     k8, ks = quantize_segments_fp8(k, cu, smooth=True)
-    v8, vs = quantize_segments_fp8(v, cu)
+    v_means: list[torch.Tensor] = []
+    v8, vs = quantize_segments_fp8(v, cu, smooth=SMOOTH_V, means=v_means)
     cu_t, longest = _cu(cu, q.device)
     out = _first(_interface().flash_attn_varlen_func(q8, k8, v8, cu_t, cu_t, longest, longest,
                                                      q_descale=qs, k_descale=ks, v_descale=vs))
+    for a, b, mean in zip(cu[:-1], cu[1:], v_means):
+        out[a:b] += mean
     return out.to(q.dtype)
 
 

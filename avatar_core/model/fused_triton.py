@@ -164,7 +164,7 @@ def _seg_quant_kernel(x_ptr, start, n, H, mean_ptr, inv_ptr, out_ptr, fmax, D: t
     tl.store(out_ptr + off, y.to(out_ptr.dtype.element_ty), mask=m)
 
 
-def quantize_segments_fp8(x: torch.Tensor, cu: list[int], smooth: bool, fmax: float):
+def quantize_segments_fp8(x: torch.Tensor, cu: list[int], smooth: bool, fmax: float, means: list | None = None):
     """See fused.quantize_segments_fp8. Two launches per segment plus a few (H, D)-sized reductions."""
     T, H, D = x.shape
     x = x.contiguous()
@@ -183,4 +183,6 @@ def quantize_segments_fp8(x: torch.Tensor, cu: list[int], smooth: bool, fmax: fl
         _seg_quant_kernel[(nb, H)](x, a, n, H, mean.contiguous(), (1.0 / scale).contiguous(), out, fmax, D=D, DP=DP,
                                    BR=BR, SMOOTH=smooth, num_warps=4)
         scales.append(scale)
+        if smooth and means is not None:
+            means.append(mean)
     return out, torch.stack(scales)
