@@ -35,6 +35,7 @@ from bench.common import TEXT_LEN, TEXT_VALID, gib, make_inputs, parse_shape, ti
 
 CONFIGS = (("bf16_sdpa", False, "sdpa"), ("bf16_fa3", False, "fa3"), ("fp8gemm_fa3", True, "fa3"),
            ("fast", True, "fa3_fp8"))          # name, fp8 GEMMs, attention kernel
+SELECTED = {c[0] for c in CONFIGS}                # --configs; the first one run is the error reference
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -120,7 +121,7 @@ def step_stage(model, cfg, shapes, repeats: int, fp8_now: bool, refs: dict) -> l
         inp = make_inputs(cfg, shape, 2, "cuda")
         x, t = inp.pop("x"), inp.pop("t")
         for name, fp8, kern in CONFIGS:
-            if fp8 != fp8_now:
+            if fp8 != fp8_now or name not in SELECTED:
                 continue
             model.attention_backend = kern
             torch.cuda.empty_cache()
@@ -149,7 +150,7 @@ def clip_stage(model, cfg, size: str, steps: int, fp8_now: bool, refs: dict) -> 
     inp.pop("t")
     rows = []
     for name, fp8, kern in CONFIGS:
-        if fp8 != fp8_now:
+        if fp8 != fp8_now or name not in SELECTED:
             continue
         model.attention_backend = kern
         with torch.no_grad():
@@ -247,7 +248,9 @@ def main() -> int:
     ap.add_argument("--clip-size", default="256x256")
     ap.add_argument("--clip-steps", type=int, default=50)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--configs", nargs="+", default=[c[0] for c in CONFIGS])
     args = ap.parse_args()
+    SELECTED.intersection_update(args.configs)
     assert attention_fa3.available(), "FlashAttention-3 does not load here (needs a Hopper GPU and tokenspeed-fa3)"
     rows, refs = [], {}
     repeats = dict(zip(args.shapes, args.repeats + [1] * len(args.shapes)))

@@ -71,12 +71,15 @@ def test_quantize_segments_scales_and_roundtrip():
     assert torch.allclose(s[0], x[:30].abs().amax(dim=(0, 2)) / 448.0)
 
 
-def test_smoothing_keys_leaves_attention_unchanged():
+def test_smoothing_keys_and_values_leaves_attention_unchanged():
     torch.manual_seed(5)
     q, k, v = (torch.randn(1, 24, 2, 8) for _ in range(3))
     k = k + 3.0                                                       # a common key offset
     smoothed = k - k.mean(dim=1, keepdim=True)
     assert torch.allclose(A._sdpa(q, k, v), A._sdpa(q, smoothed, v), atol=1e-5)
+    v = v + 2.0                                                       # values: P (v - m) + m == P v
+    m = v.mean(dim=1, keepdim=True)
+    assert torch.allclose(A._sdpa(q, k, v), A._sdpa(q, k, v - m) + m, atol=1e-5)
 
 
 def _fp8_attention_error(q, k, v, cu, per_tensor: bool) -> float:

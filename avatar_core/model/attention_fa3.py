@@ -8,7 +8,11 @@ with a one-line warning, and "auto" then uses PyTorch SDPA.
 fp8: q, k and v are quantised to e4m3 with one scale per (segment, head), FA3's finest (`q_descale` etc. are
 (num_segments, heads)); keys are first smoothed by subtracting their per-segment, per-channel mean, which
 leaves softmax(q k^T) unchanged (it shifts every score of a query by the same q.mean) and shrinks the
-range the keys' fp8 grid must cover. The output is bf16, ready for the next linear.
+range the keys' fp8 grid must cover. Values are smoothed the same way and their mean added back to the
+output (rows of P sum to 1, so P (v - m) + m = P v): FA3 rounds P to e4m3 before P v, and that rounding
+multiplies whatever v holds; on the model's own activations (values' mean ~0.3-0.6 of their RMS) it cost
+0.33-0.48 relative error per call unsmoothed and 3-5e-3 smoothed (bench/README.md, H200, random weights).
+The output is bf16, ready for the next linear.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from .fused import quantize_segments_fp8
 
 log = logging.getLogger(__name__)
 HEAD_DIMS = (64, 128, 192, 256)                 # compiled into the wheel
-SMOOTH_V = False   # values too: out = P (v - mean) + mean (rows of P sum to 1); one extra add per segment
+SMOOTH_V = True    # values too: out = P (v - mean) + mean (see the module docstring); one add per segment
 
 
 def importable(module: str) -> bool:
