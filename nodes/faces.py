@@ -14,6 +14,10 @@ from .ui_payloads import face_mask_ui
 
 MAX_CHARACTERS = 8
 OVERLAP = {"nearest face": "nearest", "sum": "sum"}
+# Newer ComfyUI re-sends the cached `ui` of nodes flagged so (also when a rerun skips them); a ComfyUI without
+# the flag still gets the overlay whenever the node runs.
+INTERMEDIATE = {"has_intermediate_output": True} if "has_intermediate_output" in getattr(
+    io.Schema, "__dataclass_fields__", {}) else {}
 
 
 class AvatarFaceMasks(io.ComfyNode):
@@ -45,8 +49,10 @@ class AvatarFaceMasks(io.ComfyNode):
             ],
             outputs=[CharacterMasks.Output(display_name="character_masks"), io.Image.Output(display_name="preview")],
             # NOT an output node: with one, a graph whose other nodes fail validation would run only this node and
-            # report success without a video. The overlay still reaches the node as its `ui` message; to check who
-            # is who before a long render, connect `preview` to a Preview Image node and run that.
+            # report success without a video. The overlay still reaches the node as its `ui` message (re-sent from
+            # the cache on reruns where ComfyUI knows intermediate outputs); to check who is who before a long
+            # render, connect `preview` to a Preview Image node and run that.
+            **INTERMEDIATE,
         )
 
     @classmethod
