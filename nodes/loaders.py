@@ -15,9 +15,8 @@ from ..avatar_core.conditioning.faces import InsightFaceDetector
 from ..avatar_core.conditioning.whisper import load_whisper_encoder
 from ..avatar_core.distributed import MODES
 from ..avatar_core.loading import load_emotion_module, load_transformer
-from ..avatar_core.model.attention import BACKENDS
 from ..avatar_core.model.options import PerfOptions
-from . import distributed, paths
+from . import availability, distributed, paths
 from .types import AvatarModel, FaceDetector, WhisperEncoder
 
 WEIGHT_DTYPES = {"bf16": (torch.bfloat16, "dequant"), "fp16": (torch.float16, "dequant"),
@@ -65,9 +64,9 @@ class AvatarModelLoader(io.ComfyNode):
                                        "(~14 GB, official fp8 scheme); an fp8 file stays fp8, a bf16 file is quantised. "
                                        "fp8_e4m3fn_fast: the same weights with fp8 matmuls (row-wise scaled, Ada/Hopper "
                                        "GPUs; ~5% faster on an H100, small extra error)."),
-                io.Combo.Input("attention", options=list(BACKENDS), default="sdpa",
-                               tooltip="Attention kernel. sdpa works everywhere; flash_attn / sage need their package "
-                                       "and a CUDA GPU (falls back to sdpa with a warning otherwise)."),
+                io.Combo.Input("attention", options=availability.attention_kernels(), default="sdpa",
+                               tooltip="Attention kernel; only those that can run here are listed. sdpa (PyTorch) "
+                                       "works everywhere. " + availability.ATTENTION_HELP),
                 io.Combo.Input("emotion_weights", options=[NO_AEM] + paths.emotion_files(), default=NO_AEM,
                                optional=True,
                                tooltip="Audio Emotion Module weights (.safetensors in models/avatar_emotion) for the "
@@ -81,7 +80,8 @@ class AvatarModelLoader(io.ComfyNode):
                 io.Int.Input("swap_blocks", default=20, min=1, max=59, step=1, optional=True,
                              tooltip="With offload = block_swap: how many of the 60 blocks live in RAM (each bf16 "
                                      "block is ~0.4 GB of VRAM saved)."),
-                io.Int.Input("gpus", default=1, min=1, max=16, step=1, optional=True, tooltip=distributed.GPU_TOOLTIP),
+                io.Int.Input("gpus", default=1, min=1, max=availability.gpu_count(), step=1, optional=True,
+                             tooltip=distributed.GPU_TOOLTIP + " " + availability.GPU_HELP),
                 io.Combo.Input("parallel", options=list(MODES), default="auto", optional=True,
                                tooltip=distributed.PARALLEL_TOOLTIP),
             ],
@@ -160,9 +160,9 @@ class AvatarInsightFaceLoader(io.ComfyNode):
             inputs=[
                 io.Combo.Input("model_name", options=paths.insightface_models(),
                                tooltip="InsightFace model pack folder (antelopev2 or buffalo_l)."),
-                io.Combo.Input("provider", options=list(PROVIDERS), default="CPU",
+                io.Combo.Input("provider", options=availability.onnx_providers(), default="CPU",
                                tooltip="onnxruntime execution provider. Detection runs once per reference image, "
-                                       "so CPU is fast enough; CUDA needs onnxruntime-gpu."),
+                                       "so CPU is fast enough. " + availability.PROVIDER_HELP),
                 io.Int.Input("det_size", default=640, min=128, max=1280, step=32,
                              tooltip="Detector input size in pixels (InsightFace default 640)."),
             ],
@@ -173,7 +173,7 @@ class AvatarInsightFaceLoader(io.ComfyNode):
     def execute(cls, model_name: str, provider: str, det_size: int) -> io.NodeOutput:
         root = paths.insightface_root()
         if not os.path.isdir(os.path.join(root, "models", model_name)):
-            raise paths.missing_file_error(paths.INSIGHTFACE, f"models/{model_name}", "InsightFace model pack")
+            raise paths.missing_file_error(f"{paths.INSIGHTFACE}/models", model_name, "InsightFace model pack")
         try:
             detector = InsightFaceDetector(root, pack=model_name, providers=PROVIDERS[provider], det_size=det_size)
         except ImportError as e:

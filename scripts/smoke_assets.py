@@ -108,9 +108,10 @@ def read_input_audio(path: Path) -> tuple[torch.Tensor, int]:
         return torch.from_numpy(data.copy()), w.getframerate()
 
 
-if __name__ == "__main__":  # python scripts/smoke_assets.py BASE [COMFYUI_PATH] -> one JSON line {models, inputs}
+if __name__ == "__main__":  # python scripts/smoke_assets.py BASE [COMFYUI_PATH [SECONDS]] -> one JSON line {models, inputs}
     import json
     base = Path(sys.argv[1] if len(sys.argv) > 1 else os.getcwd())
     if len(sys.argv) > 2:
         sys.path.insert(0, sys.argv[2])
-    print(json.dumps({"models": write_models(base / "models"), "inputs": write_inputs(base / "input")}))
+    seconds = float(sys.argv[3]) if len(sys.argv) > 3 else 1.2
+    print(json.dumps({"models": write_models(base / "models"), "inputs": write_inputs(base / "input", seconds)}))
