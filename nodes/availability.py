@@ -13,9 +13,9 @@ from ..avatar_core.model import attention
 ONNX_PROVIDERS = {"CUDAExecutionProvider": "CUDA", "ROCMExecutionProvider": "ROCm",
                   "CoreMLExecutionProvider": "CoreML", "CPUExecutionProvider": "CPU"}
 
-ATTENTION_HELP = ("Not listed: flash_attn needs `pip install flash-attn` (FlashAttention 2) or the FlashAttention-3 "
-                  "package, sage needs `pip install sageattention`; both need a CUDA GPU. Restart ComfyUI after "
-                  "installing.")
+ATTENTION_HELP = ("A kernel not listed is not installed or lacks its GPU here: fa3 / fa3_fp8 need a Hopper GPU and "
+                  "the FlashAttention-3 package (install.py adds it there), flash_attn `pip install flash-attn`, sage "
+                  "`pip install sageattention` (CUDA GPUs); restart ComfyUI after installing.")
 GPU_HELP = "Up to the number of CUDA GPUs torch sees here; more need more GPUs in this machine (CUDA_VISIBLE_DEVICES)."
 PROVIDER_HELP = ("Only the providers of the installed onnxruntime are listed. CUDA: `pip uninstall -y onnxruntime` "
                  "then `pip install onnxruntime-gpu` (ROCm: onnxruntime-rocm; CoreML: the macOS onnxruntime), "
@@ -30,11 +30,8 @@ def _importable(module: str) -> bool:
 
 
 def attention_kernels() -> list[str]:
-    """sdpa always; an optional kernel when a CUDA GPU is present and one of its packages is installed."""
-    modules = getattr(attention, "_MODULES", {})
-    cuda = torch.cuda.is_available()
-    return [name for name in attention.BACKENDS
-            if name == "sdpa" or (cuda and any(_importable(m) for m in modules.get(name, ())))]
+    """"auto" and every registered kernel that is installed and has its hardware here (the model's registry)."""
+    return attention.available_kernels()
 
 
 def gpu_count() -> int:
