@@ -33,7 +33,7 @@ def base(image: str, audio: str, prompt: str, image_size: int = 704, weight_dtyp
          prefix: str = "avatar/avatar") -> tuple[list, list]:
     """Single character: image + speech -> mp4 with the speech. Returns (nodes, links)."""
     nodes = [
-        ("model", "AvatarModelLoader", 0, 0, {"ckpt_name": DIT, "weight_dtype": weight_dtype, "attention": "sdpa"}, None),
+        ("model", "AvatarModelLoader", 0, 0, {"ckpt_name": DIT, "weight_dtype": weight_dtype, "attention": "auto"}, None),
         ("whisper", "AvatarWhisperLoader", 0, 1, {"whisper_name": WHISPER}, None),
         ("vae", "VAELoader", 0, 2, {"vae_name": VAE}, None),
         ("clip", "DualCLIPLoader", 0, 3, {"clip_name1": CLIP_L, "clip_name2": LLAVA, "type": "hunyuan_video"}, None),
