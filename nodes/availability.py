@@ -50,3 +50,12 @@ def onnx_providers() -> list[str]:
             offered = set()
         names = [ours for theirs, ours in ONNX_PROVIDERS.items() if theirs in offered or ours == "CPU"]
     return names
+
+
+def detector_providers() -> list[str]:
+    """The face-detector loader's choices: the onnxruntime providers (InsightFace), plus CUDA when torch sees a
+    GPU (the official detface.pt runs in torch)."""
+    names = onnx_providers()
+    if torch.cuda.is_available() and "CUDA" not in names:
+        names.insert(0, "CUDA")
+    return names

@@ -128,6 +128,7 @@ def test_long_video_windows_keeps_the_old_shift_name(comfy):
                          "mode": 0}], "links": []}
     assert ui_to_api.convert(old_ui, info)["1"]["inputs"] == {"window": 33, "stride": 7}
     code = ("import sys; sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[2]); "
+            "sys.argv = sys.argv[:1] + ['--cpu']; import comfy.options; comfy.options.enable_args_parsing(); "
             "from conftest import load_pack; n = load_pack('nodes.sampler').AvatarLongVideo; "
             "print(n.execute(window=33, shift=7).result[0].offset, n.execute(window=33, stride=4).result[0].offset, "
             "n.execute(window=33).result[0].offset)")
