@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from test_model import tiny_inputs
 
 from avatar_core.config import AvatarConfig
 from avatar_core.loading import build_random_transformer
@@ -15,7 +16,6 @@ from avatar_core.model.layers import RMSNorm
 from avatar_core.model.offload import BlockSwap
 from avatar_core.model.rope import apply_rope
 from avatar_core.sampling.stepcache import StepCache
-from tests.test_model import tiny_inputs
 
 
 @pytest.fixture(scope="module")
