@@ -6,6 +6,7 @@ import comfy.model_management as mm
 from comfy_api.latest import io
 
 from ..avatar_core.conditioning.audio import CharacterAudio, encode_character_audio
+from ..avatar_core.validation import check_number
 from .convert import AudioFeatures as Features
 from .types import AudioFeatures, WhisperEncoder
 from .ui_payloads import audio_ui
@@ -57,6 +58,8 @@ class AvatarAudioEncode(io.ComfyNode):
                  if audio[name] is not None]
         if not clips:
             raise ValueError("Avatar Audio Encode: connect at least one AUDIO (audio_0).")
+        check_number("duration", duration, lo=0.0, hi=3600.0, fix="Set Avatar Audio Encode's duration in seconds (0 = "
+                     "until the last clip ends).")
         offsets = parse_offsets(start_offsets, len(clips))
         rate = float(fps)
         tracks = [CharacterAudio(a["waveform"][0], int(a["sample_rate"]), off, name)
