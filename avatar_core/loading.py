@@ -136,6 +136,8 @@ def load_transformer(path: str | Path, *, config: AvatarConfig | None = None, dt
     if perf is not None and perf.swaps:
         return apply_perf_options(load_transformer(path, config=config, dtype=dtype, device="cpu", fp8=fp8,
                                                    attention_backend=attention_backend), perf, device)
+    if fp8 not in ("auto", "dequant", "quantize"):
+        raise ValueError(f"fp8={fp8!r}: use 'auto' (keep an fp8 file's weights), 'dequant' or 'quantize'")
     path = Path(path)
     sd, meta = read_state_dict(path)
     sd = strip_comfy_prefix(sd)  # ComfyUI-repackaged files

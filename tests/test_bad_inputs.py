@@ -261,3 +261,23 @@ def test_sampler_text_shapes_still_checked() -> None:
     cond.negative_text = TextConditioning(torch.ones(1, 4, 2), torch.ones(1, 4), torch.ones(1, 2))
     with pytest.raises(ValueError, match="same shape.*pad both"):
         sample_avatar(NEVER, cond, SamplerConfig(steps=2))
+
+
+def test_converter_never_overwrites_and_names_bad_arguments(tiny_file, tmp_path: Path) -> None:
+    from avatar_core.convert import convert
+    _, path = tiny_file
+    existing = tmp_path / "mine.safetensors"
+    existing.write_bytes(b"user data")
+    with pytest.raises(FileExistsError, match=r"mine\.safetensors already exists; choose another name or pass "
+                                              r"--overwrite"):
+        convert(path, existing, config=CFG)
+    assert existing.read_bytes() == b"user data"
+    with pytest.raises(ValueError, match=r"out\.pt: must end in \.safetensors; give a name like out\.safetensors"):
+        convert(path, tmp_path / "out.pt", config=CFG)
+    with pytest.raises(ValueError, match=r"dtype 'fp16': use 'bf16'.*or 'fp8'"):
+        convert(path, tmp_path / "out.safetensors", "fp16", config=CFG)
+
+
+def test_unknown_fp8_mode_is_refused(tiny_file) -> None:
+    with pytest.raises(ValueError, match=r"fp8='quantise': use 'auto'.*'quantize'"):
+        load_transformer(tiny_file[1], config=CFG, fp8="quantise")

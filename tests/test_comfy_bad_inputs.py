@@ -167,3 +167,36 @@ def test_repackaged_checkpoint_renders(comfy) -> None:
     server, base, files, inputs = comfy
     entry = server.run(_prompt(files, inputs, dit="repackaged.safetensors", steps=1, prefix="avatar/repackaged"))
     assert [p for p in ch.output_files(entry, base) if p.suffix == ".mp4"]
+
+
+@pytest.mark.slow
+def test_cancelled_render_resumes_to_the_same_video(comfy) -> None:
+    """Interrupt a render once its first checkpoint exists, queue it again: it continues from the checkpoint
+    (the log says so), leaves no checkpoint, and its video equals an uninterrupted render's (resume off)."""
+    import comfy_headless as ch
+    import numpy as np
+    from test_comfy_e2e import _decoded_frames
+    server, base, files, inputs = comfy
+    folder = base / "output" / "avatar_resume"
+
+    def prompt(where: str, prefix: str) -> dict:
+        p = _prompt(files, inputs, steps=30, prefix=prefix)
+        p["20"] = {"class_type": "AvatarResume", "inputs": {"folder": where, "every_minutes": 0.0}}
+        p["9"]["inputs"]["resume"] = ["20", 0]
+        return p
+
+    pid = _post(server, prompt("output", "avatar/resumed"))
+    end = time.time() + 600
+    while not list(folder.glob("*.safetensors")) and time.time() < end:
+        time.sleep(0.05)
+    urllib.request.urlopen(urllib.request.Request(server.url + "/interrupt", data=b"", method="POST"), timeout=30)
+    first = _wait(server, pid)
+    assert first["status"]["status_str"] == "error", "the render finished before it could be interrupted"
+    assert len(list(folder.glob("*.safetensors"))) == 1
+    resumed = server.run(prompt("output", "avatar/resumed"))
+    assert "Avatar resume: continuing from step" in server.log_tail(10**6)
+    assert list(folder.iterdir()) == [], "the checkpoint must be removed when the render completes"
+    reference = server.run(prompt("off", "avatar/reference"))
+    videos = [[p for p in ch.output_files(e, base) if p.suffix == ".mp4"][0] for e in (resumed, reference)]
+    a, b = _decoded_frames(videos[0]), _decoded_frames(videos[1])
+    assert a.std() > 1 and np.array_equal(a, b)
