@@ -180,7 +180,7 @@ def test_cancelled_render_resumes_to_the_same_video(comfy) -> None:
     folder = base / "output" / "avatar_resume"
 
     def prompt(where: str, prefix: str) -> dict:
-        p = _prompt(files, inputs, steps=30, prefix=prefix)
+        p = _prompt(files, inputs, steps=6, prefix=prefix)
         p["20"] = {"class_type": "AvatarResume", "inputs": {"folder": where, "every_minutes": 0.0}}
         p["9"]["inputs"]["resume"] = ["20", 0]
         return p
