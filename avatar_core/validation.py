@@ -16,7 +16,8 @@ import torch
 if TYPE_CHECKING:  # the sampler imports this module: avoid a cycle at import time
     from .sampling.sampler import AvatarConditioning, SamplerConfig
 
-SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed accepts 0 .. 2**64 - 1
+SEED_MAX = 2**64 - 1
+_CHECK_CHUNK = 1 << 20  # elements per isfinite pass (4 MB of float32 temporaries)  # torch.Generator.manual_seed accepts 0 .. 2**64 - 1
 
 
 class NonFiniteLatents(FloatingPointError):
@@ -52,8 +53,13 @@ def check_finite(name: str, tensor: torch.Tensor | None, fix: str) -> None:
     """A ValueError naming ``name`` when ``tensor`` holds NaN or inf (one reduction, one sync)."""
     if tensor is None or not tensor.is_floating_point():
         return
-    if not bool(torch.isfinite(tensor).all()):
-        bad = int((~torch.isfinite(tensor)).sum())
+    # One reduction, no temporaries: a NaN or inf anywhere makes the sum non-finite (finite conditioning values
+    # are far too small to overflow float32). Only then count, in chunks (isfinite allocates its input's size).
+    if bool(torch.isfinite(tensor.sum())):
+        return
+    flat = tensor.reshape(-1)
+    bad = sum(int((~torch.isfinite(flat[i : i + _CHECK_CHUNK])).sum()) for i in range(0, flat.numel(), _CHECK_CHUNK))
+    if bad:  # else the finite values only overflowed the sum
         raise ValueError(f"{name}: {bad} of {tensor.numel()} values are NaN or inf. {fix}")
 
 

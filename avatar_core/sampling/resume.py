@@ -53,8 +53,8 @@ def _hash_tensor(h: Any, name: str, t: torch.Tensor | None) -> None:
     h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
     flat = t.detach().reshape(-1)
     for i in range(0, flat.numel(), _CHUNK):
-        part = flat[i : i + _CHUNK].contiguous().cpu()
-        h.update(part.view(torch.uint8).numpy().tobytes())
+        part = flat[i : i + _CHUNK].contiguous().cpu()  # a view on the CPU; one chunk-sized copy from a GPU
+        h.update(part.view(torch.uint8).numpy())  # hashed through the buffer protocol, no bytes copy
 
 
 def _hash_model(h: Any, denoise: Any) -> None:
