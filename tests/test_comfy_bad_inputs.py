@@ -116,7 +116,7 @@ CASES = [  # (case, node, inputs, expected node type, pattern: the input ... the
     ("face_scale NaN", "AvatarFaceMasks", {"face_scale": NAN}, "AvatarFaceMasks",
      r"face_scale: got nan.*official 3\.0"),
     ("duration NaN", "AvatarAudioEncode", {"duration": NAN}, "AvatarAudioEncode",
-     r"duration: got nan.*0 = until the last clip ends"),
+     r"duration must be seconds >= 0 \(0 = as long as the audio\), got nan"),
     ("whisper truncated", "AvatarWhisperLoader", {"whisper_name": "whisper_truncated.safetensors"},
      "AvatarWhisperLoader", r"whisper_truncated\.safetensors cannot be read.*whisper-tiny's model\.safetensors"),
     ("whisper base", "AvatarWhisperLoader", {"whisper_name": "whisper_base.safetensors"}, "AvatarWhisperLoader",
