@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import audio, emotion, faces, loaders, resume, sampler, text
+from . import audio, emotion, faces, loaders, lora, resume, sampler, text, training
 from .paths import register_folders
 
 
@@ -18,5 +18,5 @@ class AvatarExtension(ComfyExtension):
             audio.AvatarAudioEncode, faces.AvatarFaceMasks, emotion.AvatarEmotionEncode,
             text.AvatarTextEncode, text.AvatarConditioningSave, text.AvatarConditioningLoad,
             sampler.AvatarLongVideo, sampler.AvatarSampler,
-            resume.AvatarResume,
+            lora.AvatarLoraLoader, training.AvatarTrainingClip, resume.AvatarResume,
         ]
