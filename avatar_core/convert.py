@@ -16,10 +16,15 @@ from .config import AvatarConfig
 from .loading import load_transformer, save_transformer
 
 
-def convert(src: str | Path, dst: str | Path, dtype: str = "bf16", config: AvatarConfig | None = None) -> Path:
+def convert(src: str | Path, dst: str | Path, dtype: str = "bf16", config: AvatarConfig | None = None,
+            overwrite: bool = False) -> Path:
     dst = Path(dst)
     if dst.suffix != ".safetensors":
-        raise ValueError(f"output {dst} must end in .safetensors")
+        raise ValueError(f"output {dst}: must end in .safetensors; give a name like {dst.stem}.safetensors")
+    if dtype not in ("bf16", "fp8"):
+        raise ValueError(f"dtype {dtype!r}: use 'bf16' (official precision) or 'fp8' (block linears in e4m3)")
+    if dst.exists() and not overwrite:  # never replace a user's file by accident
+        raise FileExistsError(f"output {dst} already exists; choose another name or pass --overwrite")
     fp8 = "quantize" if dtype == "fp8" else "dequant"
     model = load_transformer(src, config=config, dtype=torch.bfloat16, device="cpu", fp8=fp8)
     save_transformer(model, dst)
@@ -31,8 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("src", type=Path, help="mp_rank_00_model_states.pt (or the _fp8.pt with its _map.pt beside it)")
     ap.add_argument("dst", type=Path, help="output .safetensors")
     ap.add_argument("--dtype", choices=["bf16", "fp8"], default="bf16")
+    ap.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     args = ap.parse_args(argv)
-    out = convert(args.src, args.dst, args.dtype)
+    out = convert(args.src, args.dst, args.dtype, overwrite=args.overwrite)
     print(f"wrote {out} ({out.stat().st_size / 2**30:.2f} GiB)")
     return 0
 

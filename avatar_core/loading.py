@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from .checkpoint_checks import fp8_scales_missing, non_finite_message, strip_comfy_prefix
 from .config import AvatarConfig
 from .model import AvatarTransformer
 from .model.fp8 import FP8, fp8_linear_names, quantize_weight, swap_to_fp8
@@ -44,12 +45,17 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     except CheckpointError:
         raise
     except Exception as e:  # truncated / corrupt / pickled code: all unusable
+        if "weights_only" in str(e) or "Unpickl" in type(e).__name__:
+            raise CheckpointError(f"{path.name}: holds pickled Python objects, which are never loaded (they could run "
+                                  "code). Use the official mp_rank_00_model_states.pt (a plain state dict) or a "
+                                  ".safetensors file.") from e
         raise CheckpointError(f"{path.name}: cannot be read as a checkpoint ({type(e).__name__}: {e}). "
                               "Is the download complete? Re-download the file.") from e
     if isinstance(obj, dict) and "module" in obj and isinstance(obj["module"], dict):
         obj = obj["module"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path.name}: expected a state dict of tensors (optionally under 'module')")
+        raise CheckpointError(f"{path.name}: expected a state dict of tensors (optionally under 'module'); this is "
+                              "not a model checkpoint: choose the Avatar DiT file mp_rank_00_model_states.pt")
     return obj, {}
 
 
@@ -71,7 +77,8 @@ def infer_config(sd: dict[str, torch.Tensor], metadata: dict[str, str], path: Pa
     hidden = sd["img_in.proj.weight"].shape[0]
     head_dim = sd["double_blocks.0.img_attn_q_norm.weight"].shape[0]
     if head_dim != 128:
-        raise CheckpointError(f"{path.name}: head_dim {head_dim} needs an explicit config (rope split unknown)")
+        raise CheckpointError(f"{path.name}: head_dim {head_dim} needs an explicit config (rope split unknown): convert "
+                              "it with save_transformer, which stores the config in the file's metadata")
     count = lambda p: len({k.split(".")[1] for k in sd if k.startswith(p)})  # noqa: E731
     return AvatarConfig(
         hidden_size=hidden, num_heads=hidden // head_dim,
@@ -107,7 +114,9 @@ def _validate(expected: dict[str, torch.Tensor], sd: dict[str, torch.Tensor], pa
     parts = [f"{len(missing)} missing keys (e.g. {missing[:3]})"] if missing else []
     parts += [f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"] if unexpected else []
     parts += [f"{len(bad)} shape mismatches (e.g. {bad[:2]})"] if bad else []
-    raise CheckpointError(f"{path.name}: does not match the Avatar transformer: " + "; ".join(parts))
+    raise CheckpointError(f"{path.name}: does not match the Avatar transformer: " + "; ".join(parts) + ". Choose the "
+                          "13B Avatar DiT (mp_rank_00_model_states.pt, its fp8 version, or a .safetensors converted "
+                          "from it); a file with other sizes needs its config (write it with save_transformer).")
 
 
 def _keeps_fp32(key: str, model: AvatarTransformer) -> bool:
@@ -127,8 +136,14 @@ def load_transformer(path: str | Path, *, config: AvatarConfig | None = None, dt
     if perf is not None and perf.swaps:
         return apply_perf_options(load_transformer(path, config=config, dtype=dtype, device="cpu", fp8=fp8,
                                                    attention_backend=attention_backend), perf, device)
+    if fp8 not in ("auto", "dequant", "quantize"):
+        raise ValueError(f"fp8={fp8!r}: use 'auto' (keep an fp8 file's weights), 'dequant' or 'quantize'")
     path = Path(path)
     sd, meta = read_state_dict(path)
+    sd = strip_comfy_prefix(sd)  # ComfyUI-repackaged files
+    problem = non_finite_message(sd, path)
+    if problem:
+        raise CheckpointError(problem)
     cfg = config or infer_config(sd, meta, path)
     scales = _collect_fp8_scales(sd, path, meta)
     with torch.device("meta"):
@@ -152,6 +167,8 @@ def _collect_fp8_scales(sd, path: Path, meta) -> dict[str, torch.Tensor]:
     own = {k[: -len(".scale_weight")]: v for k, v in sd.items() if k.endswith(".scale_weight")}
     if own:
         return own
+    if path.suffix == ".safetensors":  # the _map.pt only ever accompanies the official fp8 .pt
+        raise CheckpointError(fp8_scales_missing(path))
     return {k: (v if isinstance(v, torch.Tensor) else torch.tensor(v)) for k, v in read_fp8_scales(path).items()}
 
 
@@ -163,7 +180,8 @@ def _convert(model, sd, scales, names, dtype, device, keep_fp8: bool) -> dict[st
         if v.dtype == FP8 and not keep_fp8:  # dequantise as the official forward does
             scale = scales.get(mod)
             if scale is None:
-                raise CheckpointError(f"fp8 weight {k} has no scale in the scale map")
+                raise CheckpointError(f"fp8 weight {k} has no scale in the scale map: the _map.pt does not belong to "
+                                      "this checkpoint; put the matching official _map.pt beside it")
             out[k] = (v.to(device=device, dtype=dtype) * scale.to(device=device, dtype=dtype))
         elif keep_fp8 and k in fp8_weights:
             if v.dtype == FP8:

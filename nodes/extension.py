@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import audio, emotion, faces, loaders, lora, sampler, text, training
+from . import audio, emotion, faces, loaders, lora, resume, sampler, text, training
 from .paths import install_example_inputs, register_folders
 
 
@@ -19,5 +19,5 @@ class AvatarExtension(ComfyExtension):
             audio.AvatarAudioEncode, faces.AvatarFaceMasks, emotion.AvatarEmotionEncode,
             text.AvatarTextEncode, text.AvatarConditioningSave, text.AvatarConditioningLoad,
             sampler.AvatarLongVideo, sampler.AvatarSampler,
-            lora.AvatarLoraLoader, training.AvatarTrainingClip,
+            lora.AvatarLoraLoader, training.AvatarTrainingClip, resume.AvatarResume,
         ]

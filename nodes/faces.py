@@ -8,6 +8,7 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..avatar_core.conditioning.faces import character_masks
+from ..avatar_core.validation import check_number
 from .convert import check_image, mask_preview, masks_by_character
 from .types import CharacterMasks, FaceDetector
 from .ui_payloads import face_mask_ui
@@ -59,6 +60,7 @@ class AvatarFaceMasks(io.ComfyNode):
     def execute(cls, image: torch.Tensor, characters: int, face_scale: float, overlap: str = "nearest face",
                 face_detector=None, masks: io.Autogrow.Type = None) -> io.NodeOutput:
         check_image(image)
+        check_number("face_scale", face_scale, lo=1.0, hi=8.0, fix="Set Avatar Character Masks' face_scale (official 3.0).")
         wanted = masks_by_character(masks, characters)
         if face_detector is None and characters == 1 and wanted[0] is None:
             logging.warning("Avatar Character Masks: no face detector connected: the whole frame drives the mouth.")

@@ -28,10 +28,12 @@ from ..avatar_core.sampling.sampler import (
 )
 from ..avatar_core.sampling.stepcache import StepCache
 from ..avatar_core.sampling.windows import OFFICIAL_OFFSET, OFFICIAL_WINDOW, WindowConfig, plan_clip
+from ..avatar_core.validation import check_conditioning_values, check_number
 from .convert import MOTION_EXP, MOTION_POSE, check_image, image_to_frames, motion_tensor, official_size, resize_masks
 from .lora import apply_attached_loras
 from .memory import does_not_fit, out_of_memory
-from .types import AudioFeatures, AvatarModel, CharacterMasks, Emotion, LongVideo
+from .resume import resume_config
+from .types import AudioFeatures, AvatarModel, CharacterMasks, Emotion, LongVideo, Resume
 
 LATENT = comfy.latent_formats.HunyuanVideo()
 SWAP_HEADROOM_BYTES = 12 * 2**30  # low-memory peak at 704x704 is 7.6 GiB; more for larger frames
@@ -92,6 +94,8 @@ class AvatarSampler(io.ComfyNode):
                                      tooltip="One mask per audio track; default: one character, the whole frame."),
                 Emotion.Input("emotion", optional=True, tooltip="Emotion reference (needs AEM weights)."),
                 LongVideo.Input("long_video", optional=True, tooltip="Window / stride; default official 33 / 10."),
+                Resume.Input("resume", optional=True, tooltip="From Avatar Resume; default: checkpoints in "
+                                                              "output/avatar_resume every 10 minutes."),
                 io.Int.Input("image_size", default=704, min=128, max=1280, step=64,
                              tooltip="Short side of the VIDEO (official 704); sides are multiples of 64. The "
                                      "Emotion Reference's image_size (512) is a different thing: the size of its "
@@ -126,8 +130,10 @@ class AvatarSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, image, vae, audio_features, character_masks=None, emotion=None,
                 long_video=None, image_size=704, steps=50, cfg=7.5, shift=5.0, seed=128, motion_exp=MOTION_EXP,
-                motion_pose=MOTION_POSE, deep_cache=True, step_cache=0.0) -> io.NodeOutput:
+                motion_pose=MOTION_POSE, deep_cache=True, step_cache=0.0, resume=None) -> io.NodeOutput:
         check_image(image)
+        _check_numbers(cfg=cfg, shift=shift, step_cache=step_cache)
+        checkpoints = resume_config(resume)
         warning = emotion_warning(getattr(model.model, "aem", None) is not None, emotion is not None)
         if warning:
             logging.warning("Avatar Sampler: %s", warning)
@@ -155,6 +161,7 @@ class AvatarSampler(io.ComfyNode):
             motion_exp=motion_tensor(motion_exp).to(device), motion_pose=motion_tensor(motion_pose).to(device),
             fps=torch.tensor([audio_features.fps], device=device),
             emotion=emotion.to(device) if emotion is not None else None)
+        check_conditioning_values(cond)  # before the model is loaded onto the GPU
         # Deep-cache tokens are kept per latent frame of the whole clip: on the GPU for up to two windows
         # (~1.5 GB at 704x704), in system RAM beyond, so VRAM does not grow with the clip length.
         long_clip = plan_clip(feats.shape[1], windows).windows_per_step > 2
@@ -174,7 +181,7 @@ class AvatarSampler(io.ComfyNode):
             else:  # it streams its own blocks: only make room for the resident part and the activations
                 mm.free_memory(SWAP_HEADROOM_BYTES, device)
             apply_attached_loras(model)  # this branch's LoRAs (or none) on the shared weights
-            result = sample_avatar(model.model, cond, config, callbacks=_callbacks(device))
+            result = sample_avatar(model.model, cond, config, callbacks=_callbacks(device), resume=checkpoints)
         except SamplingCancelled:
             raise mm.InterruptProcessingException() from None
         except torch.OutOfMemoryError as e:  # ComfyUI unloads every model on this type; say what to change
@@ -185,6 +192,14 @@ class AvatarSampler(io.ComfyNode):
             del cond
             mm.soft_empty_cache()
         return io.NodeOutput({"samples": (result.latents / LATENT.scale_factor).float().cpu()})
+
+
+def _check_numbers(**values: float) -> None:
+    """ComfyUI's range check lets NaN through (every comparison with NaN is False): refuse it here."""
+    limits = {"cfg": (1.0, 20.0, "official 7.5"), "shift": (0.01, 20.0, "official 5.0"), "step_cache": (0.0, 2.0, "0 = off")}
+    for name, value in values.items():
+        lo, hi, hint = limits[name]
+        check_number(name, value, lo=lo, hi=hi, fix=f"Set the Avatar Sampler's {name} widget ({hint}).")
 
 
 def _tell_ui(text: str) -> None:

@@ -11,3 +11,4 @@ FaceDetector = io.Custom("HYAVATAR_FACE_DETECTOR")   # InsightFace FaceAnalysis 
 CharacterMasks = io.Custom("HYAVATAR_CHARACTER_MASKS")  # float [N, H, W] pixel masks, one per character
 Emotion = io.Custom("HYAVATAR_EMOTION")              # emotion reference latent [1, 16, T, h, w]
 LongVideo = io.Custom("HYAVATAR_LONG_VIDEO")          # avatar_core.sampling.windows.WindowConfig
+Resume = io.Custom("HYAVATAR_RESUME")                 # nodes.resume.ResumeSettings

@@ -67,32 +67,69 @@ def _encoder_state(state: dict[str, torch.Tensor], source: Path) -> dict[str, to
 def _config_from_state(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     """Whisper encoder hyper-parameters read off the weight shapes (for a bare safetensors file)."""
     d_model, n_mels = state["conv1.weight"].shape[:2]
-    n_layers = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("layers."))
+    layer_ids = [int(k.split(".")[1]) for k in state if k.startswith("layers.")]
+    if not layer_ids or "layers.0.fc1.weight" not in state:
+        raise ValueError(f"the Whisper encoder weights have no layers (width {d_model}); the file is incomplete: "
+                         f"{_REFETCH}")
+    n_layers = 1 + max(layer_ids)
     return {
         "d_model": int(d_model),
         "num_mel_bins": int(n_mels),
         "encoder_layers": n_layers,
         "encoder_attention_heads": _HEADS_BY_WIDTH.get(int(d_model), int(d_model) // 64),
         "encoder_ffn_dim": int(state["layers.0.fc1.weight"].shape[0]),
-        "max_source_positions": int(state["embed_positions.weight"].shape[0]),
+        "max_source_positions": int(state["embed_positions.weight"].shape[0]) if "embed_positions.weight" in state
+        else POSITIONS_PER_CHUNK,
     }
+
+
+_REFETCH = "Download openai/whisper-tiny's model.safetensors again (complete) into models/audio_encoders."
+TINY_WIDTH, TINY_LAYERS = 384, 4  # the encoder the Avatar model was trained with (its audio input is 5 x 384)
+
+
+def _load_file(path: Path) -> dict[str, torch.Tensor]:
+    """One weight file, with a message naming it and the fix for every way it can be unusable."""
+    from safetensors.torch import load_file
+
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, random bytes, pickled objects: all unusable
+        if "weights_only" in str(e) or "Unpickl" in type(e).__name__:
+            raise ValueError(f"Whisper file {path.name}: holds pickled Python objects, which are never loaded (they "
+                             f"could run code). Use model.safetensors instead. {_REFETCH}") from e
+        raise ValueError(f"Whisper file {path.name} cannot be read ({type(e).__name__}: {e}); it is truncated or not "
+                         f"a weight file. {_REFETCH}") from e
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"Whisper file {path.name}: not a state dict of tensors. {_REFETCH}")
+    return state
 
 
 def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
     """(state dict, config.json dict or None) from a folder or a single weight file."""
-    from safetensors.torch import load_file
-
     if path.is_file():
-        return load_file(str(path)), None
+        return _load_file(path), None
     if not path.is_dir():
         raise FileNotFoundError(f"Whisper weights not found at {path}: give a whisper-tiny folder or a .safetensors file.")
     config_file = path / "config.json"
-    config = json.loads(config_file.read_text()) if config_file.is_file() else None
-    if (path / "model.safetensors").is_file():
-        return load_file(str(path / "model.safetensors")), config
-    if (path / "pytorch_model.bin").is_file():
-        return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True), config
+    try:
+        config = json.loads(config_file.read_text()) if config_file.is_file() else None
+    except ValueError as e:
+        raise ValueError(f"{config_file}: not valid JSON ({e}); download whisper-tiny's config.json again.") from e
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (path / name).is_file():
+            return _load_file(path / name), config
     raise FileNotFoundError(f"{path}: neither model.safetensors nor pytorch_model.bin is in this Whisper folder.")
+
+
+def _check_is_tiny(cfg: dict[str, Any], source: Path) -> None:
+    """The Avatar audio projection takes 5 hidden states of width 384: only whisper-tiny's encoder fits."""
+    width, layers = cfg["d_model"], cfg["encoder_layers"]
+    if (width, layers) != (TINY_WIDTH, TINY_LAYERS):
+        raise ValueError(f"{source.name}: this Whisper encoder has width {width} and {layers} layers, but the Avatar "
+                         f"model was trained on whisper-tiny ({TINY_WIDTH} wide, {TINY_LAYERS} layers; base and small "
+                         "are larger): use whisper-tiny (openai/whisper-tiny model.safetensors).")
 
 
 def load_whisper_encoder(path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
@@ -108,6 +145,7 @@ def load_whisper_encoder(path: str | Path, device: str | torch.device = "cpu") -
     state, config = _read_weights(path)
     enc_state = _encoder_state(state, path)
     shape_cfg = _config_from_state(enc_state)
+    _check_is_tiny(shape_cfg, path)
     if config is not None:  # a config.json wins for what shapes cannot tell (head count)
         shape_cfg.update({k: config[k] for k in ("encoder_attention_heads", "activation_function") if k in config})
     cfg = WhisperConfig(**shape_cfg)

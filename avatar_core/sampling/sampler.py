@@ -15,8 +15,10 @@ from typing import Any, Protocol
 
 import torch
 
+from ..validation import check_conditioning_values, check_sampler_config, check_step_latents
 from .deepcache import DeepCacheConfig, FrameTokenCache, cached_steps
 from .guidance import GuidanceConfig, StepGuidance, combine, step_guidance
+from .resume import ResumeConfig, open_checkpoint
 from .schedule import OFFICIAL_SHIFT, FlowSchedule, euler_step, flow_schedule
 from .windows import (
     ClipPlan,
@@ -281,6 +283,7 @@ def _denoise_step(run: _Run, step: int, latents: torch.Tensor, shift: int) -> to
         x = latents[:, :, frames]  # [B, C, W, H, W] (a copy)
         noise_pred = _call_model(run, x, step, step_in, guide, frames, start, k)
         new = euler_step(x, combine(noise_pred, guide.scale), dt)
+        check_step_latents(new, step, run.schedule.steps, k, len(starts), frames, run.config.guidance.cfg)
         if run.config.window_dtype is not None:
             new = new.to(run.config.window_dtype)
         accumulate(total, count, frames, new)
@@ -307,15 +310,18 @@ def _prepare_noise(noise: torch.Tensor | None, plan: ClipPlan, cond: AvatarCondi
 
 def sample_avatar(denoise: Denoiser, cond: AvatarConditioning, config: SamplerConfig | None = None, *,
                   noise: torch.Tensor | None = None, callbacks: SamplerCallbacks | None = None,
-                  parallel: StepParallel | None = None) -> SampleResult:
+                  parallel: StepParallel | None = None, resume: ResumeConfig | None = None) -> SampleResult:
     """Generate the latents of a talking-avatar clip as long as ``cond.audio``.
 
     ``noise`` overrides the seeded draw (same layout as :func:`initial_noise`). Raises
     :class:`SamplingCancelled` when ``callbacks.should_cancel`` returns True (checked before every call).
     ``denoise`` may also be a whole-clip sampler (``avatar_core.distributed`` worker pools): an object with
     a ``sample_avatar`` method, which then runs the clip. ``parallel``: see :class:`StepParallel`.
+    ``resume``: checkpoint the ring between steps and continue a matching earlier run (sampling/resume.py).
     """
     config = config or SamplerConfig()
+    check_sampler_config(config)
+    check_conditioning_values(cond)
     if hasattr(denoise, "sample_avatar"):
         return denoise.sample_avatar(cond, config, noise=noise, callbacks=callbacks)
     plan = plan_clip(cond.audio.shape[cond.audio_frame_dim], config.windows)
@@ -329,13 +335,19 @@ def sample_avatar(denoise: Denoiser, cond: AvatarConditioning, config: SamplerCo
         callbacks=callbacks or SamplerCallbacks(), parallel=parallel,
     )
     latents = _prepare_noise(noise, plan, cond, config.seed)  # [B, C, ring, H, W]
+    ring = open_checkpoint(resume, denoise, cond, config, plan, latents) if parallel is None else None
+    latents, first, shift = ring.restore(latents) if ring is not None else (latents, 0, 0)
+    run.calls_done = first * plan.windows_per_step
     if getattr(denoise, "step_cache", None) is not None:
         denoise.step_cache.reset()  # histories of an earlier run must not leak into this one
-    shift = 0
     with torch.no_grad():
-        for step in range(schedule.steps):
+        for step in range(first, schedule.steps):
             latents = _denoise_step(run, step, latents, shift)
             shift = next_shift(shift, plan.offset, plan.window)
             if run.callbacks.on_preview is not None:
                 run.callbacks.on_preview(step, latents[:, :, : plan.video_frames])
+            if ring is not None:  # deep-cache tokens are not saved: only before a step that recomputes them
+                ring.after_step(step, latents, shift, allowed=run.cache is None or step + 1 not in run.cached)
+    if ring is not None:
+        ring.finish()
     return SampleResult(latents=latents[:, :, : plan.video_frames], ring_latents=latents, plan=plan)

@@ -1,0 +1,61 @@
+"""Resume settings for long renders: where the Avatar Sampler checkpoints its progress, and how often."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import folder_paths
+from comfy_api.latest import io
+
+from ..avatar_core.sampling.resume import ResumeConfig
+from ..avatar_core.validation import check_number
+from .types import Resume
+
+FOLDERS = ("output", "temp", "off")
+DEFAULT_MINUTES = 10.0
+
+
+@dataclass(frozen=True)
+class ResumeSettings:
+    folder: str = "output"  # output survives a restart; temp is cleared when ComfyUI starts
+    minutes: float = DEFAULT_MINUTES
+
+
+def resume_config(settings: ResumeSettings | None) -> ResumeConfig | None:
+    """The core's ResumeConfig for ComfyUI's folders (None: off). No settings node: output, every 10 minutes."""
+    s = settings or ResumeSettings()
+    if s.folder not in FOLDERS:
+        raise ValueError(f"resume folder {s.folder!r} is not one of {list(FOLDERS)}; pick one in Avatar Resume.")
+    if s.folder == "off":
+        return None
+    root = folder_paths.get_output_directory() if s.folder == "output" else folder_paths.get_temp_directory()
+    return ResumeConfig(os.path.join(root, "avatar_resume"), interval_s=60 * s.minutes)
+
+
+class AvatarResume(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AvatarResume", display_name="Avatar Resume (long renders)", category="HunyuanVideo-Avatar",
+            description="Long renders checkpoint their progress (ring latents, step, settings) so that queueing the "
+                        "same graph again after a crash, restart or cancel continues where it stopped, with the "
+                        "same result. Without this node: output folder, every 10 minutes.",
+            inputs=[
+                io.Combo.Input("folder", options=list(FOLDERS), default="output",
+                               tooltip="output/avatar_resume survives a restart; temp is cleared when ComfyUI starts; "
+                                       "off writes nothing. The checkpoint is removed when the render completes."),
+                io.Float.Input("every_minutes", default=DEFAULT_MINUTES, min=0.0, max=600.0, step=0.5,
+                               tooltip="Minutes between checkpoints (each writes the clip's latents once; a 90 s "
+                                       "clip at 704 px is ~280 MB). 0: before every step."),
+            ],
+            outputs=[Resume.Output(display_name="resume")],
+        )
+
+    @classmethod
+    def execute(cls, folder: str, every_minutes: float) -> io.NodeOutput:
+        minutes = check_number("every_minutes", every_minutes, lo=0.0, hi=600.0,
+                               fix="Set Avatar Resume's every_minutes (default 10).")
+        settings = ResumeSettings(folder, minutes)
+        resume_config(settings)  # refuse a bad folder here, not after the model has loaded
+        return io.NodeOutput(settings)

@@ -1,0 +1,174 @@
+"""Resumable long renders with the tiny model: a multi-window render interrupted by a cancel and by a killed
+process resumes to bitwise the uninterrupted latents; changed inputs start afresh; nothing is left behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import avatar_core.sampling_parity as sp  # noqa: E402
+from avatar_core.parity import load_fixture_model  # noqa: E402
+from avatar_core.sampling import (  # noqa: E402
+    AvatarConditioning,
+    DeepCacheConfig,
+    SamplerCallbacks,
+    SamplerConfig,
+    SamplingCancelled,
+    TextConditioning,
+    plan_clip,
+    sample_avatar,
+)
+from avatar_core.sampling.resume import ResumeConfig  # noqa: E402
+from avatar_core.sampling.stepcache import StepCache  # noqa: E402
+
+SHARED = Path(os.environ.get("HYAVATAR_SHARED", REPO.parent / "shared"))
+FIXTURES = SHARED / "fixtures" / "parity"
+pytestmark = pytest.mark.skipif(not (FIXTURES / "tiny_weights.safetensors").is_file(),
+                                reason=f"parity fixtures not found at {FIXTURES} (set HYAVATAR_SHARED)")
+FRAMES = 150  # 38 latent frames: two windows of 33 per step
+# Step 2 runs from the deep cache, so no checkpoint may be written after step 1 (its tokens are not saved).
+CONFIG = SamplerConfig(steps=5, seed=7, deep_cache=DeepCacheConfig(cached_steps=(2,)))
+
+
+def conditioning(audio_seed: int = 3) -> AvatarConditioning:
+    common = sp.load_fixture(FIXTURES / "sampler_common.safetensors")
+    g = torch.Generator().manual_seed(audio_seed)
+    text = lambda s, p: TextConditioning(common[s][:, :24], torch.ones(1, 24, dtype=torch.int64), common[p])  # noqa: E731
+    return AvatarConditioning(
+        ref_latents=common["ref_latents_from_vae"], text=text("text_states_pos", "text_states_2_pos"),
+        negative_text=text("text_states_neg", "text_states_2_neg"),
+        audio=0.1 * torch.randn(1, FRAMES, 10, 5, 384, generator=g),
+        face_mask=common["model_in.face_masks_pipeline_arg"],
+        motion_exp=common["model_in.motion_exp"][:1], motion_pose=common["model_in.motion_pose"][:1],
+        fps=common["model_in.fps"][:1])
+
+
+class Counting:
+    """The tiny model, counting its calls (a resumed run makes fewer)."""
+
+    def __init__(self, model: torch.nn.Module, on_call: Any = None):
+        self.model, self.calls, self.on_call = model, 0, on_call
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, **kw: Any) -> Any:
+        self.calls += 1
+        if self.on_call is not None:
+            self.on_call(self.calls)
+        return self.model(x, t, **kw)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:  # the checkpoint key samples the real weights
+        return self.model.state_dict()
+
+
+@pytest.fixture(scope="module")
+def tiny() -> torch.nn.Module:
+    return load_fixture_model(FIXTURES)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny: torch.nn.Module) -> torch.Tensor:
+    return sample_avatar(tiny, conditioning(), CONFIG).ring_latents
+
+
+def _calls_total() -> int:
+    return CONFIG.steps * plan_clip(FRAMES, CONFIG.windows).windows_per_step
+
+
+def _cancel_after(calls: int) -> tuple[SamplerCallbacks, Counting]:
+    counter: list[int] = [0]
+
+    def on_progress(_p: Any) -> None:
+        counter[0] += 1
+
+    return SamplerCallbacks(on_progress=on_progress, should_cancel=lambda: counter[0] >= calls), counter
+
+
+def test_cancelled_render_resumes_bitwise_and_cleans_up(tiny, reference, tmp_path: Path) -> None:
+    assert plan_clip(FRAMES, CONFIG.windows).windows_per_step == 2
+    resume = ResumeConfig(tmp_path, interval_s=0)
+    callbacks, _ = _cancel_after(5)  # cancelled in step 3 (window 2): the last checkpoint is before step 2
+    with pytest.raises(SamplingCancelled):
+        sample_avatar(Counting(tiny), conditioning(), CONFIG, callbacks=callbacks, resume=resume)
+    saved = list(tmp_path.iterdir())
+    assert len(saved) == 1 and saved[0].suffix == ".safetensors"
+    counting = Counting(tiny)
+    latents = sample_avatar(counting, conditioning(), CONFIG, resume=resume).ring_latents
+    assert counting.calls == _calls_total() - 2, "resumed before step 1 (step 2 is cached: no checkpoint after 1)"
+    assert torch.equal(latents, reference)
+    assert list(tmp_path.iterdir()) == [], "the checkpoint must be removed when the run completes"
+
+
+def test_changed_input_never_resumes_from_a_stale_checkpoint(tiny, tmp_path: Path) -> None:
+    resume = ResumeConfig(tmp_path, interval_s=0)
+    callbacks, _ = _cancel_after(9)
+    with pytest.raises(SamplingCancelled):
+        sample_avatar(Counting(tiny), conditioning(), CONFIG, callbacks=callbacks, resume=resume)
+    for cond, cfg in ((conditioning(audio_seed=4), CONFIG), (conditioning(), replace(CONFIG, seed=8)),
+                      (conditioning(), replace(CONFIG, shift=4.0))):
+        counting = Counting(tiny)
+        fresh = sample_avatar(counting, cond, cfg, resume=resume).ring_latents
+        assert counting.calls == _calls_total(), "a different input must start from step 1"
+        assert torch.equal(fresh, sample_avatar(tiny, cond, cfg).ring_latents)
+    assert len(list(tmp_path.iterdir())) == 1, "the other run's checkpoint stays for that run"
+
+
+def test_killed_process_resumes_bitwise(tiny, reference, tmp_path: Path) -> None:
+    """The child writes a checkpoint before steps 2 and 4 (not 3: step 3 is cached) and is killed in step 4."""
+    child = subprocess.Popen([sys.executable, __file__, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(REPO)})
+    calls = 0
+    for line in child.stdout:  # one line per model call; kill mid-step 4
+        calls = int(line)
+        if calls >= 8:
+            child.kill()  # SIGKILL: no Python cleanup runs in the child
+            break
+    child.wait(timeout=60)
+    assert calls >= 8 and child.returncode == -9, (calls, child.returncode)
+    assert len([p for p in tmp_path.iterdir() if p.suffix == ".safetensors"]) == 1
+    counting = Counting(tiny)
+    latents = sample_avatar(counting, conditioning(), CONFIG, resume=ResumeConfig(tmp_path, interval_s=0)).ring_latents
+    assert counting.calls < _calls_total()
+    assert torch.equal(latents, reference)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_checkpoint_when_the_interval_has_not_passed_or_the_step_cache_is_on(tiny, tmp_path: Path) -> None:
+    callbacks, _ = _cancel_after(9)
+    with pytest.raises(SamplingCancelled):
+        sample_avatar(Counting(tiny), conditioning(), CONFIG, callbacks=callbacks, resume=ResumeConfig(tmp_path, 3600))
+    assert list(tmp_path.iterdir()) == []
+    tiny.step_cache = StepCache(threshold=0.0)
+    try:
+        callbacks, _ = _cancel_after(9)
+        with pytest.raises(SamplingCancelled):
+            sample_avatar(tiny, conditioning(), CONFIG, callbacks=callbacks, resume=ResumeConfig(tmp_path, 0))
+    finally:
+        tiny.step_cache = None
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resume_config_refuses_a_bad_interval(tmp_path: Path) -> None:
+    for bad in (float("nan"), -1.0):
+        with pytest.raises(ValueError, match="interval_s"):
+            ResumeConfig(tmp_path, interval_s=bad)
+
+
+def _child(directory: str) -> None:
+    """Render with checkpoints after every step, printing each model call, until the parent kills us."""
+    model = load_fixture_model(FIXTURES)
+    slow = Counting(model, on_call=lambda n: print(n, flush=True))
+    sample_avatar(slow, conditioning(), CONFIG, resume=ResumeConfig(directory, interval_s=0))
+    print("finished", flush=True)
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1])
