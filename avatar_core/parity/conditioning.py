@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from avatar_core.conditioning.audio import window_features
-from avatar_core.conditioning.faces import FaceBox, box_mask, to_latent
+from ..conditioning.audio import window_features
+from ..conditioning.faces import FaceBox, box_mask, to_latent
 from .common import CheckResult, compare, load_fixture
 
 _AUDIO_KEY = re.compile(r"^audio_prompts_fps(\d+)p(\d+)_nf(\d+)$")

@@ -17,9 +17,8 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
-from avatar_core.conditioning.audio import window_features
-from .common import CheckResult, compare, load_fixture
-from avatar_core.sampling import (
+from ..conditioning.audio import window_features
+from ..sampling import (
     AvatarConditioning,
     DeepCacheConfig,
     GuidanceConfig,
@@ -32,6 +31,7 @@ from avatar_core.sampling import (
     sample_avatar,
     step_guidance,
 )
+from .common import CheckResult, compare, load_fixture
 
 _SCHED_KEY = re.compile(r"^sched_shift(\d+(?:p\d+)?)_steps(\d+)\.(sigmas|timesteps)$")
 
