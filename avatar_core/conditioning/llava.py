@@ -53,7 +53,8 @@ class LlavaConfig:
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+    x32 = x.float()  # statistics in float32 whatever the weights' dtype, as transformers' LlamaRMSNorm
+    return weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
 
 
 def rope(x: torch.Tensor, position_ids: torch.Tensor, theta: float) -> torch.Tensor:
@@ -63,7 +64,7 @@ def rope(x: torch.Tensor, position_ids: torch.Tensor, theta: float) -> torch.Ten
     freqs = position_ids[:, :, None].float() * inv_freq.to(x.device)  # (B, S, d/2)
     emb = torch.cat([freqs, freqs], dim=-1)[:, None]  # (B, 1, S, d)
     x1, x2 = x[..., : d // 2], x[..., d // 2:]
-    return x * emb.cos() + torch.cat([-x2, x1], dim=-1) * emb.sin()
+    return x * emb.cos().to(x.dtype) + torch.cat([-x2, x1], dim=-1) * emb.sin().to(x.dtype)
 
 
 class TorchLlava:
