@@ -128,6 +128,17 @@ def main() -> None:
                 "neg_allclose": bool(torch.allclose(neg[0][0][0], f[f"{negative}.prompt_embeds"], atol=1e-5, rtol=1e-5)),
             }), flush=True)
 
+    errors = {}
+    for label, kwargs in (("old_inputs", dict(clip_vision=None, image=None, clip_vision_output=object())),
+                          ("too_long", dict(clip_vision=cv, image=image, prompt="word " * 400))):
+        args = dict(clip=clip, prompt="A person is talking.", negative_prompt="bad", official_prefix=True) | kwargs
+        try:
+            text_node.AvatarTextEncode.execute(**args)
+            errors[label] = None
+        except ValueError as e:
+            errors[label] = str(e)
+    print(json.dumps({"errors": errors}), flush=True)
+
 
 if __name__ == "__main__":
     main()

@@ -35,6 +35,9 @@ def test_text_encode_node_matches_the_official_states_with_comfyui_classes(tmp_p
                           cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    errors = rows.pop()["errors"]
+    assert "clip_vision and image not connected" in errors["old_inputs"] and "Load CLIP Vision" in errors["old_inputs"]
+    assert errors["too_long"].startswith("prompt too long") and "cut about" in errors["too_long"]
     cases = {p.stem for p in FIXTURES.glob("case_*.json")}
     assert {r["case"] for r in rows} == cases and len(rows) >= len(cases)
     for r in rows:

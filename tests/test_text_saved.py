@@ -28,6 +28,12 @@ def test_round_trip_is_exact_and_files_are_numbered_never_overwritten(tmp_path):
         assert torch.equal(got, want)
 
 
+def test_one_mask_tensor_shared_by_both_prompts_saves(tmp_path):
+    states, mask, pooled = _prompt(0)
+    path = saved_text.write_new(tmp_path, "shared", (states, mask, pooled), (states, mask, pooled))
+    assert torch.equal(saved_text.read(path)[1][1], mask)
+
+
 def test_a_name_taken_between_listing_and_writing_is_skipped(tmp_path, monkeypatch):
     real = saved_text.next_free_path
     calls = []

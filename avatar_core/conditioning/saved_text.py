@@ -26,7 +26,7 @@ def pack(positive: Prompt, negative: Prompt) -> tuple[dict[str, torch.Tensor], d
     for side, (states, mask, pooled) in (("pos", positive), ("neg", negative)):
         check_official_conditioning(states, mask, "positive" if side == "pos" else "negative")
         tensors |= {f"{side}.states": states, f"{side}.mask": mask.long(), f"{side}.pooled": pooled}
-    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    tensors = {k: v.detach().cpu().clone() for k, v in tensors.items()}  # own, contiguous memory per key
     return tensors, {"format": FORMAT, "version": VERSION, "text_layout": "official-831"}
 
 

@@ -40,7 +40,6 @@ MAX_LENGTH = CROP_START + TEXT_LEN  # 351 tokens given to the LLM before the mer
 IMAGE_TOKENS = 576              # CLIP ViT-L/14 at 336 px
 MERGED_LENGTH = MAX_LENGTH + IMAGE_TOKENS - 1   # 926
 OFFICIAL_LENGTH = MERGED_LENGTH - CROP_START    # 831
-FORMAT_TAG = "official-831"     # marks conditioning in this layout (sampler, saved files)
 
 
 class LlavaRunner(Protocol):
