@@ -115,7 +115,7 @@ def _keeps_fp32(key: str, model: AvatarTransformer) -> bool:
 
 
 def load_transformer(path: str | Path, *, config: AvatarConfig | None = None, dtype: torch.dtype = torch.bfloat16,
-                     device: str | torch.device = "cpu", fp8: str = "auto", attention_backend: str = "sdpa",
+                     device: str | torch.device = "cpu", fp8: str = "auto", attention_backend: str = "auto",
                      perf: PerfOptions | None = None) -> AvatarTransformer:
     """Load an Avatar transformer checkpoint.
 
@@ -208,7 +208,7 @@ def init_random_(model: torch.nn.Module, seed: int, generator_device: str = "cpu
 
 
 def build_random_transformer(cfg: AvatarConfig, *, dtype: torch.dtype = torch.float32, device: str = "cpu",
-                             seed: int = 0, attention_backend: str = "sdpa") -> AvatarTransformer:
+                             seed: int = 0, attention_backend: str = "auto") -> AvatarTransformer:
     """A randomly initialised transformer in the official dtype layout (fp32 modules kept fp32).
 
     Built on meta and allocated once in its final dtype (a 13B model never exists in fp32 on the GPU).

@@ -15,14 +15,14 @@ from ..avatar_core.conditioning.faces import InsightFaceDetector
 from ..avatar_core.conditioning.whisper import load_whisper_encoder
 from ..avatar_core.distributed import MODES
 from ..avatar_core.loading import load_emotion_module, load_transformer
-from ..avatar_core.model.attention import BACKENDS
+from ..avatar_core.model.attention import available_kernels
 from ..avatar_core.model.options import PerfOptions
 from . import distributed, paths
 from .types import AvatarModel, FaceDetector, WhisperEncoder
 
 WEIGHT_DTYPES = {"bf16": (torch.bfloat16, "dequant"), "fp16": (torch.float16, "dequant"),
                  "fp32": (torch.float32, "dequant"), "fp8_e4m3fn": (torch.bfloat16, "quantize"),
-                 "fp8_e4m3fn_fast": (torch.bfloat16, "quantize")}
+                 "fp8_e4m3fn_fast": (torch.bfloat16, "quantize"), "fast": (torch.bfloat16, "quantize")}
 OFFLOAD = ("none", "block_swap", "low_memory")
 NO_AEM = "none"
 PROVIDERS = {"CPU": ["CPUExecutionProvider"], "CUDA": ["CUDAExecutionProvider", "CPUExecutionProvider"],
@@ -64,10 +64,12 @@ class AvatarModelLoader(io.ComfyNode):
                                tooltip="bf16: official precision (~26 GB). fp8_e4m3fn: block linears stored in fp8 "
                                        "(~14 GB, official fp8 scheme); an fp8 file stays fp8, a bf16 file is quantised. "
                                        "fp8_e4m3fn_fast: the same weights with fp8 matmuls (row-wise scaled, Ada/Hopper "
-                                       "GPUs; ~5% faster on an H100, small extra error)."),
-                io.Combo.Input("attention", options=list(BACKENDS), default="sdpa",
-                               tooltip="Attention kernel. sdpa works everywhere; flash_attn / sage need their package "
-                                       "and a CUDA GPU (falls back to sdpa with a warning otherwise)."),
+                                       "GPUs; ~5% faster on an H100, small extra error). fast: fp8_e4m3fn_fast plus fp8 "
+                                       "attention (FlashAttention-3 on Hopper; see the README's performance section)."),
+                io.Combo.Input("attention", options=available_kernels(), default="auto",
+                               tooltip="Attention kernel (only those that run on this machine are listed). auto: "
+                                       "FlashAttention-3 on Hopper when installed, else sdpa (works everywhere). "
+                                       "fa3_fp8 / sage are quantised (small extra error)."),
                 io.Combo.Input("emotion_weights", options=[NO_AEM] + paths.emotion_files(), default=NO_AEM,
                                optional=True,
                                tooltip="Audio Emotion Module weights (.safetensors in models/avatar_emotion) for the "
@@ -100,6 +102,7 @@ class AvatarModelLoader(io.ComfyNode):
             if aem is None:
                 raise paths.missing_file_error(paths.EMOTION, emotion_weights, "Audio Emotion Module weights")
         dtype, fp8 = WEIGHT_DTYPES[weight_dtype]
+        attention = "fa3_fp8" if weight_dtype == "fast" else attention  # the fast preset's fp8 attention
         if gpus > 1:
             return io.NodeOutput(distributed.load_pooled(path, dtype, fp8, attention, gpus, parallel, aem))
         perf = _perf_options(weight_dtype, offload, swap_blocks)
@@ -117,7 +120,7 @@ class AvatarModelLoader(io.ComfyNode):
 def _perf_options(weight_dtype: str, offload: str, swap_blocks: int) -> PerfOptions:
     if offload not in OFFLOAD:
         raise ValueError(f"offload must be one of {OFFLOAD}, got {offload!r}")
-    return PerfOptions(fp8_fast=weight_dtype.endswith("_fast"), low_memory=offload == "low_memory",
+    return PerfOptions(fp8_fast=weight_dtype.endswith("fast"), low_memory=offload == "low_memory",
                        block_swap=swap_blocks if offload == "block_swap" else 0)
 
 

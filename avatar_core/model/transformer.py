@@ -31,7 +31,7 @@ class AvatarTransformer(nn.Module):
     # Ulysses sequence parallelism (distributed.ulysses.SequenceParallel), set by a parallel worker; None: off.
     sequence_parallel = None
 
-    def __init__(self, cfg: AvatarConfig, attention_backend: str = "sdpa"):
+    def __init__(self, cfg: AvatarConfig, attention_backend: str = "auto"):
         super().__init__()
         self.cfg = cfg
         self.attention_backend = resolve_backend(attention_backend)
