@@ -29,6 +29,7 @@ from ..avatar_core.sampling.sampler import (
 from ..avatar_core.sampling.stepcache import StepCache
 from ..avatar_core.sampling.windows import OFFICIAL_OFFSET, OFFICIAL_WINDOW, WindowConfig, plan_clip
 from .convert import MOTION_EXP, MOTION_POSE, check_image, image_to_frames, motion_tensor, official_size, resize_masks
+from .lora import apply_attached_loras
 from .memory import does_not_fit, out_of_memory
 from .types import AudioFeatures, AvatarModel, CharacterMasks, Emotion, LongVideo
 
@@ -159,6 +160,7 @@ class AvatarSampler(io.ComfyNode):
                 mm.load_models_gpu([model], force_full_load=True)
             else:  # it streams its own blocks: only make room for the resident part and the activations
                 mm.free_memory(SWAP_HEADROOM_BYTES, device)
+            apply_attached_loras(model)  # this branch's LoRAs (or none) on the shared weights
             result = sample_avatar(model.model, cond, config, callbacks=_callbacks(device))
         except SamplingCancelled:
             raise mm.InterruptProcessingException() from None

@@ -36,6 +36,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from ..config import AvatarConfig
+from ..lora import set_lora_files
 from ..sampling.sampler import AvatarConditioning, SamplerCallbacks, SamplerConfig, SampleResult, SamplingCancelled
 from .group import ParallelConfig, build_groups, check_devices
 from .parallel import CollectiveCancel, attach_sequence_parallel, sample_on_rank
@@ -122,7 +123,7 @@ def worker_main(rank: int, config: Any, spec: Any, device_kind: str, init_method
 
 def _serve(rank: int, model, groups, device, req: tuple, results: Any, cancel: Any) -> bool:
     """One sampling request. Returns False after an error (the pool is then torn down)."""
-    cond, config, noise, want_preview = decode(req)
+    cond, config, noise, want_preview, loras = decode(req)
     lead = rank == 0
     callbacks = SamplerCallbacks(
         on_progress=(lambda p: results.put(("progress", rank, encode(p)))) if lead else None,
@@ -132,6 +133,7 @@ def _serve(rank: int, model, groups, device, req: tuple, results: Any, cancel: A
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
     try:
+        set_lora_files(model, loras, device)  # this request's LoRAs (or none: the base weights, exactly)
         with torch.no_grad():
             res = sample_on_rank(model, groups, _move(cond, device), config, device,
                                  noise=None if noise is None else noise.to(device), callbacks=callbacks)
@@ -226,15 +228,17 @@ class WorkerPool:
         return self._finalizer.alive and all(p.is_alive() for p in self._procs)
 
     def sample_avatar(self, cond: AvatarConditioning, config: SamplerConfig | None = None, *,
-                      noise: torch.Tensor | None = None, callbacks: SamplerCallbacks | None = None) -> SampleResult:
-        """Same contract as :func:`avatar_core.sampling.sample_avatar`; the latents come back on ``cond``'s device."""
+                      noise: torch.Tensor | None = None, callbacks: SamplerCallbacks | None = None,
+                      loras: tuple[tuple[str, float], ...] = ()) -> SampleResult:
+        """Same contract as :func:`avatar_core.sampling.sample_avatar`; the latents come back on ``cond``'s device.
+        ``loras``: (LoRA file, strength) pairs every worker applies first (avatar_core.lora.set_lora_files)."""
         config = config or SamplerConfig()
         if not self.alive:
             raise RuntimeError("the worker pool is closed (a worker failed or close() was called); load the model again")
         callbacks = callbacks or SamplerCallbacks()
         out_device = cond.ref_latents.device
         req = encode((_move(cond, torch.device("cpu")), config, None if noise is None else noise.cpu(),
-                      callbacks.on_preview is not None))
+                      callbacks.on_preview is not None, tuple(loras)))
         self._cancel.clear()
         for q in self._requests:
             q.put(req)
@@ -302,10 +306,11 @@ class PooledAvatarModel(torch.nn.Module):
         super().__init__()
         self.pool = pool
         self.aem = True if has_emotion else None  # read by the sampler node's emotion warning
+        self.loras: tuple[tuple[str, float], ...] = ()  # (file, strength): set by the LoRA hook before a run
 
     def sample_avatar(self, cond: AvatarConditioning, config: SamplerConfig, *, noise: torch.Tensor | None = None,
                       callbacks: SamplerCallbacks | None = None) -> SampleResult:
-        return self.pool.sample_avatar(cond, config, noise=noise, callbacks=callbacks)
+        return self.pool.sample_avatar(cond, config, noise=noise, callbacks=callbacks, loras=self.loras)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("this Avatar model runs in worker processes (multi-GPU): sample it with the Avatar "
