@@ -6,9 +6,7 @@ blocks 1, 3, ..., 19) is a field here, with the released model's value as the de
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -76,29 +74,6 @@ class AvatarConfig:
         return cls(hidden_size=64, num_heads=2, depth_double=4, depth_single=2, rope_dims=(8, 12, 12),
                    text_dim=32, text_pooled_dim=16, audio_proj_dim=16, adapter_dim=32)
 
-    @classmethod
-    def from_fixture_json(cls, path: str | Path) -> AvatarConfig:
-        """Read a parity fixture's `tiny_config.json` (the official constructor arguments)."""
-        raw = json.loads(Path(path).read_text())
-        ctor, args = raw["constructor"], raw.get("args", {})
-        dim_head = _parse_int_kwarg(raw.get("audio_modules_rebuilt_with_official_classes", {}).get("audio_adapter_blocks", ""), "dim_head")
-        inter = _parse_int_kwarg(raw.get("audio_modules_rebuilt_with_official_classes", {}).get("audio_proj", ""), "intermediate_dim")
-        kw = dict(
-            in_channels=ctor["in_channels"], out_channels=ctor["out_channels"], hidden_size=ctor["hidden_size"],
-            num_heads=ctor["num_heads"], mlp_ratio=float(ctor["mlp_width_ratio"]),
-            depth_double=ctor["depth_double_blocks"], depth_single=ctor["depth_single_blocks"],
-            patch_size=tuple(ctor["patch_size"]), rope_dims=tuple(ctor["rope_dim_list"]),
-            qkv_bias=ctor.get("qkv_bias", True), text_dim=args.get("text_states_dim", 4096),
-            text_pooled_dim=args.get("text_states_dim_2", 768), rope_theta=float(args.get("rope_theta", 256)),
-        )
-        if dim_head:
-            kw["adapter_dim"] = dim_head
-        if inter:
-            kw["audio_proj_dim"] = inter
-        if "double_stream_list" in raw:
-            kw["adapter_after_double"] = tuple(raw["double_stream_list"])
-        return cls(**kw)
-
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
@@ -111,12 +86,3 @@ class AvatarConfig:
         conv = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
         return cls(**conv)
 
-
-def _parse_int_kwarg(text: str, name: str) -> int | None:
-    """Pull `name=123` out of a constructor string such as 'PerceiverAttentionCA(dim=64, dim_head=32)'."""
-    key = name + "="
-    if key not in text:
-        return None
-    tail = text.split(key, 1)[1]
-    digits = "".join(ch for ch in tail.split(",")[0].split(")")[0] if ch.isdigit())
-    return int(digits) if digits else None

@@ -24,8 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from avatar_core.config import AvatarConfig  # noqa: E402
 from avatar_core.distributed import ParallelConfig, RandomSpec, WorkerPool  # noqa: E402
+from avatar_core.parity.sampling import latent_check  # noqa: E402
 from avatar_core.sampling import DeepCacheConfig, SamplerCallbacks, SamplerConfig  # noqa: E402
-from avatar_core.sampling_parity import latent_check  # noqa: E402
 from bench.bench_sampler import conditioning  # noqa: E402
 from bench.common import gib, parse_shape  # noqa: E402
 

@@ -10,11 +10,6 @@ import torch.nn.functional as F
 
 from ..avatar_core.conditioning.image import official_video_size as official_size  # noqa: F401 (node API)
 
-# Official prompt handling (reference/official_implementation.md §6).
-PROMPT_PREFIX = "Authentic, Realistic, Natural, High-quality, Lens-Fixed, "
-PERSON_SUFFIX = "\nThe person looks like<image>"
-NEGATIVE_PROMPT = ("Aerial view, aerial view, overexposed, low quality, deformation, a poor composition, bad hands, "
-                   "bad teeth, bad eyes, bad limbs, distortion, blurring, Lens changes")
 MOTION_EXP, MOTION_POSE = 30, 25  # official motion bucket ids
 
 

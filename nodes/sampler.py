@@ -14,7 +14,7 @@ from comfy_api.latest import io
 
 from ..avatar_core.conditioning.emotion import emotion_warning
 from ..avatar_core.conditioning.faces import face_mask_for_model, to_latent
-from ..avatar_core.conditioning.text import official_text_layout
+from ..avatar_core.conditioning.text import check_official_conditioning
 from ..avatar_core.model import AvatarTransformer
 from ..avatar_core.sampling.deepcache import DeepCacheConfig
 from ..avatar_core.sampling.guidance import GuidanceConfig
@@ -71,8 +71,8 @@ def text_conditioning(cond, name: str, device) -> TextConditioning:
     states, extra = cond[0]
     if extra.get("pooled_output") is None:
         raise ValueError(f"{name}: no pooled CLIP-L output; use a hunyuan_video DualCLIPLoader.")
-    padded, mask = official_text_layout(states, extra.get("attention_mask"))
-    return TextConditioning(padded.to(device), mask.to(device), extra["pooled_output"].to(device))
+    check_official_conditioning(states, extra.get("attention_mask"), name)  # 831 states + positional mask
+    return TextConditioning(states.to(device), extra["attention_mask"].to(device), extra["pooled_output"].to(device))
 
 
 class AvatarSampler(io.ComfyNode):

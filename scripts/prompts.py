@@ -40,17 +40,17 @@ def avatar_prompt(*, dit: str, whisper: str, vae: str, image: str, audio: str, c
         g["13"] = {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": clip[0], "clip_name2": clip[1],
                                                               "type": "hunyuan_video", "device": "default"}}
         g["14"] = {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": clip_vision}}
-        g["15"] = {"class_type": "CLIPVisionEncode", "inputs": {"clip_vision": ["14", 0], "image": ["5", 0], "crop": "none"}}
-        g["7"] = {"class_type": "AvatarTextEncode", "inputs": {"clip": ["13", 0], "clip_vision_output": ["15", 0],
-                                                               "prompt": prompt, "negative_prompt": _negative(),
-                                                               "official_prefix": True}}
+        g["7"] = {"class_type": "AvatarTextEncode", "inputs": {"clip": ["13", 0], "clip_vision": ["14", 0],
+                                                               "image": ["5", 0], "prompt": prompt,
+                                                               "negative_prompt": _negative(), "official_prefix": True,
+                                                               "image_size": image_size}}
     return g
 
 
 def _negative() -> str:
     import importlib.util
     from pathlib import Path
-    spec = importlib.util.spec_from_file_location("_hva_convert", Path(__file__).resolve().parents[1] / "nodes" / "convert.py")
+    spec = importlib.util.spec_from_file_location("_hva_convert", Path(__file__).resolve().parents[1] / "avatar_core" / "conditioning" / "text.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod.NEGATIVE_PROMPT

@@ -3,7 +3,7 @@
 Writes, under MODELS/:  diffusion_models/avatar_tiny_random.safetensors (AvatarConfig.tiny),
 audio_encoders/whisper_tiny_random.safetensors (whisper-tiny shapes, random), vae/taehv_random.safetensors
 (ComfyUI's own TAEHV architecture, which its VAELoader detects as a 16-channel HunyuanVideo-latent VAE),
-avatar_conditioning/smoke_random.safetensors (random text states; the real text encoders are 8B and
+avatar_conditioning/smoke_random.safetensors (random text states in the official layout; the real text encoders are 8B and
 cannot be made tiny); under INPUT/: smoke_face.png and smoke_speech.wav. Needs ComfyUI importable (for TAEHV).
 """
 
@@ -96,12 +96,16 @@ def whisper_tiny_state(d: int = 384, layers: int = 4, ffn: int = 1536, mels: int
 
 
 def write_text_conditioning(path: Path, config) -> None:
-    """Random positive/negative text states of `config`'s widths, in Avatar Save Conditioning's file layout."""
+    """Random positive/negative text states of `config`'s widths, in Avatar Save Conditioning's file layout
+    (the official 831 positions with the positional mask of a 30-token prompt)."""
+    saved_text = _pack()("hyavatar_pack.avatar_core.conditioning.saved_text")
     path.parent.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(0)
-    save_file({f"{p}.{k}": torch.randn(*shape, generator=g) for p in ("pos", "neg")
-               for k, shape in (("states", (1, 600, config.text_dim)), ("pooled", (1, config.text_pooled_dim)))},
-              str(path))
+    mask = torch.cat([torch.ones(1, 30), torch.zeros(1, 226), torch.ones(1, 575)], dim=1).long()
+    prompts = [(torch.randn(1, 831, config.text_dim, generator=g), mask, torch.randn(1, config.text_pooled_dim,
+                                                                                      generator=g)) for _ in range(2)]
+    tensors, metadata = saved_text.pack(*prompts)
+    save_file(tensors, str(path), metadata=metadata)
 
 
 def write_inputs(input_dir: Path, seconds: float = 1.2) -> dict[str, str]:

@@ -13,7 +13,7 @@ import torch
 
 from avatar_core.conditioning.audio import CharacterAudio, encode_audio, encode_character_audio, window_features
 from avatar_core.conditioning.waveform import to_mono_16k
-from avatar_core.parity_common import load_fixture
+from avatar_core.parity.common import load_fixture
 
 FIXTURES = Path("/work/shared/fixtures/parity")
 

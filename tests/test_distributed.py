@@ -27,6 +27,7 @@ from avatar_core.distributed import (
     sample_on_rank,
 )
 from avatar_core.loading import build_random_transformer
+from avatar_core.parity.sampling import latent_check
 from avatar_core.sampling import (
     AvatarConditioning,
     DeepCacheConfig,
@@ -37,7 +38,6 @@ from avatar_core.sampling import (
     plan_clip,
     sample_avatar,
 )
-from avatar_core.sampling_parity import latent_check
 
 CFG = AvatarConfig(hidden_size=64, num_heads=4, depth_double=2, depth_single=2, rope_dims=(4, 6, 6), text_dim=32,
                    text_pooled_dim=16, audio_proj_dim=16, adapter_dim=32, adapter_after_double=(0, 1))

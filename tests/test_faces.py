@@ -15,8 +15,8 @@ from avatar_core.conditioning.faces import (
     face_mask_for_model,
     find_insightface_detector,
 )
-from avatar_core.conditioning_parity import checks
-from avatar_core.parity_common import load_fixture
+from avatar_core.parity.common import load_fixture
+from avatar_core.parity.conditioning import checks
 
 FIXTURES = Path("/work/shared/fixtures/parity")
 

@@ -12,7 +12,7 @@ from avatar_core.config import AvatarConfig
 from avatar_core.loading import build_random_transformer
 from avatar_core.manifest import manifest_lines
 from avatar_core.model.audio import AudioAdapter
-from avatar_core.parity import forward_checks, load_fixture_model
+from avatar_core.parity.transformer import forward_checks, load_fixture_model
 
 SHARED = Path(os.environ.get("HYAVATAR_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 FIXTURES = SHARED / "fixtures" / "parity"

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-import avatar_core.sampling_parity as sp
+import avatar_core.parity.sampling as sp
 from avatar_core.sampling import (
     AvatarConditioning,
     DeepCacheConfig,

@@ -15,8 +15,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-import avatar_core.sampling_parity as sp
-from avatar_core.parity import load_fixture_model
+import avatar_core.parity.sampling as sp
+from avatar_core.parity.transformer import load_fixture_model
 from avatar_core.sampling import (
     AvatarConditioning,
     DeepCacheConfig,

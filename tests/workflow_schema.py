@@ -11,7 +11,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 IO_TYPES = {"Int": "INT", "Float": "FLOAT", "String": "STRING", "Boolean": "BOOLEAN", "Combo": "COMBO",
             "Image": "IMAGE", "Mask": "MASK", "Audio": "AUDIO", "Vae": "VAE", "Clip": "CLIP",
-            "ClipVisionOutput": "CLIP_VISION_OUTPUT", "Conditioning": "CONDITIONING", "Latent": "LATENT"}
+            "ClipVision": "CLIP_VISION", "ClipVisionOutput": "CLIP_VISION_OUTPUT", "Conditioning": "CONDITIONING",
+            "Latent": "LATENT"}
 WIDGETS = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
 

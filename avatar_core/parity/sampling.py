@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,8 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
-from avatar_core.conditioning.audio import window_features
-from avatar_core.parity_common import CheckResult, compare, load_fixture
-from avatar_core.sampling import (
+from ..conditioning.audio import window_features
+from ..sampling import (
     AvatarConditioning,
     DeepCacheConfig,
     GuidanceConfig,
@@ -33,6 +31,7 @@ from avatar_core.sampling import (
     sample_avatar,
     step_guidance,
 )
+from .common import CheckResult, compare, load_fixture
 
 _SCHED_KEY = re.compile(r"^sched_shift(\d+(?:p\d+)?)_steps(\d+)\.(sigmas|timesteps)$")
 
@@ -232,11 +231,3 @@ def checks(fixture_dir: Path, model: Any = None) -> list[CheckResult]:
             out += end_to_end_checks(path.stem, meta, tensors, common, model)
     return out
 
-
-if __name__ == "__main__":  # replay-only run: `python -m avatar_core.parity DIR` adds the end-to-end model runs
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m avatar_core.sampling_parity FIXTURE_DIR")
-    results = checks(Path(sys.argv[1]))
-    for r in results:
-        print(r.line())
-    sys.exit(0 if all(r.ok for r in results) else 1)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from avatar_core.conditioning.audio import window_features
-from avatar_core.conditioning.faces import FaceBox, box_mask, to_latent
-from avatar_core.parity_common import CheckResult, compare, load_fixture
+from ..conditioning.audio import window_features
+from ..conditioning.faces import FaceBox, box_mask, to_latent
+from .common import CheckResult, compare, load_fixture
 
 _AUDIO_KEY = re.compile(r"^audio_prompts_fps(\d+)p(\d+)_nf(\d+)$")
 _PIXEL_KEY = re.compile(r"^facemask_pixel_bbox_(\d+)_(\d+)_(\d+)_(\d+)_area(\d+(?:p\d+)?)$")

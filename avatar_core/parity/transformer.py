@@ -1,29 +1,57 @@
-"""`python -m avatar_core.parity DIR`: check this implementation against official-code fixtures.
-
-DIR has the layout of shared/fixtures/parity (any tiny sizes): `tiny_config.json`, `tiny_weights.safetensors`,
-`fwd_*.safetensors` forward cases, `preproc.safetensors`, `sampler_*.safetensors` (+ .json). Every check
-found is run and printed as one line; the exit code is 1 if any check is outside tolerance.
-"""
+"""Transformer forward parity (``fwd_*.safetensors`` of shared/fixtures/parity) and the fixture config reader."""
 
 from __future__ import annotations
 
-import argparse
+import json
 import re
-import sys
 from pathlib import Path
 
 import torch
 
-from .config import AvatarConfig
-from .loading import load_transformer
-from .model import AvatarTransformer
-from .parity_common import CheckResult, compare, load_fixture
+from ..config import AvatarConfig
+from ..loading import load_transformer
+from ..model import AvatarTransformer
+from .common import CheckResult, compare, load_fixture
 
 FWD_ATOL = FWD_RTOL = 1e-4   # README tolerance for forward outputs (fp32, different op order)
 
 
+def config_from_fixture(path: str | Path) -> AvatarConfig:
+    """Read a parity fixture's `tiny_config.json` (the official constructor arguments)."""
+    raw = json.loads(Path(path).read_text())
+    ctor, args = raw["constructor"], raw.get("args", {})
+    rebuilt = raw.get("audio_modules_rebuilt_with_official_classes", {})
+    dim_head = _parse_int_kwarg(rebuilt.get("audio_adapter_blocks", ""), "dim_head")
+    inter = _parse_int_kwarg(rebuilt.get("audio_proj", ""), "intermediate_dim")
+    kw = dict(
+        in_channels=ctor["in_channels"], out_channels=ctor["out_channels"], hidden_size=ctor["hidden_size"],
+        num_heads=ctor["num_heads"], mlp_ratio=float(ctor["mlp_width_ratio"]),
+        depth_double=ctor["depth_double_blocks"], depth_single=ctor["depth_single_blocks"],
+        patch_size=tuple(ctor["patch_size"]), rope_dims=tuple(ctor["rope_dim_list"]),
+        qkv_bias=ctor.get("qkv_bias", True), text_dim=args.get("text_states_dim", 4096),
+        text_pooled_dim=args.get("text_states_dim_2", 768), rope_theta=float(args.get("rope_theta", 256)),
+    )
+    if dim_head:
+        kw["adapter_dim"] = dim_head
+    if inter:
+        kw["audio_proj_dim"] = inter
+    if "double_stream_list" in raw:
+        kw["adapter_after_double"] = tuple(raw["double_stream_list"])
+    return AvatarConfig(**kw)
+
+
+def _parse_int_kwarg(text: str, name: str) -> int | None:
+    """Pull `name=123` out of a constructor string such as 'PerceiverAttentionCA(dim=64, dim_head=32)'."""
+    key = name + "="
+    if key not in text:
+        return None
+    tail = text.split(key, 1)[1]
+    digits = "".join(ch for ch in tail.split(",")[0].split(")")[0] if ch.isdigit())
+    return int(digits) if digits else None
+
+
 def load_fixture_model(fixture_dir: Path) -> AvatarTransformer:
-    cfg = AvatarConfig.from_fixture_json(fixture_dir / "tiny_config.json")
+    cfg = config_from_fixture(fixture_dir / "tiny_config.json")
     return load_transformer(fixture_dir / "tiny_weights.safetensors", config=cfg, dtype=torch.float32)
 
 
@@ -60,7 +88,7 @@ def forward_checks(model: AvatarTransformer, path: Path) -> list[CheckResult]:
 
 
 def _guided_checks(case: str, out: torch.Tensor, f: dict[str, torch.Tensor]) -> list[CheckResult]:
-    from .sampling.guidance import combine, step_guidance
+    from ..sampling.guidance import combine, step_guidance
     results = []
     for key in f:
         m = re.fullmatch(r"out\.guided_x_step_idx_(\d+)", key)
@@ -70,43 +98,13 @@ def _guided_checks(case: str, out: torch.Tensor, f: dict[str, torch.Tensor]) -> 
     return results
 
 
-def run_all(fixture_dir: Path) -> list[CheckResult]:
+def checks(fixture_dir: Path) -> list[CheckResult]:
+    """Every check of a shared/fixtures/parity-style folder: forward, conditioning pre-processing, sampler."""
+    from . import conditioning, sampling
     model = load_fixture_model(fixture_dir)
     results: list[CheckResult] = []
     for path in sorted(fixture_dir.glob("fwd_*.safetensors")):
         results += forward_checks(model, path)
-    results += _optional_checks("avatar_core.conditioning_parity", fixture_dir)
-    results += _optional_checks("avatar_core.sampling_parity", fixture_dir, model=model)
+    results += conditioning.checks(fixture_dir)
+    results += sampling.checks(fixture_dir, model=model)
     return results
-
-
-def _optional_checks(module: str, fixture_dir: Path, model: AvatarTransformer | None = None) -> list[CheckResult]:
-    import importlib
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name != module:
-            raise
-        return [CheckResult(f"{module}: not available", 0.0, 0.0, False, "module missing")]
-    return mod.checks(fixture_dir, model=model) if model is not None else mod.checks(fixture_dir)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Check avatar_core against official-code parity fixtures.")
-    ap.add_argument("fixture_dir", type=Path)
-    args = ap.parse_args(argv)
-    if not (args.fixture_dir / "tiny_config.json").is_file():
-        print(f"{args.fixture_dir}: no tiny_config.json (not a parity fixture folder)", file=sys.stderr)
-        return 2
-    # Fixture models are tiny: thread start-up costs more than the math (10x slower on a busy 2-core box).
-    torch.set_num_threads(1)
-    results = run_all(args.fixture_dir)
-    for r in results:
-        print(r.line())
-    failed = [r for r in results if not r.ok]
-    print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
-    return 1 if failed or not results else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

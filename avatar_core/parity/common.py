@@ -18,9 +18,10 @@ class CheckResult:
     max_rel: float
     ok: bool
     detail: str = ""
+    skipped: bool = False  # not checked (a missing optional tool); ok stays True, the line says why
 
     def line(self) -> str:
-        status = "ok  " if self.ok else "FAIL"
+        status = "SKIP" if self.skipped else "ok  " if self.ok else "FAIL"
         extra = f"  {self.detail}" if self.detail else ""
         return f"{status} {self.name:<60s} max_abs={self.max_abs:.3e} max_rel={self.max_rel:.3e}{extra}"
 
@@ -35,6 +36,19 @@ def compare(name: str, got: torch.Tensor, ref: torch.Tensor, atol: float = 1e-4,
     max_rel = float((diff / ref.abs().clamp_min(1e-12)).max()) if diff.numel() else 0.0
     ok = bool((diff <= atol + rtol * ref.abs()).all())
     return CheckResult(name, max_abs, max_rel, ok)
+
+
+def exact(name: str, got: torch.Tensor, ref: torch.Tensor) -> CheckResult:
+    """Bitwise equality (token ids, masks, pixel values)."""
+    if got.shape != ref.shape:
+        return CheckResult(name, float("inf"), float("inf"), False, f"shape {tuple(got.shape)} != {tuple(ref.shape)}")
+    diff = (got.double() - ref.double()).abs()
+    max_abs = float(diff.max()) if diff.numel() else 0.0
+    return CheckResult(name, max_abs, 0.0, bool(torch.equal(got, ref)), "exact")
+
+
+def skip(name: str, why: str) -> CheckResult:
+    return CheckResult(name, 0.0, 0.0, True, f"skipped: {why}", skipped=True)
 
 
 def load_fixture(path: Path) -> dict[str, torch.Tensor]:

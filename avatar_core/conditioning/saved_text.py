@@ -1,0 +1,78 @@
+"""Saved text conditioning (Avatar Save / Load Conditioning): file layout, version check, never overwriting.
+
+Version 2 holds the official layout: per prompt `states` [1, 831, D] (pad states included), `mask` [1, 831],
+`pooled` [1, D2]. Version-1 files (before the official text path) held unpadded states without the pad
+positions' LLM states, which cannot be rebuilt from the file: they are refused with the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save
+
+from .text import check_official_conditioning
+
+FORMAT, VERSION = "hyavatar-conditioning", "2"
+Prompt = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # states [1, 831, D], mask [1, 831], pooled [1, D2]
+
+
+def pack(positive: Prompt, negative: Prompt) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    tensors = {}
+    for side, (states, mask, pooled) in (("pos", positive), ("neg", negative)):
+        check_official_conditioning(states, mask, "positive" if side == "pos" else "negative")
+        tensors |= {f"{side}.states": states, f"{side}.mask": mask.long(), f"{side}.pooled": pooled}
+    tensors = {k: v.detach().cpu().clone() for k, v in tensors.items()}  # own, contiguous memory per key
+    return tensors, {"format": FORMAT, "version": VERSION, "text_layout": "official-831"}
+
+
+def next_free_path(folder: str | Path, name: str) -> Path:
+    """`<folder>/<name>_NNNNN.safetensors` one above the highest number there (ComfyUI's savers' naming)."""
+    pattern = re.compile(re.escape(name) + r"_(\d{5,})\.safetensors$")
+    taken = [int(m.group(1)) for f in os.listdir(folder) if (m := pattern.match(f))]
+    return Path(folder) / f"{name}_{max(taken, default=0) + 1:05d}.safetensors"
+
+
+def write_new(folder: str | Path, name: str, positive: Prompt, negative: Prompt) -> Path:
+    """Write a new numbered file; never replaces an existing one (exclusive create, next number on a race)."""
+    tensors, metadata = pack(positive, negative)
+    data = save(tensors, metadata=metadata)
+    os.makedirs(folder, exist_ok=True)
+    for _ in range(100):
+        path = next_free_path(folder, name)
+        try:
+            with open(path, "xb") as f:
+                f.write(data)
+            return path
+        except FileExistsError:
+            continue  # another save took this number between the listing and the open
+    raise FileExistsError(f"could not find a free file name for {name} in {folder}")
+
+
+def read(path: str | Path) -> tuple[Prompt, Prompt]:
+    """(positive, negative) from a file written by `write_new`; older or foreign files raise with the fix."""
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    name = Path(path).name
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{name} is not an Avatar conditioning file (made by 'Avatar Save Conditioning'): "
+                         "choose another file, or encode the prompt with Avatar Text Encode.")
+    if meta.get("version") != VERSION:
+        raise ValueError(
+            f"{name} was saved by an older version of this pack (format version {meta.get('version', '1')}): "
+            "its text states lack the official pad states and cannot be upgraded exactly. Re-encode the prompt "
+            "with Avatar Text Encode and save it again with Avatar Save Conditioning.")
+    out = []
+    for side in ("pos", "neg"):
+        keys = [f"{side}.states", f"{side}.mask", f"{side}.pooled"]
+        if not set(keys) <= set(tensors):
+            raise ValueError(f"{name} is incomplete (missing {sorted(set(keys) - set(tensors))}): save it again.")
+        states, mask, pooled = (tensors[k] for k in keys)
+        check_official_conditioning(states, mask, f"{name} ({side})")
+        out.append((states, mask, pooled))
+    return out[0], out[1]
