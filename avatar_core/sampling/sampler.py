@@ -1,9 +1,11 @@
-"""The avatar sampling loop: flow-matching Euler + official dynamic CFG + deep cache + ring windows.
+"""The avatar sampling loop: flow-matching solver + official dynamic CFG + deep cache + ring windows.
 
 The model is reached through ``denoise``, any callable with the AvatarTransformer call signature
-(docs/ARCHITECTURE.md): the real model, a wrapper that adds autocast / offload, or a replay of recorded
-outputs in tests. It always runs on ONE window of ``window`` latent frames, so memory does not grow with
-the clip beyond the ring latents (and, with deep cache, the per-frame cached tokens).
+(docs/ARCHITECTURE.md): the model bound to its run options (``runner.LocalRunner.denoiser``), a
+parallel wrapper, or a replay of recorded outputs in tests. It always runs on ONE window of ``window``
+latent frames, so memory does not grow with the clip beyond the ring latents (and, with deep cache, the
+per-frame cached tokens). The sampler owns the run's caches: the deep cache and the opt-in step cache.
+One step = per window: model call -> CFG -> solver step; then the windows are fused (``windows.fuse``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import torch
 
 from .deepcache import DeepCacheConfig, FrameTokenCache, cached_steps
 from .guidance import GuidanceConfig, StepGuidance, combine, step_guidance
-from .schedule import OFFICIAL_SHIFT, FlowSchedule, euler_step, flow_schedule
+from .schedule import OFFICIAL_SHIFT, SOLVERS, FlowSchedule, flow_schedule, solver_step
+from .stepcache import StepCache, StepCacheConfig, StepCacheStats
 from .windows import (
     ClipPlan,
     WindowConfig,
@@ -70,8 +73,9 @@ class AvatarConditioning:
     """Everything the model is conditioned on, for the whole clip.
 
     ``audio`` holds one row of whisper windows per VIDEO frame, as produced by the audio encoder
-    (``[B, F, 10, 5, 384]`` for one character, ``[B, N, F, 10, 5, 384]`` for N); the sampler applies
-    the official padding. ``face_mask`` is ``[B, N, Tm, H, W]`` at latent resolution, Tm = 1 or one mask
+    (``[B, N, F, 10, 5, 384]`` for N characters; the official 5-D ``[B, F, 10, 5, 384]`` of one character
+    is accepted too and passed on as it is, the model adds the axis); the sampler applies the official
+    padding. ``face_mask`` is ``[B, N, Tm, H, W]`` at latent resolution, Tm = 1 or one mask
     per latent frame of the clip. ``emotion`` is passed unchanged to every call (both CFG halves).
     """
 
@@ -107,6 +111,13 @@ class SamplerConfig:
     # Run the uncond and cond halves as two batch-B calls (less activation memory, same result up to
     # batching round-off); the official pipeline does this with CPU offload and large frames.
     split_cfg: bool = False
+    # Opt-in first-block step cache (stepcache.py); None: off (the official result).
+    step_cache: StepCacheConfig | None = None
+    solver: str = "euler"  # a key of schedule.SOLVERS: how one window moves from sigma[i] to sigma[i + 1]
+
+    def __post_init__(self) -> None:
+        if self.solver not in SOLVERS:
+            raise ValueError(f"unknown solver {self.solver!r}; choose one of {sorted(SOLVERS)}")
 
 
 @dataclass(frozen=True)
@@ -137,6 +148,7 @@ class SampleResult:
     latents: torch.Tensor  # [B, C, video_frames, H, W] what goes to the VAE decoder
     ring_latents: torch.Tensor  # [B, C, ring_frames, H, W] the whole denoised ring
     plan: ClipPlan
+    step_cache: StepCacheStats | None = None  # what the step cache did (None: it was off)
 
 
 def initial_noise(plan: ClipPlan, like: torch.Tensor, seed: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -210,6 +222,7 @@ class _Run:
     callbacks: SamplerCallbacks
     calls_done: int = 0
     parallel: StepParallel | None = None
+    step_cache: StepCache | None = None
 
     @property
     def calls_total(self) -> int:
@@ -241,20 +254,21 @@ def _call_model(run: _Run, x: torch.Tensor, step: int, step_in: dict[str, Any], 
 
 
 def _stream(run: _Run, key: Any):
-    """The model's opt-in step cache keeps one history per window (and CFG half): they must not mix."""
-    cache = getattr(run.denoise, "step_cache", None)
-    return cache.stream(key) if cache is not None else contextlib.nullcontext()
+    """The opt-in step cache keeps one history per window (and CFG half): they must not mix."""
+    return run.step_cache.stream(key) if run.step_cache is not None else contextlib.nullcontext()
 
 
 def _invoke(run: _Run, x2: torch.Tensor, t: torch.Tensor, kwargs: dict[str, Any], window: int) -> Any:
     """Call the model on the CFG batch, at once or (``split_cfg``) one half at a time."""
+    if run.step_cache is not None:
+        kwargs = dict(kwargs, step_cache=run.step_cache)
     if not run.config.split_cfg:
         with _stream(run, window):
             return run.denoise(x2, t, **kwargs)
     b = x2.shape[0] // 2
     halves = []
     for half, part in enumerate((slice(0, b), slice(b, None))):
-        sliced = {k: v[part] if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+        sliced = {k: v[part] if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}  # (step_cache too)
         with _stream(run, (window, half)):
             halves.append(run.denoise(x2[part], t[part], **sliced))
     if kwargs["return_cache"]:
@@ -267,7 +281,6 @@ def _denoise_step(run: _Run, step: int, latents: torch.Tensor, shift: int) -> to
     plan, cb = run.plan, run.callbacks
     guide = step_guidance(step, run.schedule.steps, run.config.guidance)
     step_in = _step_inputs(run.cond, guide)
-    dt = run.schedule.dt(step)
     total, count = new_accumulator(latents)  # [B, C, ring, H, W], [ring]
     starts = window_starts(plan.ring_frames, plan.window, shift)
     for k, start in enumerate(starts):
@@ -279,7 +292,7 @@ def _denoise_step(run: _Run, step: int, latents: torch.Tensor, shift: int) -> to
         frames = window_frames(start, plan.window, plan.ring_frames)
         x = latents[:, :, frames]  # [B, C, W, H, W] (a copy)
         noise_pred = _call_model(run, x, step, step_in, guide, frames, start, k)
-        new = euler_step(x, combine(noise_pred, guide.scale), dt)
+        new = solver_step(run.config.solver, x, combine(noise_pred, guide.scale), run.schedule, step)
         if run.config.window_dtype is not None:
             new = new.to(run.config.window_dtype)
         accumulate(total, count, frames, new)
@@ -311,12 +324,9 @@ def sample_avatar(denoise: Denoiser, cond: AvatarConditioning, config: SamplerCo
 
     ``noise`` overrides the seeded draw (same layout as :func:`initial_noise`). Raises
     :class:`SamplingCancelled` when ``callbacks.should_cancel`` returns True (checked before every call).
-    ``denoise`` may also be a whole-clip sampler (``avatar_core.distributed`` worker pools): an object with
-    a ``sample_avatar`` method, which then runs the clip. ``parallel``: see :class:`StepParallel`.
+    ``parallel``: see :class:`StepParallel`. A whole clip on a pool of workers: ``runner.Runner.sample``.
     """
     config = config or SamplerConfig()
-    if hasattr(denoise, "sample_avatar"):
-        return denoise.sample_avatar(cond, config, noise=noise, callbacks=callbacks)
     plan = plan_clip(cond.audio.shape[cond.audio_frame_dim], config.windows)
     check_conditioning(cond, plan.window)
     schedule = flow_schedule(config.steps, config.shift)
@@ -326,10 +336,9 @@ def sample_avatar(denoise: Denoiser, cond: AvatarConditioning, config: SamplerCo
         cache=(parallel.new_cache if parallel else FrameTokenCache)(plan.ring_frames, config.cache_device)
         if cached else None,
         callbacks=callbacks or SamplerCallbacks(), parallel=parallel,
+        step_cache=None if config.step_cache is None else StepCache(config.step_cache),
     )
     latents = _prepare_noise(noise, plan, cond, config.seed)  # [B, C, ring, H, W]
-    if getattr(denoise, "step_cache", None) is not None:
-        denoise.step_cache.reset()  # histories of an earlier run must not leak into this one
     shift = 0
     with torch.no_grad():
         for step in range(schedule.steps):
@@ -337,4 +346,5 @@ def sample_avatar(denoise: Denoiser, cond: AvatarConditioning, config: SamplerCo
             shift = next_shift(shift, plan.offset, plan.window)
             if run.callbacks.on_preview is not None:
                 run.callbacks.on_preview(step, latents[:, :, : plan.video_frames])
-    return SampleResult(latents=latents[:, :, : plan.video_frames], ring_latents=latents, plan=plan)
+    return SampleResult(latents=latents[:, :, : plan.video_frames], ring_latents=latents, plan=plan,
+                        step_cache=None if run.step_cache is None else run.step_cache.stats())
