@@ -40,6 +40,7 @@ class RunnerInfo:
     emotion: bool               # an Audio Emotion Module is loaded (an emotion input has an effect)
     offload: str                # one of OFFLOAD_MODES
     weight_format: str          # a key of WEIGHT_FORMATS
+    attention: str = "sdpa"     # the attention kernel that runs (after a fallback to SDPA, if any)
     gpus: int = 1               # processes (GPUs) that sample
     swapped_blocks: int = 0     # blocks streamed from CPU memory (per process)
 
@@ -92,9 +93,10 @@ class RunChoices:
             swap = BlockSwap(model, device, resident=1, blocks=self.swap_blocks if self.offload == "block_swap" else None)
         if self.compile:
             compile_blocks(model)
+        options = self.run_options()
         info = RunnerInfo(emotion=model.aem is not None, offload=self.offload, weight_format=self.weight_format,
-                          swapped_blocks=0 if swap is None else len(swap.swapped))
-        return LocalRunner(model, self.run_options(), info, swap)
+                          attention=options.attention, swapped_blocks=0 if swap is None else len(swap.swapped))
+        return LocalRunner(model, options, info, swap)
 
 
 @dataclass(frozen=True, kw_only=True)

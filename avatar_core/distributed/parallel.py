@@ -31,7 +31,7 @@ import torch.distributed as dist
 from ..model.options import RunOptions
 from ..sampling.deepcache import FrameTokenCache
 from ..sampling.sampler import AvatarConditioning, SamplerCallbacks, SamplerConfig, SampleResult, sample_avatar
-from ..sampling.stepcache import ReducedStepCache
+from ..sampling.stepcache import ReducedStepCache, StepCacheStats
 from .group import ParallelConfig, ParallelGroups
 from .ulysses import SequenceParallel
 
@@ -173,4 +173,14 @@ def sample_on_rank(model: Callable[..., Any], groups: ParallelGroups, cond: Avat
         denoise = CFGParallel(denoise, groups.cfg_group, groups.coords[0])
         config = replace(config, split_cfg=False)
     parallel = WindowParallel(groups.window_group, device) if groups.config.window > 1 else None
-    return sample_avatar(denoise, cond, config, noise=noise, callbacks=callbacks, parallel=parallel)
+    result = sample_avatar(denoise, cond, config, noise=noise, callbacks=callbacks, parallel=parallel)
+    if result.step_cache is not None and parallel is not None:  # each window rank counted its own windows
+        result = replace(result, step_cache=_whole_run_stats(result.step_cache, groups.window_group))
+    return result
+
+
+def _whole_run_stats(stats: StepCacheStats, group: Any) -> StepCacheStats:
+    parts: list[Any] = [None] * dist.get_world_size(group)
+    dist.all_gather_object(parts, stats, group=group)
+    return StepCacheStats(sum(p.calls for p in parts), sum(p.skipped for p in parts),
+                          sum(p.histories for p in parts), tuple(c for p in parts for c in p.changes))
