@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from ..avatar_core.conditioning.image import official_video_size as official_size  # noqa: F401 (node API)
 
-# Official prompt handling (reference/official_implementation.md §6).
+# Official prompt handling: the prefix and suffix the official pipeline puts around the user's prompt.
 PROMPT_PREFIX = "Authentic, Realistic, Natural, High-quality, Lens-Fixed, "
 PERSON_SUFFIX = "\nThe person looks like<image>"
 NEGATIVE_PROMPT = ("Aerial view, aerial view, overexposed, low quality, deformation, a poor composition, bad hands, "
