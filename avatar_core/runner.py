@@ -126,7 +126,8 @@ class RandomSpec(RunChoices):
         from .loading import build_random_transformer
         from .model.fp8 import enable_fp8_
         dtype, fp8, fast = WEIGHT_FORMATS[self.weight_format]
-        model = build_random_transformer(self.config, dtype=dtype, device="cpu", seed=self.seed)
+        at = "cpu" if self.offload != "none" else str(load_device or device)  # (a CUDA generator on a GPU)
+        model = build_random_transformer(self.config, dtype=dtype, device=at, seed=self.seed)
         if fp8 == "quantize":
             enable_fp8_(model, fast=fast)
         return self.finish(model, device, load_device)

@@ -10,7 +10,6 @@ Each case also shows that its input changed something, so the equality is not va
 
 from __future__ import annotations
 
-import socket
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from avatar_core.config import AvatarConfig
 from avatar_core.distributed import ParallelConfig, WorkerPool, build_groups, check_step_cache, sample_on_rank
 from avatar_core.distributed.pool import PooledRunner
 from avatar_core.loading import build_random_transformer, init_random_, save_emotion_module, save_transformer
@@ -30,9 +28,8 @@ from avatar_core.sampling import AvatarConditioning, DeepCacheConfig, GuidanceCo
 from avatar_core.sampling.stepcache import StepCacheConfig
 from avatar_core.sampling.windows import WindowConfig
 from avatar_core.sampling_parity import latent_check
+from tests.test_distributed import CFG, _port
 
-CFG = AvatarConfig(hidden_size=64, num_heads=4, depth_double=2, depth_single=2, rope_dims=(4, 6, 6), text_dim=32,
-                   text_pooled_dim=16, audio_proj_dim=16, adapter_dim=32, adapter_after_double=(0, 1))
 BASE = SamplerConfig(steps=2, seed=3, deep_cache=DeepCacheConfig(enabled=False))
 CFG2, WINDOW2 = ParallelConfig(cfg=2), ParallelConfig(window=2)
 
@@ -114,12 +111,6 @@ def _rank_main(rank: int, init: str, files: dict[str, str], out: str) -> None:
     results = {name: _run_case(runners[case[0]], name, groups[case[1]]) for name, case in SAMPLER.items()}
     torch.save(results, Path(out) / f"rank{rank}.pt")
     dist.destroy_process_group()
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
