@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 
 from ..model.options import RunOptions
+from ..sampling.calls import ModelCall
 from ..sampling.deepcache import FrameTokenCache
 from ..sampling.sampler import AvatarConditioning, SamplerCallbacks, SamplerConfig, SampleResult, sample_avatar
 from ..sampling.stepcache import ReducedStepCache, StepCacheStats
@@ -48,10 +49,10 @@ class CFGParallel:
         b = x.shape[0] // 2
         part = slice(self.half * b, (self.half + 1) * b)
         # cached_tokens come from this rank's own cache: already one half.
-        mine = {k: v[part] if isinstance(v, torch.Tensor) and k != "cached_tokens" else v for k, v in kwargs.items()}
-        if kwargs.get("step_cache") is not None:  # decide on the whole call, as one process would
-            mine["step_cache"] = ReducedStepCache(kwargs["step_cache"], self._sum)
-        res = self.denoise(x[part], t[part], **mine)
+        mine = ModelCall.from_kwargs(kwargs).half(self.half, cache_is_half=True)
+        if mine.step_cache is not None:  # decide on the whole call, as one process would
+            mine = replace(mine, step_cache=ReducedStepCache(mine.step_cache, self._sum))
+        res = self.denoise(x[part], t[part], **mine.kwargs())
         out, tokens = res if kwargs.get("return_cache") else (res, None)
         parts = [torch.empty_like(out) for _ in range(2)]
         dist.all_gather(parts, out.contiguous(), group=self.group)

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import torch
 
+from .calls import ModelCall
 from .deepcache import DeepCacheConfig, FrameTokenCache, cached_steps
 from .guidance import GuidanceConfig, StepGuidance, combine, step_guidance
 from .schedule import OFFICIAL_SHIFT, SOLVERS, FlowSchedule, flow_schedule, solver_step
@@ -191,21 +192,21 @@ def _face_mask_for(cond: AvatarConditioning, frames: list[int]) -> torch.Tensor:
     return fm.index_select(2, idx)
 
 
-def _step_inputs(cond: AvatarConditioning, guide: StepGuidance) -> dict[str, Any]:
+def _step_inputs(cond: AvatarConditioning, guide: StepGuidance) -> ModelCall:
     """CFG-batch inputs ``[uncond, cond]`` that are the same for every window of a step."""
     uncond_text = cond.negative_text if guide.negative_text else cond.text
     twice = lambda x: None if x is None else torch.cat([x, x])  # noqa: E731
-    return {
-        "ref_latents": twice(cond.ref_latents),
-        "text_states": torch.cat([uncond_text.states, cond.text.states]),
-        "text_mask": torch.cat([uncond_text.mask, cond.text.mask]),
-        "text_pooled": torch.cat([uncond_text.pooled, cond.text.pooled]),
-        "motion_exp": twice(cond.motion_exp),
-        "motion_pose": twice(cond.motion_pose),
-        "fps": twice(cond.fps),
-        "emotion": twice(cond.emotion),
-        "freqs": cond.freqs,
-    }
+    return ModelCall(
+        ref_latents=twice(cond.ref_latents),
+        text_states=torch.cat([uncond_text.states, cond.text.states]),
+        text_mask=torch.cat([uncond_text.mask, cond.text.mask]),
+        text_pooled=torch.cat([uncond_text.pooled, cond.text.pooled]),
+        motion_exp=twice(cond.motion_exp),
+        motion_pose=twice(cond.motion_pose),
+        fps=twice(cond.fps),
+        emotion=twice(cond.emotion),
+        freqs=cond.freqs,
+    )
 
 
 @dataclass
@@ -229,23 +230,24 @@ class _Run:
         return self.schedule.steps * self.plan.windows_per_step
 
 
-def _call_model(run: _Run, x: torch.Tensor, step: int, step_in: dict[str, Any], guide: StepGuidance,
+def _call_model(run: _Run, x: torch.Tensor, step: int, step_in: ModelCall, guide: StepGuidance,
                 frames: list[int], start: int, window: int) -> torch.Tensor:
     """One CFG-batched model call on window ``frames`` -> noise_pred ``[2B, C, W, H, W]``."""
     cond, plan = run.cond, run.plan
     rows = window_audio_rows(start, plan.window, plan.audio_ring_rows)
     audio = gather_audio(cond.audio, rows, cond.audio_frame_dim)  # [B, (N,) 4W-3, 10, 5, 384]
     mask = _face_mask_for(cond, frames) * guide.mask_scale  # [B, N, Tm, H, W]
-    kwargs = dict(step_in, audio=torch.cat([torch.zeros_like(audio), audio]), face_mask=torch.cat([mask, mask]))
+    call = replace(step_in, audio=torch.cat([torch.zeros_like(audio), audio]), face_mask=torch.cat([mask, mask]),
+                   step_cache=run.step_cache)
     x2 = torch.cat([x, x])  # [2B, C, W, H, W]  (uncond, cond)
     t = run.schedule.timesteps[step].to(x.device).repeat(x2.shape[0])  # [2B]
     if step in run.cached:
         tokens = run.cache.assemble(frames, x.device)  # type: ignore[union-attr]
-        return _invoke(run, x2, t, dict(kwargs, cached_tokens=tokens, return_cache=False), window)
+        return _invoke(run, x2, t, replace(call, cached_tokens=tokens), window)
     if run.cache is None:
-        return _invoke(run, x2, t, dict(kwargs, cached_tokens=None, return_cache=False), window)
-    out, tokens = _invoke(run, x2, t, dict(kwargs, cached_tokens=None, return_cache=True), window)
-    text_len = step_in["text_states"].shape[1]
+        return _invoke(run, x2, t, call, window)
+    out, tokens = _invoke(run, x2, t, replace(call, return_cache=True), window)
+    text_len = step_in.text_states.shape[1]
     per_frame, rest = divmod(tokens.shape[1] - text_len, plan.window + 1)  # tokens = ref + W frames + text
     if rest:
         raise RuntimeError(f"cache tokens {tuple(tokens.shape)} do not split into ref + {plan.window} frames + text")
@@ -258,20 +260,17 @@ def _stream(run: _Run, key: Any):
     return run.step_cache.stream(key) if run.step_cache is not None else contextlib.nullcontext()
 
 
-def _invoke(run: _Run, x2: torch.Tensor, t: torch.Tensor, kwargs: dict[str, Any], window: int) -> Any:
+def _invoke(run: _Run, x2: torch.Tensor, t: torch.Tensor, call: ModelCall, window: int) -> Any:
     """Call the model on the CFG batch, at once or (``split_cfg``) one half at a time."""
-    if run.step_cache is not None:
-        kwargs = dict(kwargs, step_cache=run.step_cache)
     if not run.config.split_cfg:
         with _stream(run, window):
-            return run.denoise(x2, t, **kwargs)
+            return run.denoise(x2, t, **call.kwargs())
     b = x2.shape[0] // 2
     halves = []
     for half, part in enumerate((slice(0, b), slice(b, None))):
-        sliced = {k: v[part] if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}  # (step_cache too)
         with _stream(run, (window, half)):
-            halves.append(run.denoise(x2[part], t[part], **sliced))
-    if kwargs["return_cache"]:
+            halves.append(run.denoise(x2[part], t[part], **call.half(half).kwargs()))
+    if call.return_cache:
         return torch.cat([h[0] for h in halves]), torch.cat([h[1] for h in halves])
     return torch.cat(halves)
 
