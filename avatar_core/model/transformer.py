@@ -12,7 +12,7 @@ any number of runs with different settings and nothing of a run stays on it.
 from __future__ import annotations
 
 import contextlib
-import functools
+import weakref
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -52,12 +52,18 @@ class Injection:
     frames: int                     # latent frames of the video tokens
 
 
-@functools.lru_cache(maxsize=4)
-def _rope_tables(grid: tuple[int, int, int], dims: tuple[int, int, int], theta: float,
+# RoPE tables of the last window size, per model: a memo of a pure function of (config, window size,
+# device), kept beside the model (never written onto it by a run) and freed with it.
+_ROPE_MEMO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _rope_tables(model: AvatarTransformer, grid: tuple[int, int, int],
                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """RoPE tables of one window size, built once (CPU math, then one copy to the device)."""
-    cos, sin = avatar_rope(*grid, dims, theta)
-    return cos.to(device), sin.to(device)
+    key, memo = (grid, str(device)), _ROPE_MEMO.get(model)
+    if memo is None or memo[0] != key:  # built once per window size (CPU math, then one copy)
+        cos, sin = avatar_rope(*grid, model.cfg.rope_dims, model.cfg.rope_theta)
+        memo = _ROPE_MEMO[model] = (key, (cos.to(device), sin.to(device)))
+    return memo[1]
 
 
 class AvatarTransformer(nn.Module):
@@ -106,7 +112,7 @@ class AvatarTransformer(nn.Module):
         B, _, T, H, W = x.shape
         grid = (T // cfg.patch_size[0], H // cfg.patch_size[1], W // cfg.patch_size[2])
         n_img, n_ref = grid[0] * grid[1] * grid[2], grid[1] * grid[2]
-        cos, sin = freqs if freqs is not None else _rope_tables(grid, cfg.rope_dims, cfg.rope_theta, x.device)
+        cos, sin = freqs if freqs is not None else _rope_tables(self, grid, x.device)
         n_txt = text_states.shape[1]
         n_valid = [n_txt] * B if text_mask is None else [int(v) for v in text_mask.sum(dim=1).tolist()]
         dtype = self.img_in.proj.weight.dtype
