@@ -32,6 +32,28 @@ def cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+FA3 = "tokenspeed-fa3"  # FlashAttention-3 wheel: CUDA 13, torch stable ABI, Hopper (sm_90) kernels only
+
+
+def fa3_wanted() -> bool:
+    """Optional FlashAttention-3: only for a CUDA 13 build of torch >= 2.9 on a Hopper GPU."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    major_minor = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
+    return (major_minor >= (2, 9) and str(torch.version.cuda or "").startswith("13") and torch.cuda.is_available()
+            and any(torch.cuda.get_device_capability(i)[0] == 9 for i in range(torch.cuda.device_count())))
+
+
+def install_fa3() -> None:
+    """--no-deps: it must never replace torch. Kept only if it imports with this torch (else removed)."""
+    pip_install("--no-deps", FA3)
+    if subprocess.call([sys.executable, "-c", "import torch, flash_attn_interface"]) != 0:
+        print(f"[HunyuanVideo-Avatar] {FA3} does not load with this torch; removed (attention uses PyTorch SDPA)")
+        subprocess.call([sys.executable, "-m", "pip", "uninstall", "-y", FA3])
+
+
 def pip_install(*args: str) -> None:
     subprocess.check_call([sys.executable, "-m", "pip", "install", *args])
 
@@ -47,6 +69,8 @@ def main() -> int:
         pip_install("opencv-python-headless")
     if not installed("insightface"):
         pip_install("--no-deps", "insightface")
+    if not installed(FA3) and fa3_wanted():
+        install_fa3()
     return 0
 
 

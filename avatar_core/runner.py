@@ -29,7 +29,9 @@ from .sampling.sampler import AvatarConditioning, SamplerCallbacks, SamplerConfi
 WEIGHT_FORMATS: dict[str, tuple[torch.dtype, str, bool]] = {
     "bf16": (torch.bfloat16, "dequant", False), "fp16": (torch.float16, "dequant", False),
     "fp32": (torch.float32, "dequant", False), "fp8_e4m3fn": (torch.bfloat16, "quantize", False),
-    "fp8_e4m3fn_fast": (torch.bfloat16, "quantize", True)}
+    "fp8_e4m3fn_fast": (torch.bfloat16, "quantize", True),
+    "fast": (torch.bfloat16, "quantize", True)}  # the fast preset: fp8_e4m3fn_fast + fp8 attention (FAST_ATTENTION)
+FAST_ATTENTION = "fa3_fp8"
 OFFLOAD_MODES = ("none", "block_swap", "low_memory")
 
 
@@ -57,7 +59,7 @@ class RunChoices:
     """The load choices shared by every spec (node inputs of 'Load HunyuanVideo-Avatar Model')."""
 
     weight_format: str = "bf16"
-    attention: str = "sdpa"
+    attention: str = "auto"
     emotion: str | None = None        # Audio Emotion Module weights file
     offload: str = "none"
     swap_blocks: int = 20             # with offload = block_swap: blocks streamed from CPU memory
@@ -76,7 +78,8 @@ class RunChoices:
     def run_options(self) -> RunOptions:
         chunk = self.chunk_tokens or (LOW_MEMORY_CHUNK_TOKENS if self.offload == "low_memory" else None)
         extra = {} if chunk is None else {"chunk_tokens": chunk}
-        return RunOptions(attention=self.attention, fused_kernels=not self.compile, **extra)
+        attention = FAST_ATTENTION if self.weight_format == "fast" else self.attention  # the preset's fp8 attention
+        return RunOptions(attention=attention, fused_kernels=not self.compile, **extra)
 
     def finish(self, model: AvatarTransformer, device: str | torch.device,
                load_device: str | torch.device | None = None) -> LocalRunner:

@@ -14,7 +14,7 @@ from comfy_api.latest import io
 from ..avatar_core.conditioning.faces import InsightFaceDetector
 from ..avatar_core.conditioning.whisper import load_whisper_encoder
 from ..avatar_core.distributed import MODES
-from ..avatar_core.model.attention import BACKENDS
+from ..avatar_core.model.attention import available_kernels
 from ..avatar_core.runner import OFFLOAD_MODES, WEIGHT_FORMATS, LoadSpec
 from . import distributed, paths
 from .types import AvatarModel, FaceDetector, WhisperEncoder
@@ -62,10 +62,12 @@ class AvatarModelLoader(io.ComfyNode):
                                tooltip="bf16: official precision (~26 GB). fp8_e4m3fn: block linears stored in fp8 "
                                        "(~14 GB, official fp8 scheme); an fp8 file stays fp8, a bf16 file is quantised. "
                                        "fp8_e4m3fn_fast: the same weights with fp8 matmuls (row-wise scaled, Ada/Hopper "
-                                       "GPUs; ~5% faster on an H100, small extra error)."),
-                io.Combo.Input("attention", options=list(BACKENDS), default="sdpa",
-                               tooltip="Attention kernel. sdpa works everywhere; flash_attn / sage need their package "
-                                       "and a CUDA GPU (falls back to sdpa with a warning otherwise)."),
+                                       "GPUs; ~5% faster on an H100, small extra error). fast: fp8_e4m3fn_fast plus fp8 "
+                                       "attention (FlashAttention-3 on Hopper; see the README's performance section)."),
+                io.Combo.Input("attention", options=available_kernels(), default="auto",
+                               tooltip="Attention kernel (only those that run on this machine are listed). auto: "
+                                       "FlashAttention-3 on Hopper when installed, else sdpa (works everywhere). "
+                                       "fa3_fp8 / sage are quantised (small extra error)."),
                 io.Combo.Input("emotion_weights", options=[NO_AEM] + paths.emotion_files(), default=NO_AEM,
                                optional=True,
                                tooltip="Audio Emotion Module weights (.safetensors in models/avatar_emotion) for the "

@@ -16,7 +16,7 @@ FP8 = "weight_dtype to fp8_e4m3fn (half the weight memory)"
 
 def fix(offload: str = "none", weight_format: str = "bf16") -> str:
     """What to change, for a model loaded with `offload` and `weight_format`."""
-    fp8 = [] if weight_format.startswith("fp8") else [FP8]
+    fp8 = [] if weight_format.startswith("fp8") or weight_format == "fast" else [FP8]
     if offload == "none":
         steps = ["offload to low_memory (about 8 GiB at 704x704) or block_swap", *fp8]
     elif offload == "block_swap":

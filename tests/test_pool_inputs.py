@@ -199,3 +199,10 @@ def test_a_bad_loader_input_is_named() -> None:
         LoadSpec(path="x", offload="disk")
     with pytest.raises(ValueError, match="swap_blocks"):
         LoadSpec(path="x", offload="block_swap", swap_blocks=0)
+
+
+def test_the_fast_preset_is_fp8_matmuls_plus_fp8_attention() -> None:
+    from avatar_core.model.attention import resolve_backend
+    from avatar_core.runner import WEIGHT_FORMATS
+    assert WEIGHT_FORMATS["fast"] == WEIGHT_FORMATS["fp8_e4m3fn_fast"]
+    assert LoadSpec(path="x", weight_format="fast", attention="sdpa").run_options().attention == resolve_backend("fa3_fp8")

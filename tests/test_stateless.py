@@ -71,10 +71,10 @@ def test_the_snapshot_sees_a_per_run_attribute() -> None:
     """Guard: what the old code did (settings written onto the shared model) is caught."""
     model = build_random_transformer(CFG, seed=0)
     before = snapshot(model)
-    model.step_cache = object()
-    with pytest.raises(AssertionError, match="step_cache"):
+    model.run_note = object()
+    with pytest.raises(AssertionError, match="run_note"):
         assert_unchanged(before, snapshot(model))
-    del model.step_cache
+    del model.run_note
     model.double_blocks[0].img_mlp.fc1.weight.data.mul_(2)
     with pytest.raises(AssertionError, match="fc1"):
         assert_unchanged(before, snapshot(model))
@@ -86,3 +86,5 @@ def test_the_model_has_no_run_attributes() -> None:
     for name in ("chunk_tokens", "fused_kernels", "step_cache", "attention_backend", "block_swap",
                  "sequence_parallel", "_rope_tables"):
         assert not hasattr(model, name), name
+    with pytest.raises(AttributeError, match="chunk_tokens is a per-run choice"):
+        model.chunk_tokens = 4096  # old code that wrote settings onto the model fails loudly

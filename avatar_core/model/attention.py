@@ -1,26 +1,33 @@
 """The one attention module: every attention call of the model goes through here.
 
-PyTorch SDPA is the default. Faster kernels (FlashAttention 2/3, SageAttention) are used when asked for
-and installed, falling back to SDPA with a one-line warning otherwise.
+Attention kernels are records in one registry (`KERNELS`): a name, a dense function, an optional varlen
+function, `supports(q)` (can it run on this tensor) and `available()` (is it installed and is the hardware
+there). A new kernel is one `register(...)` call. "auto" (the default) takes the first record of `AUTO`
+that supports the call: FlashAttention-3 on Hopper when its package imports, PyTorch SDPA (cuDNN on
+Hopper) otherwise. An unavailable choice falls back to "auto" with a one-line warning.
 
 The official model masks text padding with varlen segments: per sample, [video tokens + the first
-`sum(text_mask)` text tokens] form one segment and the remaining text tokens another. We reproduce that
-by slicing (no additive mask: a mask costs ~35% on an H100).
+`sum(text_mask)` text tokens] form one segment and the remaining text tokens another. Kernels with a
+varlen entry run all segments in one call (cu_seqlens); the others get one call per segment, by slicing
+(no additive mask: a mask costs ~35% on an H100).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-log = logging.getLogger(__name__)
+from . import attention_fa3 as fa3
 
-BACKENDS = ("sdpa", "flash_attn", "sage")
+log = logging.getLogger(__name__)
 _warned: set[str] = set()
+
+Dense = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]      # (B, L, H, D) x3 -> (B, L, H, D)
+Varlen = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, list[int]], torch.Tensor]  # (T, H, D) x3, cu -> (T, H, D)
 
 
 def _warn_once(msg: str) -> None:
@@ -29,20 +36,35 @@ def _warn_once(msg: str) -> None:
         log.warning(msg)
 
 
+@dataclass(frozen=True)
+class AttentionKernel:
+    name: str
+    dense: Dense
+    supports: Callable[[torch.Tensor], bool]
+    available: Callable[[], bool] = lambda: True
+    varlen: Varlen | None = None
+    exact: bool = True                       # False: quantised (fp8 / int8) arithmetic, ~1e-2 relative error
+    note: str = ""
+
+
+KERNELS: dict[str, AttentionKernel] = {}
+AUTO = ("fa3", "sdpa")                        # "auto" takes the first of these that supports the call
+
+
+def register(kernel: AttentionKernel) -> AttentionKernel:
+    KERNELS[kernel.name] = kernel
+    return kernel
+
+
 def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     # (B, L, H, D) in and out; SDPA wants heads first.
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
     return out.transpose(1, 2)
 
 
-def _flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    try:
-        from flash_attn_interface import flash_attn_func  # FlashAttention 3 (Hopper)
-        out = flash_attn_func(q, k, v)
-        return out[0] if isinstance(out, tuple) else out
-    except ImportError:
-        from flash_attn import flash_attn_func  # FlashAttention 2
-        return flash_attn_func(q, k, v)
+def _flash2(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    from flash_attn import flash_attn_func
+    return flash_attn_func(q, k, v)
 
 
 def _sage(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -50,50 +72,87 @@ def _sage(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return sageattn(q, k, v, tensor_layout="NHD")
 
 
-_KERNELS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "sdpa": _sdpa, "flash_attn": _flash, "sage": _sage,
-}
-_MODULES = {"flash_attn": ("flash_attn_interface", "flash_attn"), "sage": ("sageattention",)}
+def _half_cuda(q: torch.Tensor) -> bool:
+    return q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
 
 
-def resolve_backend(name: str) -> str:
-    """Return `name` if it can run here, else 'sdpa' (warning once)."""
+def _no_grad(q: torch.Tensor) -> bool:
+    return not (torch.is_grad_enabled() and q.requires_grad)
+
+
+register(AttentionKernel("sdpa", _sdpa, lambda q: True, note="PyTorch SDPA (cuDNN / flash on CUDA); everywhere"))
+register(AttentionKernel("fa3", fa3.dense, lambda q: fa3.supports(q) and _no_grad(q), fa3.available,
+                         varlen=fa3.varlen, note="FlashAttention-3, bf16 (Hopper, package tokenspeed-fa3)"))
+register(AttentionKernel("fa3_fp8", fa3.dense_fp8, lambda q: fa3.supports(q) and _no_grad(q), fa3.available,
+                         varlen=fa3.varlen_fp8, exact=False,
+                         note="FlashAttention-3 on e4m3 q/k/v (per-segment, per-head scales; smoothed k), bf16 out"))
+register(AttentionKernel("flash_attn", _flash2, lambda q: _half_cuda(q) and _no_grad(q),
+                         lambda: fa3.importable("flash_attn"), note="FlashAttention 2 (package flash-attn)"))
+register(AttentionKernel("sage", _sage, _half_cuda, lambda: fa3.importable("sageattention"), exact=False,
+                         note="SageAttention, 8-bit QK (package sageattention)"))
+BACKENDS = ("auto", *KERNELS)                 # every name the model accepts
+
+
+def available_kernels() -> list[str]:
+    """Names that can run on this machine, "auto" first (what the loader lists)."""
+    return ["auto"] + [name for name, kern in KERNELS.items() if kern.available()]
+
+
+def resolve_backend(name: str | None) -> str:
+    """Return `name` if it can run here, else "auto" (warning once). None means "auto"."""
+    name = name or "auto"
     if name not in BACKENDS:
         raise ValueError(f"unknown attention backend {name!r}; choose one of {BACKENDS}")
-    if name == "sdpa":
-        return name
-    if not any(importlib.util.find_spec(m) for m in _MODULES[name]):
-        _warn_once(f"attention backend {name!r} is not installed; using PyTorch SDPA instead")
-        return "sdpa"
+    if name != "auto" and not KERNELS[name].available():
+        _warn_once(f"attention backend {name!r} is not available here ({KERNELS[name].note}); using 'auto' instead")
+        return "auto"
     return name
 
 
-def _run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str) -> torch.Tensor:
-    kernel = _KERNELS[backend]
-    if backend != "sdpa" and (q.dtype not in (torch.float16, torch.bfloat16) or not q.is_cuda):
-        kernel = _sdpa  # the optional kernels are half-precision CUDA only
-    return kernel(q, k, v)                                                  # (B, L, H, D)
+def pick(name: str, q: torch.Tensor) -> AttentionKernel:
+    """The record that runs this call: `name` if it supports q, else the first "auto" record that does."""
+    kern = KERNELS.get(name)
+    if kern is not None and kern.available() and kern.supports(q):
+        return kern
+    for auto in AUTO:
+        if KERNELS[auto].available() and KERNELS[auto].supports(q):
+            return KERNELS[auto]
+    return KERNELS["sdpa"]
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "sdpa") -> torch.Tensor:
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "auto") -> torch.Tensor:
     """Full (unmasked) attention. q, k, v: (B, L, H, D) -> (B, L, H * D)."""
-    return _run(q, k, v, backend).flatten(2)
+    return pick(backend, q).dense(q, k, v).flatten(2)
+
+
+def _cu_seqlens(valid: Sequence[int], L: int) -> list[int]:
+    """Boundaries of the non-empty segments of B samples of L tokens packed one after another."""
+    cu = [0]
+    for b, n in enumerate(valid):
+        for c in (b * L + n, (b + 1) * L):
+            if c > cu[-1]:
+                cu.append(c)
+    return cu
 
 
 def segmented_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: Sequence[int],
-                        backend: str = "sdpa") -> torch.Tensor:
+                        backend: str = "auto") -> torch.Tensor:
     """Attention where, per sample b, tokens [0, valid[b]) and [valid[b], L) attend only within their segment.
 
     q, k, v: (B, L, H, D) -> (B, L, H * D). This is the official varlen layout (see module docstring).
     Each segment's result is written once into the output (no concatenation copies).
     """
     B, L = q.shape[:2]
+    kern = pick(backend, q)
+    if kern.varlen is not None and all(t.is_contiguous() for t in (q, k, v)):
+        packed = kern.varlen(q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), _cu_seqlens(valid, L))
+        return packed.view(B, L, -1)
     out = torch.empty_like(q)                                               # (B, L, H, D)
     groups = [(slice(None), valid[0])] if len(set(valid)) == 1 else [(slice(b, b + 1), n) for b, n in enumerate(valid)]
     for rows, n in groups:                                                  # one batched call per segment if possible
         for seg in (slice(0, n), slice(n, L)):
             if seg.stop > seg.start:
-                out[rows, seg] = _run(q[rows, seg], k[rows, seg], v[rows, seg], backend)
+                out[rows, seg] = kern.dense(q[rows, seg], k[rows, seg], v[rows, seg])
     return out.flatten(2)
 
 

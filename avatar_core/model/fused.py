@@ -90,6 +90,35 @@ def quantize_rows_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (x.float() / scale).clamp(-448.0, 448.0).to(torch.float8_e4m3fn), scale
 
 
+FP8_MAX = 448.0  # largest finite e4m3 value
+
+
+def quantize_segments_fp8(x: torch.Tensor, cu: list[int], smooth: bool = False,
+                          means: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """e4m3 copy of packed heads x (T, H, D) with one scale per (segment, head); segments [cu[i], cu[i + 1]).
+
+    Returns (x8 (T, H, D), scale (S, H) fp32) with x ~= x8 * scale (row-wise per segment and head). smooth:
+    each segment's per-channel mean (H, D) is subtracted first (keys: softmax does not change, see
+    attention_fa3); `means` (a list) then receives each segment's (H, D) fp32 mean. The Triton path (CUDA) reads x twice (statistics, then quantise); this reference is
+    the same arithmetic in PyTorch.
+    """
+    if HAS_TRITON and x.is_cuda:
+        return _load_kernels().quantize_segments_fp8(x, cu, smooth, FP8_MAX, means)
+    out = torch.empty(x.shape, dtype=torch.float8_e4m3fn, device=x.device)
+    scales = []
+    for a, b in zip(cu[:-1], cu[1:]):
+        seg = x[a:b].float()                                                   # (n, H, D)
+        if smooth:
+            mean = seg.mean(dim=0)
+            seg = seg - mean
+            if means is not None:
+                means.append(mean)
+        scale = (seg.abs().amax(dim=(0, 2)) / FP8_MAX).clamp_min(1e-12)        # (H,)
+        out[a:b] = (seg / scale[:, None]).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+        scales.append(scale)
+    return out, torch.stack(scales)
+
+
 def gelu_tanh_(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """tanh-GELU written into `out` (default: in place); no extra full-size temporary."""
     if torch.is_grad_enabled():  # out= variants have no autograd: plain ops when training

@@ -129,3 +129,60 @@ def gelu_tanh(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         BLOCK = 2048
         _gelu_tanh_kernel[(M, triton.cdiv(N, BLOCK))](x, x.stride(0), out, out.stride(0), N, BLOCK=BLOCK, num_warps=4)
     return out
+
+
+@triton.jit
+def _seg_stats_kernel(x_ptr, start, n, H, sum_ptr, min_ptr, max_ptr, D: tl.constexpr, DP: tl.constexpr,
+                      BR: tl.constexpr):
+    """Per-channel sum, min and max of rows [start + blk * BR, ...) of head h: one (BR, D) tile per program."""
+    blk = tl.program_id(0)
+    h = tl.program_id(1)
+    r = blk * BR + tl.arange(0, BR)[:, None]
+    d = tl.arange(0, DP)[None, :]
+    m = (r < n) & (d < D)
+    x = tl.load(x_ptr + (start + r).to(tl.int64) * (H * D) + h * D + d, mask=m, other=0.0).to(tl.float32)
+    o = (blk * H + h) * D + tl.arange(0, DP)
+    dm = tl.arange(0, DP) < D
+    tl.store(sum_ptr + o, tl.sum(x, axis=0), mask=dm)
+    tl.store(min_ptr + o, tl.min(tl.where(m, x, float("inf")), axis=0), mask=dm)
+    tl.store(max_ptr + o, tl.max(tl.where(m, x, -float("inf")), axis=0), mask=dm)
+
+
+@triton.jit
+def _seg_quant_kernel(x_ptr, start, n, H, mean_ptr, inv_ptr, out_ptr, fmax, D: tl.constexpr, DP: tl.constexpr,
+                      BR: tl.constexpr, SMOOTH: tl.constexpr):
+    blk = tl.program_id(0)
+    h = tl.program_id(1)
+    r = blk * BR + tl.arange(0, BR)[:, None]
+    d = tl.arange(0, DP)[None, :]
+    m = (r < n) & (d < D)
+    off = (start + r).to(tl.int64) * (H * D) + h * D + d
+    x = tl.load(x_ptr + off, mask=m, other=0.0).to(tl.float32)
+    if SMOOTH:
+        x = x - tl.load(mean_ptr + h * D + d, mask=d < D, other=0.0)
+    y = tl.minimum(tl.maximum(x * tl.load(inv_ptr + h), -fmax), fmax)
+    tl.store(out_ptr + off, y.to(out_ptr.dtype.element_ty), mask=m)
+
+
+def quantize_segments_fp8(x: torch.Tensor, cu: list[int], smooth: bool, fmax: float, means: list | None = None):
+    """See fused.quantize_segments_fp8. Two launches per segment plus a few (H, D)-sized reductions."""
+    T, H, D = x.shape
+    x = x.contiguous()
+    out = torch.empty(T, H, D, dtype=torch.float8_e4m3fn, device=x.device)
+    BR, DP = 64, triton.next_power_of_2(D)
+    scales = []
+    for a, b in zip(cu[:-1], cu[1:]):
+        n = b - a
+        nb = triton.cdiv(n, BR)
+        part = torch.empty(3, nb, H, D, dtype=torch.float32, device=x.device)
+        _seg_stats_kernel[(nb, H)](x, a, n, H, part[0], part[1], part[2], D=D, DP=DP, BR=BR, num_warps=4)
+        lo, hi = part[1].amin(0), part[2].amax(0)                              # (H, D)
+        mean = part[0].sum(0) / n if smooth else lo
+        amax = torch.maximum(hi - mean, mean - lo) if smooth else torch.maximum(hi, -lo)
+        scale = (amax.amax(-1) / fmax).clamp_min(1e-12)                        # (H,)
+        _seg_quant_kernel[(nb, H)](x, a, n, H, mean.contiguous(), (1.0 / scale).contiguous(), out, fmax, D=D, DP=DP,
+                                   BR=BR, SMOOTH=smooth, num_warps=4)
+        scales.append(scale)
+        if smooth and means is not None:
+            means.append(mean)
+    return out, torch.stack(scales)

@@ -8,7 +8,7 @@ pool) to the next travels here. The load-time choices (weight format, offload, c
 
 | option | effect | numerics |
 |---|---|---|
-| attention | "sdpa" (cuDNN on H100), "sage" (8-bit QK, Triton), "flash_attn" | sage: ~1e-2 rel. per call |
+| attention | a kernel of model/attention.py's registry; "auto": FlashAttention-3 on Hopper if installed, else SDPA | fa3_fp8 / sage: quantised |
 | chunk_tokens | tokens per chunk of the token-wise block work (default 16384; low memory: 4096) | rounding only |
 | fused_kernels | Triton LayerNorm+modulate and qk-norm+RoPE on CUDA half precision | rounding only |
 | sequence | Ulysses sequence parallelism of this process (distributed.ulysses.SequenceParallel) | ~1e-6 |
@@ -28,7 +28,7 @@ LOW_MEMORY_CHUNK_TOKENS = 4096
 
 @dataclass(frozen=True)
 class RunOptions:
-    attention: str = "sdpa"
+    attention: str = "auto"
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS
     fused_kernels: bool = True
     # How this process shares a window's tokens: SingleProcess (all of them) or a SequenceParallel group.

@@ -66,6 +66,12 @@ def _rope_tables(model: AvatarTransformer, grid: tuple[int, int, int],
     return memo[1]
 
 
+# Per-run choices that older code wrote onto the model: now arguments of forward (RunOptions, step_cache) or of
+# the runner's LoadSpec. Writing one is an error, so that such code fails instead of being silently ignored.
+RUN_CHOICES = frozenset({"attention_backend", "chunk_tokens", "fused_kernels", "step_cache", "block_swap",
+                         "sequence_parallel"})
+
+
 class AvatarTransformer(nn.Module):
     # Modules the official build keeps in fp32 (created without its bf16 factory kwargs).
     FP32_MODULES = ("final_layer.linear", "audio_proj", "before_proj", "audio_adapter_blocks")
@@ -97,6 +103,12 @@ class AvatarTransformer(nn.Module):
             [AudioAdapter(D, cfg.adapter_dim) for _ in cfg.adapter_after_double])
         self._adapter_slot = {blk: i for i, blk in enumerate(cfg.adapter_after_double)}
         self.aem: AudioEmotionModule | None = None  # attached by loading.load_emotion_module
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in RUN_CHOICES:
+            raise AttributeError(f"AvatarTransformer.{name} is a per-run choice, not a model attribute: pass "
+                                 "options=RunOptions(...) / step_cache= to the forward, or set it in the runner's LoadSpec")
+        super().__setattr__(name, value)
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, t: torch.Tensor, *, ref_latents: torch.Tensor, text_states: torch.Tensor,

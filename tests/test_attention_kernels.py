@@ -1,0 +1,108 @@
+"""The attention-kernel registry and the fp8 quantisation of q/k/v (CPU parts; the GPU kernels are checked by
+tests/test_gpu_attention.py on a Hopper device)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from avatar_core.model import attention as A
+from avatar_core.model.fused import quantize_segments_fp8
+
+
+def _sdpa_segments(q, k, v, cu):
+    """Reference: plain float SDPA per packed segment."""
+    out = torch.empty_like(q)
+    for a, b in zip(cu[:-1], cu[1:]):
+        out[a:b] = F.scaled_dot_product_attention(*(t[None, a:b].transpose(1, 2) for t in (q, k, v)))[0].transpose(0, 1)
+    return out
+
+
+def test_registry_names_and_resolution():
+    assert A.BACKENDS[0] == "auto" and {"sdpa", "fa3", "fa3_fp8"} <= set(A.KERNELS)
+    assert A.available_kernels()[:1] == ["auto"] and "sdpa" in A.available_kernels()
+    assert A.resolve_backend(None) == "auto" and A.resolve_backend("sdpa") == "sdpa"
+    with pytest.raises(ValueError, match="unknown attention backend"):
+        A.resolve_backend("flash4")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback")
+def test_unavailable_kernels_fall_back_to_sdpa_on_cpu():
+    q = torch.randn(1, 4, 2, 8)
+    for name in ("fa3", "fa3_fp8", "auto"):
+        assert A.pick(name, q).name == "sdpa"
+    assert A.resolve_backend("fa3") == "auto"          # FA3 needs a Hopper GPU and its wheel
+    assert "fa3" not in A.available_kernels()
+
+
+def test_cu_seqlens_drop_empty_segments():
+    assert A._cu_seqlens([6, 9], 9) == [0, 6, 9, 18]
+    assert A._cu_seqlens([9, 9], 9) == [0, 9, 18]
+    assert A._cu_seqlens([4, 7], 9) == [0, 4, 9, 16, 18]
+
+
+def test_varlen_record_is_one_registration_and_matches_slicing():
+    """A new kernel is one record; its varlen entry gets the packed segments of every sample."""
+    calls = []
+
+    def varlen(q, k, v, cu):
+        calls.append(cu)
+        return _sdpa_segments(q, k, v, cu)
+    A.register(A.AttentionKernel("test_varlen", A._sdpa, lambda q: True, varlen=varlen))
+    try:
+        torch.manual_seed(3)
+        q, k, v = (torch.randn(2, 9, 2, 4) for _ in range(3))
+        out = A.segmented_attention(q, k, v, [6, 9], "test_varlen")
+        assert calls == [[0, 6, 9, 18]]
+        assert torch.allclose(out, A.segmented_attention(q, k, v, [6, 9], "sdpa"), atol=1e-6)
+    finally:
+        del A.KERNELS["test_varlen"]
+
+
+def test_quantize_segments_scales_and_roundtrip():
+    torch.manual_seed(4)
+    x = torch.randn(40, 3, 16) * torch.tensor([1.0, 10.0, 0.1])[None, :, None]
+    cu = [0, 30, 40]
+    x8, s = quantize_segments_fp8(x, cu)
+    assert x8.dtype == torch.float8_e4m3fn and s.shape == (2, 3)
+    back = x8.float() * s.repeat_interleave(torch.tensor([30, 10]), dim=0)[:, :, None]
+    assert ((back - x).norm() / x.norm()) < 0.05                    # e4m3: 3 mantissa bits
+    assert torch.allclose(s[0], x[:30].abs().amax(dim=(0, 2)) / 448.0)
+
+
+def test_smoothing_keys_and_values_leaves_attention_unchanged():
+    torch.manual_seed(5)
+    q, k, v = (torch.randn(1, 24, 2, 8) for _ in range(3))
+    k = k + 3.0                                                       # a common key offset
+    smoothed = k - k.mean(dim=1, keepdim=True)
+    assert torch.allclose(A._sdpa(q, k, v), A._sdpa(q, smoothed, v), atol=1e-5)
+    v = v + 2.0                                                       # values: P (v - m) + m == P v
+    m = v.mean(dim=1, keepdim=True)
+    assert torch.allclose(A._sdpa(q, k, v), A._sdpa(q, k, v - m) + m, atol=1e-5)
+
+
+def _fp8_attention_error(q, k, v, cu, per_tensor: bool) -> float:
+    """Error of attention on dequantised e4m3 q/k/v (emulates the fp8 kernel's inputs, not its P rounding)."""
+    if per_tensor:
+        deq = [(t / (t.abs().amax() / 448)).to(torch.float8_e4m3fn).float() * (t.abs().amax() / 448) for t in (q, k, v)]
+    else:
+        sizes = torch.tensor([b - a for a, b in zip(cu[:-1], cu[1:])])
+        deq = []
+        for t, smooth in ((q, False), (k, True), (v, False)):
+            t8, s = quantize_segments_fp8(t, cu, smooth=smooth)
+            deq.append(t8.float() * s.repeat_interleave(sizes, dim=0)[:, :, None])
+    ref = _sdpa_segments(q, k, v, cu)
+    return ((_sdpa_segments(*deq, cu) - ref).norm() / ref.norm()).item()
+
+
+def test_per_head_smoothed_scales_beat_naive_per_tensor():
+    """Heads of different ranges and a key offset (as qk-norm weights give): our scales lose less."""
+    torch.manual_seed(6)
+    T, H, D, cu = 512, 4, 32, [0, 400, 512]
+    spread = torch.tensor([0.01, 0.1, 1.0, 3.0])[None, :, None]
+    q = torch.randn(T, H, D) * spread
+    k = (torch.randn(T, H, D) + 3.0) * spread
+    v = torch.randn(T, H, D) * spread
+    ours, naive = _fp8_attention_error(q, k, v, cu, False), _fp8_attention_error(q, k, v, cu, True)
+    assert ours < 0.5 * naive, (ours, naive)
