@@ -59,8 +59,6 @@ class FP8Linear(nn.Module):
         """Rows [start, stop) of the dequantised weight (the family's one weight access; model/linear.py)."""
         return self.weight[start:stop].to(dtype) * self.scale_weight.to(dtype)
 
-    dequantized_weight = weight_rows
-
     def rows(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
         return self(x, start, stop)
 
