@@ -146,3 +146,27 @@ def test_low_memory_option_equals_default():
     assert runner.offload is not None and runner.options.chunk_tokens == 7
     assert runner.info.swapped_blocks == len(m.double_blocks) + len(m.single_blocks) - 1
     _close(_call(m, inp, options=runner.options), ref)
+
+
+def test_every_block_linear_reads_its_weight_through_weight_rows():
+    """The linear family's one weight access (the seam a LoRA / weight patch uses): patching weight_rows of
+    the plain and of the fp8 member changes the model's output."""
+    from avatar_core.model.linear import Linear
+    m = build_random_transformer(AvatarConfig.tiny(), seed=7)
+    inp = tiny_inputs(B=1, seed=5)
+    for member in (Linear, FP8Linear):
+        if member is FP8Linear:
+            enable_fp8_(m)
+        ref = _call(m, inp)
+        original, seen = member.weight_rows, set()
+
+        def patched(self, dtype=None, start=0, stop=None, o=original, seen=seen):
+            seen.add(id(self))
+            return 1.01 * o(self, dtype, start, stop)
+        member.weight_rows = patched
+        try:
+            assert not torch.equal(_call(m, inp), ref), member.__name__
+        finally:
+            member.weight_rows = original
+        assert seen == {id(mod) for mod in m.modules() if type(mod) is member}  # every member, no other path
+        assert torch.equal(_call(m, inp), ref)

@@ -32,6 +32,9 @@ class Linear(nn.Linear):
         bias = None if self.bias is None else self.bias[start:stop]
         return F.linear(x, self.weight_rows(None, start, stop), bias)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rows(x)  # through weight_rows, like every other use of the weight
+
 
 class Operations(Protocol):
     """A linear-layer family: what the blocks are built from."""
