@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 import comfy.model_management as mm
 from comfy_api.latest import io
 
 from ..avatar_core.conditioning.audio import CharacterAudio, encode_character_audio
 from .convert import AudioFeatures as Features
+from .convert import parse_offsets
 from .types import AudioFeatures, WhisperEncoder
 from .ui_payloads import audio_ui
 
 MAX_CHARACTERS = 8
-
-
-def parse_offsets(text: str, count: int) -> list[float]:
-    """'0, 2.5' -> [0.0, 2.5]; missing entries are 0. Errors name the input and the bad value."""
-    parts = [p.strip() for p in text.replace(";", ",").split(",") if p.strip()]
-    if len(parts) > count:
-        raise ValueError(f"start_offsets has {len(parts)} values but only {count} audio inputs are connected.")
-    try:
-        values = [float(p) for p in parts]
-    except ValueError as e:
-        raise ValueError(f"start_offsets must be seconds separated by commas, e.g. '0, 2.5'; got {text!r}.") from e
-    if any(v < 0 for v in values):
-        raise ValueError(f"start_offsets must be >= 0 seconds, got {text!r}.")
-    return values + [0.0] * (count - len(values))
 
 
 class AvatarAudioEncode(io.ComfyNode):
@@ -45,7 +34,8 @@ class AvatarAudioEncode(io.ComfyNode):
                 io.Combo.Input("fps", options=["25", "12.5"], default="25",
                                tooltip="Video frame rate. The model was trained at 25 fps."),
                 io.Float.Input("duration", default=0.0, min=0.0, max=3600.0, step=0.04,
-                               tooltip="Video length in seconds; 0 = until the last clip ends."),
+                               tooltip="Video length in seconds; 0 = until the last clip ends. The whole clips are "
+                                       "still heard by Whisper (as in the official code); only the video is cut."),
             ],
             outputs=[AudioFeatures.Output(display_name="audio_features"),
                      io.Int.Output(display_name="num_frames")],
@@ -57,11 +47,14 @@ class AvatarAudioEncode(io.ComfyNode):
                  if audio[name] is not None]
         if not clips:
             raise ValueError("Avatar Audio Encode: connect at least one AUDIO (audio_0).")
+        if not math.isfinite(duration) or duration < 0:
+            raise ValueError(f"duration must be seconds >= 0 (0 = as long as the audio), got {duration!r}.")
         offsets = parse_offsets(start_offsets, len(clips))
         rate = float(fps)
-        tracks = [CharacterAudio(a["waveform"][0], int(a["sample_rate"]), off, name)
-                  for (name, a), off in zip(clips, offsets)]
+        # The whole [batch, channels, time] waveform goes to the core: it refuses batches and odd layouts by name.
+        tracks = [CharacterAudio(a["waveform"], a["sample_rate"], off, f"{name} (character {k + 1})")
+                  for k, ((name, a), off) in enumerate(zip(clips, offsets))]
         num_frames = int(round(duration * rate)) if duration > 0 else None
         mm.load_model_gpu(whisper)
         features = encode_character_audio(whisper.model.inner, tracks, fps=rate, num_frames=num_frames)
-        return io.NodeOutput(Features(features.cpu(), rate), features.shape[1], ui=audio_ui(clips))
+        return io.NodeOutput(Features(features, rate), features.shape[1], ui=audio_ui(clips))

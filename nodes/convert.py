@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +28,25 @@ class AudioFeatures:
     @property
     def num_frames(self) -> int:
         return int(self.features.shape[1])
+
+
+def parse_offsets(text: str, count: int, name: str = "start_offsets") -> list[float]:
+    """'0, 2.5' -> [0.0, 2.5] seconds, one per connected audio; missing entries are 0. Errors name the input."""
+    parts = [p.strip() for p in str(text).replace(";", ",").split(",") if p.strip()]
+    if len(parts) > count:
+        raise ValueError(f"{name} has {len(parts)} values but only {count} audio inputs are connected: give one "
+                         "start time (seconds) per connected audio, e.g. '0, 2.5'.")
+    values = []
+    for k, part in enumerate(parts):
+        try:
+            value = float(part)
+        except ValueError:
+            value = float("nan")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name}: value {k + 1} ({part!r}) is not a start time; give seconds >= 0 separated "
+                             f"by commas, one per audio input, e.g. '0, 2.5' (got {text!r}).")
+        values.append(value)
+    return values + [0.0] * (count - len(values))
 
 
 def image_to_frames(image: torch.Tensor, frames: int) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Character masks: detected faces (InsightFace) or user MASKs, one per character, plus a preview."""
+"""Character masks: detected faces (official detface.pt or InsightFace) or user MASKs, one per character, plus a preview."""
 
 from __future__ import annotations
 
@@ -13,6 +13,11 @@ from .types import CharacterMasks, FaceDetector
 from .ui_payloads import face_mask_ui
 
 MAX_CHARACTERS = 8
+OVERLAP = {"nearest face": "nearest", "sum": "sum"}
+# Newer ComfyUI re-sends the cached `ui` of nodes flagged so (also when a rerun skips them); a ComfyUI without
+# the flag still gets the overlay whenever the node runs.
+INTERMEDIATE = {"has_intermediate_output": True} if "has_intermediate_output" in getattr(
+    io.Schema, "__dataclass_fields__", {}) else {}
 
 
 class AvatarFaceMasks(io.ComfyNode):
@@ -22,7 +27,8 @@ class AvatarFaceMasks(io.ComfyNode):
             node_id="AvatarFaceMasks", display_name="Avatar Character Masks", category="HunyuanVideo-Avatar",
             description="Where each character's audio acts. A connected mask wins (mask_0 = character 1, mask_1 = "
                         "character 2, ...); the other characters get detected faces, numbered left to right. With one "
-                        "character and no detector, the whole frame is used.",
+                        "character and no detector, the whole frame is used. To check the masks alone, connect "
+                        "'preview' to a Preview Image node and run that.",
             inputs=[
                 io.Image.Input("image", tooltip="The reference image (the same one the sampler gets)."),
                 io.Int.Input("characters", default=1, min=1, max=MAX_CHARACTERS, step=1,
@@ -31,27 +37,34 @@ class AvatarFaceMasks(io.ComfyNode):
                 io.Float.Input("face_scale", default=3.0, min=1.0, max=8.0, step=0.1,
                                tooltip="Grow each detected face box this many times (official 3.0): the mask must "
                                        "cover the head while it moves."),
+                io.Combo.Input("overlap", options=list(OVERLAP), default="nearest face", optional=True,
+                               tooltip="Where grown face boxes overlap: 'nearest face' gives each spot to the "
+                                       "character whose face centre is nearest (no token driven by two audios); "
+                                       "'sum' lets both audios drive it (older behaviour)."),
                 FaceDetector.Input("face_detector", optional=True,
-                                   tooltip="From 'Load InsightFace (Avatar faces)'. Not needed when masks are given."),
+                                   tooltip="From 'Load Face Detector (Avatar faces)'. Not needed when masks are given."),
                 io.Autogrow.Input("masks", optional=True, template=io.Autogrow.TemplatePrefix(
                     io.Mask.Input("mask"), prefix="mask_", min=0, max=MAX_CHARACTERS),
                     tooltip="Optional hand-drawn MASK per character (white = that character's face region)."),
             ],
             outputs=[CharacterMasks.Output(display_name="character_masks"), io.Image.Output(display_name="preview")],
-            # An output node, so users can run just this one to check who is who before a long render.
-            is_output_node=True,
+            # NOT an output node: with one, a graph whose other nodes fail validation would run only this node and
+            # report success without a video. The overlay still reaches the node as its `ui` message (re-sent from
+            # the cache on reruns where ComfyUI knows intermediate outputs); to check who is who before a long
+            # render, connect `preview` to a Preview Image node and run that.
+            **INTERMEDIATE,
         )
 
     @classmethod
-    def execute(cls, image: torch.Tensor, characters: int, face_scale: float, face_detector=None,
-                masks: io.Autogrow.Type = None) -> io.NodeOutput:
+    def execute(cls, image: torch.Tensor, characters: int, face_scale: float, overlap: str = "nearest face",
+                face_detector=None, masks: io.Autogrow.Type = None) -> io.NodeOutput:
         check_image(image)
         wanted = masks_by_character(masks, characters)
         if face_detector is None and characters == 1 and wanted[0] is None:
             logging.warning("Avatar Character Masks: no face detector connected: the whole frame drives the mouth.")
             return cls._output(image, torch.ones(1, image.shape[1], image.shape[2]))
         result = character_masks(image[:1, :, :, :3], characters, detector=face_detector,
-                                 user_masks=wanted, area=face_scale)
+                                 user_masks=wanted, area=face_scale, overlap=OVERLAP[overlap])
         for note in result.notes:
             logging.warning("Avatar Character Masks: %s", note)
         return cls._output(image, result.pixel)

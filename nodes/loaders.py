@@ -1,4 +1,4 @@
-"""Loaders: the Avatar transformer, whisper-tiny and the InsightFace detector, all under ComfyUI's memory management."""
+"""Loaders: the Avatar transformer, whisper-tiny and the face detector (detface.pt or InsightFace), under ComfyUI's memory management."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
+from ..avatar_core.conditioning.detface import DetFaceDetector
 from ..avatar_core.conditioning.faces import InsightFaceDetector
 from ..avatar_core.conditioning.whisper import load_whisper_encoder
 from ..avatar_core.distributed import MODES
@@ -145,23 +146,30 @@ class AvatarInsightFaceLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="AvatarInsightFaceLoader", display_name="Load InsightFace (Avatar faces)",
+            node_id="AvatarInsightFaceLoader", display_name="Load Face Detector (Avatar faces)",
             category="HunyuanVideo-Avatar",
-            description="Face detector for the character masks, loaded lazily from models/insightface/models/<name>.",
+            description="Face detector for the character masks: the official detface.pt from models/face_detection "
+                        "(listed first when present; what the official code uses), else InsightFace from "
+                        "models/insightface/models/<name>.",
             inputs=[
-                io.Combo.Input("model_name", options=paths.insightface_models(),
-                               tooltip="InsightFace model pack folder (antelopev2 or buffalo_l)."),
+                io.Combo.Input("model_name", options=paths.face_detection_files() + paths.insightface_models(),
+                               tooltip="detface.pt (the official detector, models/face_detection) or an InsightFace "
+                                       "model pack folder (antelopev2 or buffalo_l)."),
                 io.Combo.Input("provider", options=list(PROVIDERS), default="CPU",
-                               tooltip="onnxruntime execution provider. Detection runs once per reference image, "
-                                       "so CPU is fast enough; CUDA needs onnxruntime-gpu."),
+                               tooltip="Where detection runs. Detection runs once per reference image, so CPU is fast "
+                                       "enough; InsightFace on CUDA needs onnxruntime-gpu, detface.pt uses torch."),
                 io.Int.Input("det_size", default=640, min=128, max=1280, step=32,
-                             tooltip="Detector input size in pixels (InsightFace default 640)."),
+                             tooltip="InsightFace input size in pixels (default 640). detface.pt always uses the "
+                                     "official 416 (short side)."),
             ],
             outputs=[FaceDetector.Output(display_name="face_detector")],
         )
 
     @classmethod
     def execute(cls, model_name: str, provider: str, det_size: int) -> io.NodeOutput:
+        if model_name in paths.face_detection_files():  # the official TorchScript detector
+            device = "cpu" if provider == "CPU" else mm.get_torch_device()
+            return io.NodeOutput(DetFaceDetector(folder_paths.get_full_path(paths.FACE_DETECTION, model_name), device))
         root = paths.insightface_root()
         if not os.path.isdir(os.path.join(root, "models", model_name)):
             raise paths.missing_file_error(paths.INSIGHTFACE, f"models/{model_name}", "InsightFace model pack")

@@ -9,13 +9,15 @@ import folder_paths
 INSIGHTFACE = "insightface"               # models/insightface/models/<name>/*.onnx (InsightFace's own layout)
 CONDITIONING = "avatar_conditioning"      # saved text conditioning (.safetensors)
 EMOTION = "avatar_emotion"                # Audio Emotion Module weights (.safetensors, avatar_core.loading)
+FACE_DETECTION = "face_detection"         # the official detface.pt (TorchScript, ckpts/det_align/ of the official weights)
 
 
 def register_folders() -> None:
-    for name in (INSIGHTFACE, CONDITIONING, EMOTION):
+    for name in (INSIGHTFACE, CONDITIONING, EMOTION, FACE_DETECTION):
         folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name), is_default=False)
         if name in (CONDITIONING, EMOTION):
             folder_paths.folder_names_and_paths[name][1].update({".safetensors"})
+    folder_paths.folder_names_and_paths[FACE_DETECTION][1].update({".pt"})
 
 
 def insightface_root() -> str:
@@ -48,3 +50,12 @@ def emotion_files() -> list[str]:
     if EMOTION not in folder_paths.folder_names_and_paths:
         return []
     return folder_paths.get_filename_list(EMOTION)
+
+
+def face_detection_files() -> list[str]:
+    """TorchScript face detectors (detface.pt) in models/face_detection; registered here too because the
+    loader's schema can be built before on_load."""
+    if FACE_DETECTION not in folder_paths.folder_names_and_paths:
+        folder_paths.add_model_folder_path(FACE_DETECTION, os.path.join(folder_paths.models_dir, FACE_DETECTION))
+        folder_paths.folder_names_and_paths[FACE_DETECTION][1].update({".pt"})
+    return folder_paths.get_filename_list(FACE_DETECTION)

@@ -136,7 +136,7 @@ class AvatarSampler(io.ComfyNode):
         audio = feats[None]                                                                   # [1, N, F, 10, 5, 384]
         cond = AvatarConditioning(
             ref_latents=ref.to(device), text=text_conditioning(positive, "positive", device),
-            negative_text=text_conditioning(negative, "negative", device), audio=audio.to(device),
+            negative_text=text_conditioning(negative, "negative", device), audio=audio,  # stays in RAM: windows move
             face_mask=face_mask_for_model(to_latent(resize_masks(masks, (h, w)), tuple(ref.shape[-2:]))).to(device),
             motion_exp=motion_tensor(motion_exp).to(device), motion_pose=motion_tensor(motion_pose).to(device),
             fps=torch.tensor([audio_features.fps], device=device),

@@ -28,7 +28,7 @@ def detector() -> RetinaFacePackageDetector:
 
 def test_six_faces_numbered_left_to_right(photo_t1, detector):
     height, width = photo_t1.shape[:2]
-    out = character_masks(torch.from_numpy(photo_t1).float()[None] / 255, 6, detector)
+    out = character_masks(torch.from_numpy(photo_t1).float()[None] / 255, 6, detector, overlap="sum")
     centres = [b.center_x for b in out.boxes]
     print("face centres x:", [round(c) for c in centres])
     assert out.sources == ["face"] * 6
@@ -44,6 +44,11 @@ def test_six_faces_numbered_left_to_right(photo_t1, detector):
         assert y1 <= box.y1 and y2 >= box.y2  # the face itself is always inside
     # Bilinear to latent keeps the covered fraction (up to border effects of a few latent pixels).
     assert torch.allclose(out.latent.mean((1, 2)), out.pixel.mean((1, 2)), atol=0.02)
+    # The default splits the overlapping 3x boxes of neighbours: no pixel or latent token for two characters.
+    split = character_masks(photo_t1, 6, detector)
+    assert int((out.pixel > 0).sum(0).max()) > 1 and int((split.pixel > 0).sum(0).max()) == 1
+    assert int((split.latent > 0).sum(0).max()) == 1
+    assert torch.equal(split.pixel.amax(0), out.pixel.amax(0))  # the same area, only shared out
 
 
 def test_fewer_characters_than_faces_keeps_the_largest(photo_t1, detector):

@@ -9,7 +9,8 @@ whisper.py for how audio longer than 30 s is encoded.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -53,23 +54,50 @@ def positions_needed(num_frames: int, fps: float) -> int:
     return position_stride(fps) * (num_frames - 1) + WINDOW - LEAD_ZEROS
 
 
+def frame_windows(padded: torch.Tensor, fps: float, num_frames: int) -> torch.Tensor:
+    """Per-frame windows of zero-led hidden states [..., 4 + P, L, D] -> [..., num_frames, 10, L, D] as a VIEW.
+
+    Consecutive windows overlap by 8 of their 10 positions (stride 2), so as a copy the windows of an hour of
+    audio would take 5x the memory of the hidden states; the view shares the hidden states' memory instead.
+    """
+    stride = position_stride(fps)
+    need = LEAD_ZEROS + positions_needed(num_frames, fps)
+    if padded.shape[-3] < need:
+        raise ValueError(f"{num_frames} frames at {fps} fps need {need - LEAD_ZEROS} Whisper positions, "
+                         f"got {padded.shape[-3] - LEAD_ZEROS}.")
+    *lead, _, layers, dim = padded.shape
+    s_pos = padded.stride(-3)
+    return padded.as_strided((*lead, num_frames, WINDOW, layers, dim),
+                             (*padded.stride()[:-3], stride * s_pos, s_pos, padded.stride(-2), padded.stride(-1)),
+                             padded.storage_offset())
+
+
 def window_features(hidden: torch.Tensor, fps: float, num_frames: int) -> torch.Tensor:
-    """Cut per-frame windows out of stacked hidden states [P, L, D] -> [num_frames, 10, L, D]."""
+    """Cut per-frame windows out of stacked hidden states [P, L, D] -> [num_frames, 10, L, D] (official layout)."""
     if hidden.ndim != 3:
         raise ValueError(f"hidden states must be [positions, layers, dim], got {tuple(hidden.shape)}.")
-    stride = position_stride(fps)
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}.")
-    need = positions_needed(num_frames, fps)
-    if hidden.shape[0] < need:
-        raise ValueError(f"{num_frames} frames at {fps} fps need {need} Whisper positions, got {hidden.shape[0]}.")
+    position_stride(fps)  # the fps check comes first
     padded = torch.cat([hidden.new_zeros(LEAD_ZEROS, *hidden.shape[1:]), hidden], dim=0)  # [P+4, L, D]
-    index = stride * torch.arange(num_frames)[:, None] + torch.arange(WINDOW)[None, :]  # [F, 10]
-    return padded[index]  # [F, 10, L, D]
+    return frame_windows(padded, fps, num_frames)
+
+
+def check_start(start_s: object, label: str) -> float:
+    """A start offset in seconds: finite and >= 0, else an error naming the clip."""
+    try:
+        value = float(start_s)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{label}: the start offset must be a finite number of seconds >= 0, got {start_s!r}; "
+                         "give where this character's clip starts in the video (e.g. 0 or 2.5).")
+    return value
 
 
 def _prepare(track: CharacterAudio, label: str, spf: int) -> tuple[torch.Tensor, int]:
     """Mono 16 kHz samples of one character and its start sample, checked for silence and length."""
+    start_s = check_start(track.start_s, label)
     wav = to_mono_16k(track.waveform, track.sample_rate, name=label)
     check_not_silent(wav, name=label)
     if wav.numel() < spf:
@@ -77,30 +105,12 @@ def _prepare(track: CharacterAudio, label: str, spf: int) -> tuple[torch.Tensor,
             f"{label}: the clip is {wav.numel() / WHISPER_SAMPLE_RATE * 1000:.1f} ms long, shorter than one video "
             f"frame ({spf / WHISPER_SAMPLE_RATE * 1000:.0f} ms); give at least one frame of audio."
         )
-    if track.start_s < 0:
-        raise ValueError(f"{label}: start_s must be >= 0 seconds, got {track.start_s}.")
-    return wav, int(round(track.start_s * WHISPER_SAMPLE_RATE))
+    return wav, int(round(start_s * WHISPER_SAMPLE_RATE))
 
 
-@torch.no_grad()
-def encode_character_audio(
-    encoder: torch.nn.Module,
-    characters: Sequence[CharacterAudio],
-    fps: float = 25.0,
-    num_frames: int | None = None,
-) -> torch.Tensor:
-    """Whisper frame features for several characters, all as long as the video: [N, F, 10, 5, 384].
-
-    Each character's clip is placed at its ``start_s`` on a silent timeline as long as the video and the
-    whole timeline is encoded, so where a character is silent it gets Whisper's features of silence (what
-    the model saw for pauses in training), not zeros. ``num_frames`` defaults to the end of the latest
-    clip, floor(samples / samples_per_frame) as in the official code; clips running past it are cut.
-    """
-    if len(characters) == 0:
-        raise ValueError("encode_character_audio: no audio given; connect one audio clip per character.")
-    spf = samples_per_frame(fps)
-    labels = [c.name or f"audio of character {i + 1}" for i, c in enumerate(characters)]
-    prepared = [_prepare(c, label, spf) for c, label in zip(characters, labels)]
+def _video_frames(prepared: list[tuple[torch.Tensor, int]], labels: list[str], spf: int,
+                  num_frames: int | None) -> int:
+    """The video length in frames (default: the end of the latest clip), checked against every start."""
     if num_frames is None:
         num_frames = max(start + wav.numel() for wav, start in prepared) // spf
     if num_frames < 1:
@@ -112,14 +122,46 @@ def encode_character_audio(
                 f"{label}: starts at {start / WHISPER_SAMPLE_RATE:.2f} s, after the video ends "
                 f"({total / WHISPER_SAMPLE_RATE:.2f} s); lower its start or lengthen the video."
             )
-    tracks = []
-    for wav, start in prepared:
-        timeline = torch.zeros(total)
-        piece = wav[: total - start]
-        timeline[start : start + piece.numel()] = piece
-        hidden = whisper_hidden_states(encoder, timeline, positions_needed(num_frames, fps))  # [P, 5, 384]
-        tracks.append(window_features(hidden, fps, num_frames))  # [F, 10, 5, 384]
-    return torch.stack(tracks)  # [N, F, 10, 5, 384]
+    return num_frames
+
+
+@torch.no_grad()
+def encode_character_audio(
+    encoder: torch.nn.Module,
+    characters: Sequence[CharacterAudio],
+    fps: float = 25.0,
+    num_frames: int | None = None,
+) -> torch.Tensor:
+    """Whisper frame features for several characters, all as long as the video: [N, F, 10, 5, 384].
+
+    Each character's clip is placed at its ``start_s`` on a silent timeline and the WHOLE clip is encoded, as
+    the official code does: the samples after the last whole frame (and after ``num_frames`` when the video is
+    cut shorter) still reach Whisper. Where a character is silent it gets Whisper's features of silence (what
+    the model saw for pauses in training), not zeros. ``num_frames`` defaults to the end of the latest clip,
+    floor(samples / samples_per_frame) as in the official code.
+
+    The result is a VIEW of one [N, 4 + P, 5, 384] buffer of hidden states (P = 2F + 6 at 25 fps): an hour of
+    one character's audio keeps 1.4 GB, not the 6.9 GB its overlapping windows would take as a copy.
+    """
+    if len(characters) == 0:
+        raise ValueError("encode_character_audio: no audio given; connect one audio clip per character.")
+    spf = samples_per_frame(fps)
+    labels = [c.name or f"audio of character {i + 1}" for i, c in enumerate(characters)]
+    prepared = [_prepare(c, label, spf) for c, label in zip(characters, labels)]
+    num_frames = _video_frames(prepared, labels, spf, num_frames)
+    positions = positions_needed(num_frames, fps)
+    buffer: list[torch.Tensor] = []  # allocated once the first window tells the sizes
+
+    def rows_of(n: int) -> Callable[[int, int], torch.Tensor]:
+        def alloc(layers: int, dim: int) -> torch.Tensor:
+            if not buffer:
+                buffer.append(torch.zeros(len(prepared), LEAD_ZEROS + positions, layers, dim))
+            return buffer[0][n, LEAD_ZEROS:]
+        return alloc
+
+    for n, (wav, start) in enumerate(prepared):
+        whisper_hidden_states(encoder, wav, positions, out=rows_of(n), offset=start)
+    return frame_windows(buffer[0], fps, num_frames)  # [N, F, 10, 5, 384]
 
 
 def encode_audio(

@@ -1,5 +1,7 @@
 """Faces -> per-character masks: detector interface, InsightFace loader, the official box-to-mask rule.
 
+The official detector (detface.pt, TorchScript) lives in detface.py.
+
 The official code keeps one face and builds one mask (``get_facemask``: the box scaled x3 about its
 floored centre, clipped, 1 inside; bilinear to latent size; the model then nearest-resizes to tokens).
 Here every character gets such a mask: faces are numbered left to right so character numbering is
@@ -65,8 +67,17 @@ def box_mask(box: FaceBox, width: int, height: int, area: float = OFFICIAL_AREA)
 
 
 def to_latent(masks: torch.Tensor, latent_size: tuple[int, int]) -> torch.Tensor:
-    """[N, H, W] pixel masks -> [N, h, w] by bilinear resize (align_corners=False), fractional at borders."""
-    return F.interpolate(masks[:, None].float(), size=tuple(latent_size), mode="bilinear", align_corners=False)[:, 0]
+    """[N, H, W] pixel masks -> [N, h, w] by bilinear resize (align_corners=False), fractional at borders.
+
+    Masks that do not overlap in pixels stay disjoint: a latent position that the resize shares between
+    characters goes wholly to the one with the larger share (ties: the lower number), so no latent token (the
+    model nearest-resizes to tokens) is driven by two audios. Overlapping masks (overlap="sum") are left as is.
+    """
+    latent = F.interpolate(masks[:, None].float(), size=tuple(latent_size), mode="bilinear", align_corners=False)[:, 0]
+    if latent.shape[0] < 2 or int((masks > 0).sum(0).max()) > 1:
+        return latent
+    winner = latent.argmax(0)  # [h, w]; first index on ties
+    return latent * (torch.arange(latent.shape[0])[:, None, None] == winner)
 
 
 def face_mask_for_model(latent_masks: torch.Tensor) -> torch.Tensor:
@@ -128,10 +139,45 @@ def _pick_faces(faces: list[FaceBox], wanted: int, taken: torch.Tensor | None) -
             if inside.numel() == 0 or float(inside.mean()) < 0.5:
                 free.append(face)
         faces = free
+    if wanted == 1 and len(faces) > 1 and taken is None:
+        notes.append(f"found {len(faces)} faces for 1 character: kept the one the official code keeps.")
+        faces = [official_face_choice(faces)]
     if len(faces) > wanted:
         notes.append(f"found {len(faces)} faces for {wanted} character(s): kept the {wanted} largest.")
         faces = sorted(faces, key=lambda b: b.area, reverse=True)[:wanted]
     return sorted(faces, key=lambda b: (b.center_x, b.y1)), notes
+
+
+def official_face_choice(faces: Sequence[FaceBox]) -> FaceBox:
+    """The face the official code keeps (AlignImage(maxface=True) as released): faces in score order, the LAST
+    one whose area exceeds the FIRST face's (its ``max_area`` is never updated), else the first."""
+    first = (faces[0].x2 - faces[0].x1) * (faces[0].y2 - faces[0].y1)
+    chosen = faces[0]
+    for face in faces[1:]:
+        if (face.x2 - face.x1) * (face.y2 - face.y1) > first:
+            chosen = face
+    return chosen
+
+
+def separate_overlaps(pixel: torch.Tensor, centres: Sequence[tuple[float, float] | None]) -> torch.Tensor:
+    """Disjoint masks [N, H, W]: a user mask (centre None) keeps its pixels; a pixel that several face masks
+    cover goes to the character whose face centre is nearest (ties: the lower number)."""
+    out = pixel.clone()
+    user = [i for i, c in enumerate(centres) if c is None]
+    faces = [i for i, c in enumerate(centres) if c is not None]
+    if user and faces:  # user masks win over detected faces
+        taken = out[user].amax(0) > 0
+        out[faces] = out[faces] * ~taken
+    if len(faces) < 2:
+        return out
+    h, w = pixel.shape[-2:]
+    ys, xs = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    dist = torch.stack([(xs - centres[i][0]) ** 2 + (ys - centres[i][1]) ** 2 for i in faces])  # [F, H, W]
+    dist = torch.where(out[faces] > 0, dist, torch.full_like(dist, float("inf")))
+    nearest = dist.argmin(0)
+    for k, i in enumerate(faces):
+        out[i] = out[i] * (nearest == k)
+    return out
 
 
 def _no_face_error(missing: int, num_characters: int, found: int, height: int, width: int) -> ValueError:
@@ -149,13 +195,19 @@ def character_masks(
     user_masks: Sequence[torch.Tensor | None] | None = None,
     area: float = OFFICIAL_AREA,
     latent_size: tuple[int, int] | None = None,
+    overlap: str = "nearest",
 ) -> CharacterMasks:
     """One face mask per character (numbered left to right), at image and latent resolution.
 
     ``user_masks[i]`` (a MASK at image size) replaces detection for character i. With no face found and one
     character, the whole frame is used (the official fallback) and a note says so; with several characters,
     a character left without a face raises an error naming it. ``latent_size`` defaults to (H // 8, W // 8).
+    ``overlap``: "nearest" (grown face boxes that overlap are split, each pixel to the nearest face centre; user
+    masks keep their pixels; to_latent keeps the masks disjoint) or "sum" (masks as they are: where they
+    overlap, both audios drive the same tokens).
     """
+    if overlap not in ("nearest", "sum"):
+        raise ValueError(f"overlap must be 'nearest' or 'sum', got {overlap!r}.")
     if num_characters < 1:
         raise ValueError(f"num_characters must be >= 1, got {num_characters}.")
     arr = image_to_uint8(image)
@@ -171,7 +223,8 @@ def character_masks(
         if detector is None:
             raise ValueError(
                 f"character(s) {[i + 1 for i in need]} have no mask and no face detector was given; "
-                "load a face detector (models/insightface) or draw a MASK per character."
+                "load a face detector (the official detface.pt in models/face_detection, or InsightFace in "
+                "models/insightface) or draw a MASK per character."
             )
         taken = torch.stack(list(checked.values())).amax(0) if checked else None
         faces, notes = _pick_faces(list(detector.detect(arr)), len(need), taken)
@@ -190,6 +243,9 @@ def character_masks(
             notes.append("no face found in the reference image: the whole frame drives the mouth (official fallback).")
         else:
             raise _no_face_error(i + 1, num_characters, len(faces), height, width)
+    if overlap == "nearest" and num_characters > 1:
+        centres = [None if b is None else ((b.x1 + b.x2) / 2, (b.y1 + b.y2) / 2) for b in boxes]
+        pixel = separate_overlaps(pixel, centres)
     latent_hw = latent_size or (height // LATENT_STRIDE, width // LATENT_STRIDE)
     return CharacterMasks(pixel, to_latent(pixel, latent_hw), boxes, sources, notes)
 

@@ -12,6 +12,7 @@ axis stays exact, and the per-frame windows are cut from the joined sequence aft
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -126,29 +127,39 @@ def _feature_extractor(n_mels: int) -> Any:
     return WhisperFeatureExtractor(feature_size=n_mels, sampling_rate=WHISPER_SAMPLE_RATE)
 
 
+def timeline_samples(wav16k: torch.Tensor, offset: int, first: int, count: int) -> torch.Tensor:
+    """Samples [first, first + count) of a timeline that is `offset` zeros, then `wav16k`, then zeros."""
+    lo, hi = max(first - offset, 0), max(min(first + count - offset, wav16k.numel()), 0)
+    piece = wav16k[lo:hi].to(torch.float32)
+    before = min(max(offset - first, 0), count)
+    return torch.nn.functional.pad(piece, (before, count - before - piece.numel()))
+
+
 @torch.no_grad()
-def whisper_hidden_states(encoder: torch.nn.Module, wav16k: torch.Tensor, num_positions: int) -> torch.Tensor:
+def whisper_hidden_states(encoder: torch.nn.Module, wav16k: torch.Tensor, num_positions: int,
+                          out: torch.Tensor | Callable[[int, int], torch.Tensor] | None = None,
+                          offset: int = 0) -> torch.Tensor:
     """All encoder hidden states of a mono 16 kHz waveform, in overlapping 30 s windows (module docstring).
 
     Returns [num_positions, L + 1, D] fp32 at 50 Hz (whisper-tiny: [P, 5, 384]: embedding output, then each
-    layer, the last one after the final LayerNorm). The waveform is zero-padded when more positions are
-    asked for than it covers (the tail is Whisper's own encoding of silence).
+    layer, the last one after the final LayerNorm). The clip starts `offset` samples into the timeline; every
+    window holds all of the clip's samples it covers (the official code encodes the whole clip, not only the
+    video frames' span) and zeros elsewhere, exactly as Whisper's own padding to 30 s. The states are written
+    into `out` when given (no second copy of an hour of features; a callable gets (layers, dim) once the
+    first window has run and returns the [num_positions, layers, dim] tensor to fill), else into a new tensor.
     """
     n_mels = encoder.config.num_mel_bins if hasattr(encoder, "config") else 80
     extractor = _feature_extractor(n_mels)
-    plan = chunk_plan(num_positions)
-    needed = (plan[-1][0] + POSITIONS_PER_CHUNK) * SAMPLES_PER_POSITION
-    wav = wav16k.to(torch.float32).cpu()
-    if wav.numel() < needed:
-        wav = torch.nn.functional.pad(wav, (0, needed - wav.numel()))
+    wav = wav16k.cpu()
     param = next(encoder.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
-    states = []
-    for start, keep_from, keep_to in plan:
-        first = start * SAMPLES_PER_POSITION
-        chunk = wav[first : first + CHUNK_SAMPLES].numpy()
+    for start, keep_from, keep_to in chunk_plan(num_positions):
+        chunk = timeline_samples(wav, offset, start * SAMPLES_PER_POSITION, CHUNK_SAMPLES).numpy()
         mel = extractor(chunk, sampling_rate=WHISPER_SAMPLE_RATE, return_tensors="pt").input_features  # [1, M, 3000]
-        out = encoder(mel.to(device, torch.float32), output_hidden_states=True)
-        hidden = torch.stack(out.hidden_states, dim=2)[0].float().cpu()                     # [1500, L+1, D]
-        states.append(hidden[keep_from - start : keep_to - start])
-    return torch.cat(states, dim=0)
+        states = encoder(mel.to(device, torch.float32), output_hidden_states=True).hidden_states
+        if not isinstance(out, torch.Tensor):
+            shape = (len(states), states[0].shape[-1])
+            out = out(*shape) if out is not None else torch.empty(num_positions, *shape)
+        for layer, state in enumerate(states):  # [1, 1500, D] each
+            out[keep_from:keep_to, layer] = state[0, keep_from - start : keep_to - start].float().cpu()
+    return out

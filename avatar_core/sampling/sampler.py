@@ -235,7 +235,8 @@ def _call_model(run: _Run, x: torch.Tensor, step: int, step_in: ModelCall, guide
     """One CFG-batched model call on window ``frames`` -> noise_pred ``[2B, C, W, H, W]``."""
     cond, plan = run.cond, run.plan
     rows = window_audio_rows(start, plan.window, plan.audio_ring_rows)
-    audio = gather_audio(cond.audio, rows, cond.audio_frame_dim)  # [B, (N,) 4W-3, 10, 5, 384]
+    # The clip's features may stay in RAM (an hour is a 1.4 GB view): only this window's rows move.
+    audio = gather_audio(cond.audio, rows, cond.audio_frame_dim).to(x.device)  # [B, (N,) 4W-3, 10, 5, 384]
     mask = _face_mask_for(cond, frames) * guide.mask_scale  # [B, N, Tm, H, W]
     call = replace(step_in, audio=torch.cat([torch.zeros_like(audio), audio]), face_mask=torch.cat([mask, mask]),
                    step_cache=run.step_cache)
