@@ -51,7 +51,8 @@ class Runner(Protocol):
     info: RunnerInfo
 
     def sample(self, cond: AvatarConditioning, config: SamplerConfig | None = None, *,
-               noise: torch.Tensor | None = None, callbacks: SamplerCallbacks | None = None) -> SampleResult: ...
+               noise: torch.Tensor | None = None, callbacks: SamplerCallbacks | None = None,
+               loras: tuple[tuple[str, float], ...] = ()) -> SampleResult: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,6 +155,12 @@ class LocalRunner(nn.Module):
         return partial(self.diffusion_model, options=options or self.options)
 
     def sample(self, cond: AvatarConditioning, config: SamplerConfig | None = None, *,
-               noise: torch.Tensor | None = None, callbacks: SamplerCallbacks | None = None) -> SampleResult:
+               noise: torch.Tensor | None = None, callbacks: SamplerCallbacks | None = None,
+               loras: tuple[tuple[str, float], ...] = ()) -> SampleResult:
+        """``loras``: (file, strength) pairs to apply first; () leaves the weights as they are (the LoRA
+        node applies its own LoRA objects to `diffusion_model` itself, avatar_core.lora.set_loras)."""
+        if loras:
+            from .lora import set_lora_files
+            set_lora_files(self.diffusion_model, loras, None if self.offload is None else self.offload.device)
         return sample_avatar(self.denoiser(), cond, config, noise=noise, callbacks=callbacks)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import audio, emotion, faces, loaders, sampler, text
+from . import audio, emotion, faces, loaders, lora, sampler, text, training
 from .paths import register_folders
 
 
@@ -18,4 +18,5 @@ class AvatarExtension(ComfyExtension):
             audio.AvatarAudioEncode, faces.AvatarFaceMasks, emotion.AvatarEmotionEncode,
             text.AvatarTextEncode, text.AvatarConditioningSave, text.AvatarConditioningLoad,
             sampler.AvatarLongVideo, sampler.AvatarSampler,
+            lora.AvatarLoraLoader, training.AvatarTrainingClip,
         ]

@@ -28,6 +28,7 @@ from ..avatar_core.sampling.sampler import (
 from ..avatar_core.sampling.stepcache import StepCacheConfig
 from ..avatar_core.sampling.windows import OFFICIAL_OFFSET, OFFICIAL_WINDOW, WindowConfig, plan_clip
 from .convert import MOTION_EXP, MOTION_POSE, check_image, image_to_frames, motion_tensor, official_size, resize_masks
+from .lora import apply_attached_loras
 from .memory import does_not_fit, out_of_memory
 from .types import AudioFeatures, AvatarModel, CharacterMasks, Emotion, LongVideo
 
@@ -158,7 +159,8 @@ class AvatarSampler(io.ComfyNode):
                 mm.load_models_gpu([model], force_full_load=True)
             else:  # it streams its own blocks: only make room for the resident part and the activations
                 mm.free_memory(SWAP_HEADROOM_BYTES, device)
-            result = runner.sample(cond, config, callbacks=_callbacks(device))
+            loras = apply_attached_loras(model)  # this branch's LoRAs (or none) on the shared weights
+            result = runner.sample(cond, config, callbacks=_callbacks(device), loras=loras)
         except SamplingCancelled:
             raise mm.InterruptProcessingException() from None
         except torch.OutOfMemoryError as e:  # ComfyUI unloads every model on this type; say what to change

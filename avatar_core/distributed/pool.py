@@ -38,6 +38,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from ..lora import set_lora_files
 from ..runner import RunChoices, RunnerInfo
 from ..sampling.sampler import AvatarConditioning, SamplerCallbacks, SamplerConfig, SampleResult, SamplingCancelled
 from .group import ParallelConfig, build_groups, check_devices
@@ -95,7 +96,7 @@ def worker_main(rank: int, config: Any, spec: Any, device_kind: str, init_method
 
 def _serve(rank: int, runner, groups, device, req: tuple, results: Any, cancel: Any) -> bool:
     """One sampling request. Returns False after an error (the pool is then torn down)."""
-    cond, config, noise, want_preview = decode(req)
+    cond, config, noise, want_preview, loras = decode(req)
     lead = rank == 0
     callbacks = SamplerCallbacks(
         on_progress=(lambda p: results.put(("progress", rank, encode(p)))) if lead else None,
@@ -105,6 +106,7 @@ def _serve(rank: int, runner, groups, device, req: tuple, results: Any, cancel: 
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
     try:
+        set_lora_files(runner.diffusion_model, loras, device)  # this request's LoRAs (or none: the base weights, exactly)
         with torch.no_grad():
             res = sample_on_rank(runner.diffusion_model, groups, _move(cond, device), config, device,
                                  options=runner.options, noise=None if noise is None else noise.to(device),
@@ -201,8 +203,10 @@ class WorkerPool:
         return self._finalizer.alive and all(p.is_alive() for p in self._procs)
 
     def sample_avatar(self, cond: AvatarConditioning, config: SamplerConfig | None = None, *,
-                      noise: torch.Tensor | None = None, callbacks: SamplerCallbacks | None = None) -> SampleResult:
-        """Same contract as :func:`avatar_core.sampling.sample_avatar`; the latents come back on ``cond``'s device."""
+                      noise: torch.Tensor | None = None, callbacks: SamplerCallbacks | None = None,
+                      loras: tuple[tuple[str, float], ...] = ()) -> SampleResult:
+        """Same contract as :func:`avatar_core.sampling.sample_avatar`; the latents come back on ``cond``'s device.
+        ``loras``: (LoRA file, strength) pairs every worker applies first (avatar_core.lora.set_lora_files)."""
         config = config or SamplerConfig()
         check_step_cache(self.config, config)
         if not self.alive:
@@ -210,7 +214,7 @@ class WorkerPool:
         callbacks = callbacks or SamplerCallbacks()
         out_device = cond.ref_latents.device
         req = encode((_move(cond, torch.device("cpu")), config, None if noise is None else noise.cpu(),
-                      callbacks.on_preview is not None))
+                      callbacks.on_preview is not None, tuple(loras)))
         self._cancel.clear()
         for q in self._requests:
             q.put(req)
@@ -280,8 +284,10 @@ class PooledRunner(torch.nn.Module):
         self.info: RunnerInfo = pool.info
 
     def sample(self, cond: AvatarConditioning, config: SamplerConfig | None = None, *,
-               noise: torch.Tensor | None = None, callbacks: SamplerCallbacks | None = None) -> SampleResult:
-        return self.pool.sample_avatar(cond, config, noise=noise, callbacks=callbacks)
+               noise: torch.Tensor | None = None, callbacks: SamplerCallbacks | None = None,
+               loras: tuple[tuple[str, float], ...] = ()) -> SampleResult:
+        """``loras``: (LoRA file, strength) pairs every worker applies before the run (none: base weights)."""
+        return self.pool.sample_avatar(cond, config, noise=noise, callbacks=callbacks, loras=tuple(loras))
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("this Avatar model runs in worker processes (multi-GPU): sample it with the Avatar "

@@ -1,0 +1,53 @@
+"""python -m avatar_core.train --data CLIPS --output RUN --checkpoint MODEL [options]: every TrainConfig field
+is an option (`--lora-rank 16`, `--no-train-lora --train-aem`, `--resume latest`)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import typing
+
+from .trainer import TrainConfig, train
+
+HELP = {
+    "data": "folder of clip caches (*.safetensors written by avatar_core.train.data.write_clip)",
+    "output": "run folder: lora.safetensors, aem.safetensors, checkpoints/, samples/",
+    "checkpoint": "base Avatar transformer (official .pt, fp8 .pt + _map.pt, or our .safetensors)",
+    "random_model": "tiny | 13b: random weights instead of a checkpoint (tests, benchmarks)",
+    "lora_blocks": "all | double | single | double:0-9,single:20-39",
+    "lora_layers": "regex on the linear's name inside a block, e.g. '.*attn.*|linear1'",
+    "shift": "timestep shift of the logit-normal draw (musubi-tuner's HunyuanVideo default 7.0)",
+    "audio_dropout": "probability of zero audio (the sampler's unconditional audio)",
+    "resume": "'latest' or a checkpoint folder",
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m avatar_core.train", description=__doc__)
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        default = None if required else (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+        kind = hints[f.name]
+        if kind is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=HELP.get(f.name))
+            continue
+        conv = int if kind is int else float if kind is float else str
+        p.add_argument(flag, type=conv, default=default, required=required, help=HELP.get(f.name))
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parser().parse_args(argv)
+    result = train(TrainConfig(**vars(args)))
+    print(f"trained {result.step} steps; last loss {result.losses[-1]:.4f}")
+    for label, path in (("LoRA", result.lora), ("AEM", result.aem)):
+        if path is not None:
+            print(f"{label}: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Trainable adapters on the frozen base: LoRA on chosen block linears, the Audio Emotion Module (AEM).
+
+LoRA is a weight parametrisation: every access to `layer.weight` returns `W + (up @ down) * alpha / rank`.
+That reaches the layers the blocks call through `linear_rows` (row slices of `weight`) with no change to the
+model code. Cost per access: one rank-r product of the weight's size (cheaper than a per-token low-rank path
+for the 13B model's ~20k tokens per window: r * out * in vs. tokens * r * (out + in)), and one transient
+weight-sized tensor; gradient checkpointing recomputes it in backward.
+`up` starts at zero, so training starts from exactly the base model. The forward sees the merged weight rounded
+to the base dtype, as the LoRA loader (avatar_core.lora) produces it at inference.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+
+import torch
+import torch.nn as nn
+import torch.nn.utils.parametrize as parametrize
+from torch.utils.checkpoint import checkpoint
+
+from ..model.emotion import AudioEmotionModule, EmotionConfig
+from ..model.fp8 import FP8Linear
+
+COMFY_PREFIX = "diffusion_model."
+
+
+class LoraDelta(nn.Module):
+    """Parametrisation W -> W + (up @ down) * scale; factors kept in float32 for the optimiser."""
+
+    def __init__(self, out_features: int, in_features: int, rank: int, alpha: float, device=None):
+        super().__init__()
+        down = torch.empty(rank, in_features)
+        nn.init.kaiming_uniform_(down, a=math.sqrt(5))  # as nn.Linear's default init; drawn on the CPU (seeded)
+        self.down = nn.Parameter(down.to(device))
+        self.up = nn.Parameter(torch.zeros(out_features, rank, device=device))
+        self.rank, self.alpha = rank, float(alpha)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return w + (self.up.to(w.dtype) @ self.down.to(w.dtype)) * (self.alpha / self.rank)
+
+
+def parse_blocks(spec: str, cfg) -> list[str]:
+    """'all' | 'double' | 'single' | 'double:0-9,single:30-39' -> block module names."""
+    ranges = {"double": cfg.depth_double, "single": cfg.depth_single}
+    out: list[str] = []
+    for part in [p.strip() for p in spec.split(",") if p.strip()]:
+        kind, _, idx = part.partition(":")
+        kinds = ["double", "single"] if kind == "all" else [kind]
+        for k in kinds:
+            if k not in ranges:
+                raise ValueError(f"lora_blocks: unknown block kind {k!r} in {spec!r} (use all, double, single, "
+                                 "double:0-9, single:0-39)")
+            n = ranges[k]
+            if idx:
+                a, _, b = idx.partition("-")
+                picked = range(int(a), int(b or a) + 1)
+                if picked.stop > n:
+                    raise ValueError(f"lora_blocks: {part!r} goes past the model's {n} {k} blocks")
+            else:
+                picked = range(n)
+            out += [f"{k}_blocks.{i}" for i in picked]
+    if not out:
+        raise ValueError(f"lora_blocks {spec!r} selects no block")
+    return list(dict.fromkeys(out))
+
+
+def add_lora(model: nn.Module, blocks: str = "all", rank: int = 32, alpha: float = 32.0,
+             layers: str = ".*") -> dict[str, LoraDelta]:
+    """Parametrise every linear of the chosen blocks whose name (inside the block) matches `layers`."""
+    pattern = re.compile(layers)
+    adapters: dict[str, LoraDelta] = {}
+    for block_name in parse_blocks(blocks, model.cfg):
+        for sub, mod in model.get_submodule(block_name).named_modules():
+            if isinstance(mod, FP8Linear):
+                raise ValueError("LoRA training needs bf16/fp32 base weights; load the model without fp8")
+            if isinstance(mod, nn.Linear) and pattern.fullmatch(sub):
+                delta = LoraDelta(mod.out_features, mod.in_features, rank, alpha, device=mod.weight.device)
+                parametrize.register_parametrization(mod, "weight", delta, unsafe=True)
+                adapters[f"{block_name}.{sub}"] = delta
+    if not adapters:
+        raise ValueError(f"lora_layers {layers!r} matches no linear layer in blocks {blocks!r}")
+    return adapters
+
+
+def remove_lora(model: nn.Module) -> None:
+    """Drop the parametrisations (the base weights were never changed)."""
+    for mod in model.modules():
+        if parametrize.is_parametrized(mod, "weight"):
+            parametrize.remove_parametrizations(mod, "weight", leave_parametrized=False)
+
+
+def lora_state_dict(adapters: dict[str, LoraDelta], dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
+    """ComfyUI layout (`diffusion_model.<official name>.lora_down/up.weight`, `.alpha`): loads in ComfyUI's
+    own LoRA loader for HunyuanVideo and in our Avatar LoRA node."""
+    sd = {}
+    for name, d in adapters.items():
+        key = COMFY_PREFIX + name
+        sd[key + ".lora_down.weight"] = d.down.detach().to("cpu", dtype).contiguous()
+        sd[key + ".lora_up.weight"] = d.up.detach().to("cpu", dtype).contiguous()
+        sd[key + ".alpha"] = torch.tensor(d.alpha)
+    return sd
+
+
+def attach_new_aem(model: nn.Module, every: int = 2) -> AudioEmotionModule:
+    """A fresh AEM (zero gates: the model's output is unchanged at step 0) after every `every`-th double block."""
+    cfg = model.cfg
+    ecfg = EmotionConfig(hidden_size=cfg.hidden_size, num_heads=cfg.num_heads, latent_channels=cfg.in_channels,
+                         after_double=tuple(range(0, cfg.depth_double, every)))
+    aem = AudioEmotionModule(ecfg).to(model.img_in.proj.weight.device)
+    model.aem = aem
+    return aem
+
+
+def enable_gradient_checkpointing(model: nn.Module) -> None:
+    """Recompute every block (and the audio/emotion injection after double blocks) in backward."""
+    for block in [*model.double_blocks, *model.single_blocks]:
+        block.forward = functools.partial(_checkpointed, block.forward)
+    model._after_double = functools.partial(_checkpointed, model._after_double)
+
+
+def _checkpointed(fn, *args, **kwargs):
+    if not torch.is_grad_enabled():
+        return fn(*args, **kwargs)
+    return checkpoint(fn, *args, use_reentrant=False, **kwargs)

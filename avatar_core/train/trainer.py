@@ -1,0 +1,211 @@
+"""The training loop: adapters on the frozen base, flow-matching loss, checkpoints, samples, progress.
+
+    result = train(TrainConfig(data="clips/", output="runs/me", checkpoint="mp_rank_00_model_states.pt"))
+    result.lora   # runs/me/lora.safetensors (ComfyUI layout), result.aem: runs/me/aem.safetensors
+
+The same as `python -m avatar_core.train --data clips/ --output runs/me --checkpoint ...`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from ..loading import save_emotion_module
+from ..model.options import RunOptions
+from .adapters import add_lora, attach_new_aem, enable_gradient_checkpointing, lora_state_dict
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .data import ClipFolder
+from .loss import draw_step, flow_loss
+from .samples import write_sample
+
+log = logging.getLogger(__name__)
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+@dataclass
+class TrainConfig:
+    data: str                                # folder of clip caches (train/data.py)
+    output: str                              # lora.safetensors, aem.safetensors, checkpoints/, samples/
+    checkpoint: str | None = None            # base Avatar transformer file (our loader's formats)
+    random_model: str | None = None          # "tiny" / "13b": random weights instead (tests, benchmarks)
+    train_lora: bool = True
+    lora_blocks: str = "all"                 # all | double | single | double:0-9,single:20-39
+    lora_layers: str = ".*"                  # regex on the linear's name inside a block (e.g. ".*attn.*|linear1")
+    lora_rank: int = 32
+    lora_alpha: float = 32.0
+    train_aem: bool = False                  # train a new Audio Emotion Module (clips need `emotion`)
+    aem_every: int = 2                       # one emotion layer after every n-th double block
+    steps: int = 1000
+    lr: float = 2e-4
+    weight_decay: float = 0.01
+    optimizer: str = "adamw"                 # adamw | adamw8bit (bitsandbytes)
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+    shift: float = 7.0
+    audio_dropout: float = 0.1
+    dtype: str = "bf16"                      # base weights
+    gradient_checkpointing: bool = True
+    attention: str = "sdpa"
+    seed: int = 0
+    save_every: int = 250
+    sample_every: int = 0                    # 0: no samples
+    sample_steps: int = 20
+    resume: str | None = None                # "latest" or a checkpoint folder
+    device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
+    progress: bool = True
+
+    def check(self) -> None:
+        if not (self.train_lora or self.train_aem):
+            raise ValueError("nothing to train: set train_lora and/or train_aem")
+        if (self.checkpoint is None) == (self.random_model is None):
+            raise ValueError("give exactly one of checkpoint (the base model file) and random_model")
+        if self.optimizer not in ("adamw", "adamw8bit"):
+            raise ValueError(f"optimizer must be adamw or adamw8bit, got {self.optimizer!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
+
+
+@dataclass
+class TrainResult:
+    lora: Path | None
+    aem: Path | None
+    losses: list[float]
+    step: int
+    seconds: list[float] = field(default_factory=list)   # wall time of each step of this call
+
+
+def build_base(cfg: TrainConfig) -> torch.nn.Module:
+    from ..config import AvatarConfig
+    from ..loading import build_random_transformer, load_transformer
+    dtype = DTYPES[cfg.dtype]
+    if cfg.random_model is not None:
+        size = {"tiny": AvatarConfig.tiny, "13b": AvatarConfig.avatar_13b}[cfg.random_model]()
+        return build_random_transformer(size, dtype=dtype, device=cfg.device, seed=cfg.seed)
+    return load_transformer(cfg.checkpoint, dtype=dtype, device=cfg.device, fp8="dequant")
+
+
+def _optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw8bit":
+        try:
+            import bitsandbytes as bnb
+        except ImportError as e:
+            raise ValueError("optimizer adamw8bit needs bitsandbytes (pip install bitsandbytes); or use adamw") from e
+        return bnb.optim.AdamW8bit(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def prepare(model: torch.nn.Module, cfg: TrainConfig, data: ClipFolder):
+    """Freeze the base, add the adapters -> (trainable parameters by name, LoRA adapters, AEM or None)."""
+    model.requires_grad_(False)
+    if cfg.train_aem and not data.has_emotion():
+        raise ValueError(f"train_aem needs clips with an `emotion` latent; {data.files[0].name} has none")
+    with torch.random.fork_rng(devices=[]):  # adapter init from the run's seed: a rerun starts identically
+        torch.manual_seed(cfg.seed)
+        adapters = add_lora(model, cfg.lora_blocks, cfg.lora_rank, cfg.lora_alpha, cfg.lora_layers) if cfg.train_lora else {}
+        aem = attach_new_aem(model, cfg.aem_every) if cfg.train_aem else None
+    params = {f"lora.{n}.{k}": p for n, d in adapters.items() for k, p in (("down", d.down), ("up", d.up))}
+    if aem is not None:
+        params.update({f"aem.{k}": p for k, p in aem.named_parameters()})
+    for p in params.values():
+        p.requires_grad_(True)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    return params, adapters, aem
+
+
+def train(cfg: TrainConfig, model: torch.nn.Module | None = None,
+          decoder: Callable[[torch.Tensor], torch.Tensor] | None = None) -> TrainResult:
+    """Run (or resume) a training; `model`: a prebuilt base (else built from cfg; it keeps the trained
+    adapters afterwards); `decoder`: latents -> frames [F, H, W, 3] in 0..1 for sample videos (else samples
+    are saved as latents)."""
+    cfg.check()
+    data = ClipFolder(cfg.data)
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(cfg.device)
+    model = build_base(cfg) if model is None else model
+    params, adapters, aem = prepare(model, cfg, data)
+    opt = _optimizer(list(params.values()), cfg)
+    step, losses = 0, []
+    resume = _resume_point(out, cfg.resume)
+    if resume is not None:
+        state = load_checkpoint(resume, params, opt)
+        step, losses = state["step"], state["losses"]
+        log.info("resumed from %s at step %d", resume, step)
+    bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress, desc="train", dynamic_ncols=True)
+    seconds = []
+    while step < cfg.steps:
+        t0 = time.perf_counter()
+        loss = _optimizer_step(model, data, params, opt, cfg, step, device, aem is not None)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds.append(time.perf_counter() - t0)
+        step += 1
+        losses.append(loss)
+        bar.set_postfix(loss=f"{loss:.4f}")
+        bar.update(1)
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            save_checkpoint(out / "checkpoints", step, params, opt, {"losses": losses, "config": asdict(cfg)})
+            _save_adapters(out, adapters, aem, cfg)
+        if cfg.sample_every and step % cfg.sample_every == 0:
+            write_sample(model, data[0], out / "samples", step, cfg, decoder, aem is not None)
+    bar.close()
+    lora_path, aem_path = _save_adapters(out, adapters, aem, cfg)
+    return TrainResult(lora_path, aem_path, losses, step, seconds)
+
+
+def _resume_point(out: Path, resume: str | None) -> Path | None:
+    if not resume:
+        return None
+    if resume == "latest":
+        found = latest_checkpoint(out / "checkpoints")
+        if found is None:
+            log.info("resume=latest: no checkpoint in %s yet, starting at step 0", out / "checkpoints")
+        return found
+    path = Path(resume)
+    if not (path / "state.json").is_file():
+        raise ValueError(f"resume: {path} is not a checkpoint folder (no state.json); use 'latest' or a "
+                         f"{out / 'checkpoints'}/step-NNNNNN folder")
+    return path
+
+
+def _optimizer_step(model, data, params, opt, cfg: TrainConfig, step: int, device, use_emotion: bool) -> float:
+    total = 0.0
+    for micro in range(cfg.grad_accum):
+        draw = draw_step(cfg.seed, step * cfg.grad_accum + micro, len(data), cfg.shift, cfg.audio_dropout)
+        forward = partial(model, options=RunOptions(attention=cfg.attention))  # the run's kernel, not the model's
+        loss = flow_loss(forward, data[draw.clip], draw, device, use_emotion) / cfg.grad_accum
+        loss.backward()
+        total += float(loss.detach())
+    if not math.isfinite(total):
+        raise FloatingPointError(f"loss is {total} at step {step + 1}; lower lr ({cfg.lr}) or check the clip caches")
+    if cfg.max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.max_grad_norm)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return total
+
+
+def _save_adapters(out: Path, adapters, aem, cfg: TrainConfig) -> tuple[Path | None, Path | None]:
+    lora_path = aem_path = None
+    if adapters:
+        lora_path = out / "lora.safetensors"
+        meta = {"format": "comfyui-lora", "trainer": "avatar_core.train", "rank": str(cfg.lora_rank),
+                "alpha": str(cfg.lora_alpha), "blocks": cfg.lora_blocks, "layers": cfg.lora_layers}
+        save_file(lora_state_dict(adapters), str(lora_path), metadata=meta)
+    if aem is not None:
+        aem_path = out / "aem.safetensors"
+        save_emotion_module(aem, aem_path)
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    return lora_path, aem_path
