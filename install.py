@@ -3,7 +3,11 @@
 onnxruntime and onnxruntime-gpu install the same files, so an environment must hold exactly one of them.
 We keep whichever flavour is already there, else install onnxruntime-gpu where torch sees CUDA and plain
 onnxruntime otherwise (face detection runs once per reference image: the CPU flavour is fast enough).
-insightface is installed with --no-deps because its own metadata asks for plain onnxruntime.
+insightface is installed with --no-deps because its own metadata asks for plain onnxruntime; its other
+requirements are installed explicitly. OpenCV: insightface declares `opencv-python`, so that is the one build
+we install (an environment must hold one: opencv-python and opencv-python-headless both provide `cv2` and
+overwrite each other); an existing headless build is kept, and `pip check` then names that mismatch, which is
+harmless. Likewise with onnxruntime-gpu, `pip check` reports insightface's wish for plain onnxruntime.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import subprocess
 import sys
 
 FLAVOURS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-silicon")
+# insightface's own requirements, less onnxruntime (chosen above) and opencv-python (handled above).
+INSIGHTFACE_NEEDS = ("numpy", "onnx>=1.13", "tqdm", "requests", "scipy", "scikit-image")
 
 
 def installed(name: str) -> bool:
@@ -66,9 +72,12 @@ def main() -> int:
     if not present:
         pip_install("onnxruntime-gpu" if cuda_available() else "onnxruntime")
     if importlib.util.find_spec("cv2") is None:
-        pip_install("opencv-python-headless")
+        pip_install("opencv-python")
     if not installed("insightface"):
         pip_install("--no-deps", "insightface")
+    missing = [req for req in INSIGHTFACE_NEEDS if not installed(req.split(">")[0])]
+    if missing:
+        pip_install(*missing)
     if not installed(FA3) and fa3_wanted():
         install_fa3()
     return 0

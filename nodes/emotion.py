@@ -22,7 +22,10 @@ class AvatarEmotionEncode(io.ComfyNode):
                 io.Image.Input("image", tooltip="A face showing the wanted emotion."),
                 io.Vae.Input("vae", tooltip="The HunyuanVideo VAE (hunyuan_video_vae_bf16.safetensors)."),
                 io.Int.Input("image_size", default=512, min=128, max=1024, step=64,
-                             tooltip="Short side the reference is resized to before encoding."),
+                             tooltip="Short side the EMOTION image is resized to before VAE encoding; independent "
+                                     "of the sampler's video image_size (704). Its latent only gives the emotion "
+                                     "module cross-attention tokens, so 512 (1024 tokens) keeps that cheap; the "
+                                     "public code has no emotion module, hence no official value."),
             ],
             outputs=[Emotion.Output(display_name="emotion")],
         )

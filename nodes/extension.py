@@ -5,12 +5,13 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 
 from . import audio, emotion, faces, loaders, lora, sampler, text, training
-from .paths import register_folders
+from .paths import install_example_inputs, register_folders
 
 
 class AvatarExtension(ComfyExtension):
     async def on_load(self) -> None:
         register_folders()
+        install_example_inputs()
 
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return [

@@ -15,9 +15,8 @@ from ..avatar_core.conditioning.detface import DetFaceDetector
 from ..avatar_core.conditioning.faces import InsightFaceDetector
 from ..avatar_core.conditioning.whisper import load_whisper_encoder
 from ..avatar_core.distributed import MODES
-from ..avatar_core.model.attention import available_kernels
 from ..avatar_core.runner import OFFLOAD_MODES, WEIGHT_FORMATS, LoadSpec
-from . import distributed, paths
+from . import availability, distributed, paths
 from .types import AvatarModel, FaceDetector, WhisperEncoder
 
 WEIGHT_DTYPES = tuple(WEIGHT_FORMATS)
@@ -65,10 +64,10 @@ class AvatarModelLoader(io.ComfyNode):
                                        "fp8_e4m3fn_fast: the same weights with fp8 matmuls (row-wise scaled, Ada/Hopper "
                                        "GPUs; ~5% faster on an H100, small extra error). fast: fp8_e4m3fn_fast plus fp8 "
                                        "attention (FlashAttention-3 on Hopper; see the README's performance section)."),
-                io.Combo.Input("attention", options=available_kernels(), default="auto",
+                io.Combo.Input("attention", options=availability.attention_kernels(), default="auto",
                                tooltip="Attention kernel (only those that run on this machine are listed). auto: "
                                        "FlashAttention-3 on Hopper when installed, else sdpa (works everywhere). "
-                                       "fa3_fp8 / sage are quantised (small extra error)."),
+                                       "fa3_fp8 / sage are quantised (small extra error). " + availability.ATTENTION_HELP),
                 io.Combo.Input("emotion_weights", options=[NO_AEM] + paths.emotion_files(), default=NO_AEM,
                                optional=True,
                                tooltip="Audio Emotion Module weights (.safetensors in models/avatar_emotion) for the "
@@ -82,7 +81,8 @@ class AvatarModelLoader(io.ComfyNode):
                 io.Int.Input("swap_blocks", default=20, min=1, max=59, step=1, optional=True,
                              tooltip="With offload = block_swap: how many of the 60 blocks live in RAM (each bf16 "
                                      "block is ~0.4 GB of VRAM saved)."),
-                io.Int.Input("gpus", default=1, min=1, max=16, step=1, optional=True, tooltip=distributed.GPU_TOOLTIP),
+                io.Int.Input("gpus", default=1, min=1, max=availability.gpu_count(), step=1, optional=True,
+                             tooltip=distributed.GPU_TOOLTIP + " " + availability.GPU_HELP),
                 io.Combo.Input("parallel", options=list(MODES), default="auto", optional=True,
                                tooltip=distributed.PARALLEL_TOOLTIP),
             ],
@@ -155,9 +155,10 @@ class AvatarInsightFaceLoader(io.ComfyNode):
                 io.Combo.Input("model_name", options=paths.face_detection_files() + paths.insightface_models(),
                                tooltip="detface.pt (the official detector, models/face_detection) or an InsightFace "
                                        "model pack folder (antelopev2 or buffalo_l)."),
-                io.Combo.Input("provider", options=list(PROVIDERS), default="CPU",
+                io.Combo.Input("provider", options=availability.detector_providers(), default="CPU",
                                tooltip="Where detection runs. Detection runs once per reference image, so CPU is fast "
-                                       "enough; InsightFace on CUDA needs onnxruntime-gpu, detface.pt uses torch."),
+                                       "enough; detface.pt uses torch (CUDA when torch sees a GPU). "
+                                       + availability.PROVIDER_HELP),
                 io.Int.Input("det_size", default=640, min=128, max=1280, step=32,
                              tooltip="InsightFace input size in pixels (default 640). detface.pt always uses the "
                                      "official 416 (short side)."),
@@ -172,7 +173,7 @@ class AvatarInsightFaceLoader(io.ComfyNode):
             return io.NodeOutput(DetFaceDetector(folder_paths.get_full_path(paths.FACE_DETECTION, model_name), device))
         root = paths.insightface_root()
         if not os.path.isdir(os.path.join(root, "models", model_name)):
-            raise paths.missing_file_error(paths.INSIGHTFACE, f"models/{model_name}", "InsightFace model pack")
+            raise paths.missing_file_error(f"{paths.INSIGHTFACE}/models", model_name, "InsightFace model pack")
         try:
             detector = InsightFaceDetector(root, pack=model_name, providers=PROVIDERS[provider], det_size=det_size)
         except ImportError as e:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 
 import folder_paths
+
+from ..avatar_core import model_files
 
 INSIGHTFACE = "insightface"               # models/insightface/models/<name>/*.onnx (InsightFace's own layout)
 CONDITIONING = "avatar_conditioning"      # saved text conditioning (.safetensors)
@@ -36,9 +40,32 @@ def insightface_models() -> list[str]:
 
 
 def missing_file_error(folder: str, name: str, what: str) -> FileNotFoundError:
-    where = folder_paths.get_folder_paths(folder)
-    return FileNotFoundError(f"{what} '{name}' not found in models/{folder} ({', '.join(where)}). "
-                             "Put the file there (see the README's model table) and press R to refresh.")
+    where = folder_paths.get_folder_paths(folder.split("/")[0])
+    return FileNotFoundError(f"{what} '{name}' not found in models/{folder} ({', '.join(where)}).\n"
+                             f"{model_files.describe(name, folder)}\nThen press R in ComfyUI to refresh the lists.")
+
+
+EXAMPLE_INPUTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "example_inputs")
+
+
+def install_example_inputs() -> list[str]:
+    """Copy the example workflows' images and speech into ComfyUI's input folder, so that the templates open
+    with their inputs present. Never overwrites: a file of the same name already there is kept."""
+    target = folder_paths.get_input_directory()
+    copied = []
+    for name in sorted(os.listdir(EXAMPLE_INPUTS)) if os.path.isdir(EXAMPLE_INPUTS) else []:
+        src, dst = os.path.join(EXAMPLE_INPUTS, name), os.path.join(target, name)
+        if name.endswith(".md") or os.path.exists(dst):
+            continue
+        try:
+            os.makedirs(target, exist_ok=True)
+            shutil.copyfile(src, dst)
+            copied.append(name)
+        except OSError as e:  # a read-only input folder must not stop the pack from loading
+            logging.warning("HunyuanVideo-Avatar: could not copy example input %s to %s: %s", name, target, e)
+    if copied:
+        logging.info("HunyuanVideo-Avatar: example inputs copied to %s: %s", target, ", ".join(copied))
+    return copied
 
 
 def conditioning_folder() -> str:

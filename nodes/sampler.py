@@ -46,15 +46,20 @@ class AvatarLongVideo(io.ComfyNode):
             inputs=[
                 io.Int.Input("window", default=OFFICIAL_WINDOW, min=2, max=64, step=1,
                              tooltip="Latent frames per model call (33 = 129 video frames, what the model was trained on)."),
-                io.Int.Input("shift", default=OFFICIAL_OFFSET, min=0, max=63, step=1,
-                             tooltip="Latent frames the window grid moves each step, so seams never stay in place."),
+                io.Int.Input("stride", default=OFFICIAL_OFFSET, min=0, max=63, step=1, optional=True,
+                             tooltip="Latent frames the window grid moves each denoising step, so seams never stay "
+                                     "in place (official 10). Not the sampler's flow `shift`."),
+                # Before the rename this input was called `shift`; API prompts saved then still carry it (UI
+                # workflows store widget values by position and load as they are). A socket only, no widget.
+                io.Int.Input("shift", min=0, max=63, optional=True, force_input=True, advanced=True,
+                             tooltip="Old name of `stride`, kept so that saved API prompts run; when given it wins."),
             ],
             outputs=[LongVideo.Output(display_name="long_video")],
         )
 
     @classmethod
-    def execute(cls, window: int, shift: int) -> io.NodeOutput:
-        return io.NodeOutput(WindowConfig(window=window, offset=shift))
+    def execute(cls, window: int, stride: int = OFFICIAL_OFFSET, shift: int | None = None) -> io.NodeOutput:
+        return io.NodeOutput(WindowConfig(window=window, offset=stride if shift is None else shift))
 
 
 def text_conditioning(cond, name: str, device) -> TextConditioning:
@@ -85,13 +90,17 @@ class AvatarSampler(io.ComfyNode):
                 CharacterMasks.Input("character_masks", optional=True,
                                      tooltip="One mask per audio track; default: one character, the whole frame."),
                 Emotion.Input("emotion", optional=True, tooltip="Emotion reference (needs AEM weights)."),
-                LongVideo.Input("long_video", optional=True, tooltip="Window / shift; default official 33 / 10."),
+                LongVideo.Input("long_video", optional=True, tooltip="Window / stride; default official 33 / 10."),
                 io.Int.Input("image_size", default=704, min=128, max=1280, step=64,
-                             tooltip="Short side of the video (official 704); sides are multiples of 64."),
+                             tooltip="Short side of the VIDEO (official 704); sides are multiples of 64. The "
+                                     "Emotion Reference's image_size (512) is a different thing: the size of its "
+                                     "reference image only."),
                 io.Int.Input("steps", default=50, min=1, max=200, step=1, tooltip="Denoising steps (official 50)."),
                 io.Float.Input("cfg", default=7.5, min=1.0, max=20.0, step=0.1,
                                tooltip="Text+audio guidance of the first steps (official 7.5)."),
-                io.Float.Input("shift", default=5.0, min=0.0, max=20.0, step=0.1, tooltip="Flow shift (official 5)."),
+                io.Float.Input("shift", default=5.0, min=0.0, max=20.0, step=0.1,
+                               tooltip="Flow-matching time shift of the noise schedule (official 5). Not the window "
+                                       "stride of Avatar Long-Video Windows."),
                 io.Int.Input("seed", default=128, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Noise seed (drawn on the CPU, so a seed gives the same video on any GPU)."),
                 io.Int.Input("motion_exp", default=MOTION_EXP, min=0, max=255, step=1,
@@ -99,12 +108,16 @@ class AvatarSampler(io.ComfyNode):
                 io.Int.Input("motion_pose", default=MOTION_POSE, min=0, max=255, step=1,
                              tooltip="Head pose motion bucket (official 25); lower = steadier head."),
                 io.Boolean.Input("deep_cache", default=True,
-                                 tooltip="Reuse deep features on some steps (official: always on, ~35% faster)."),
+                                 tooltip="The OFFICIAL speed-up, on by default: on a FIXED list of steps (20 of 50) the "
+                                         "deep blocks are not run and their output from the last full step is "
+                                         "reused (~35% faster, the official result). Which steps is fixed in "
+                                         "advance; compare step_cache."),
                 io.Float.Input("step_cache", default=0.0, min=0.0, max=2.0, step=0.01, optional=True,
-                               tooltip="Opt-in extra speed: skip most of a full step when the first block's output "
-                                       "changed less than this (accumulated relative change) since the last computed "
-                                       "step. 0 = off (official result). Random-weight tests: 0.5 gave 1.9x. Tune on "
-                                       "your clips: higher = faster, less faithful."),
+                               tooltip="NOT official, opt-in (0 = off): ADAPTIVE skipping on the steps deep_cache "
+                                       "computes fully. After the first block, if its output changed less than this "
+                                       "threshold (accumulated relative change) since the last computed step, the "
+                                       "rest of the step is approximated from the cache. Random-weight tests: 0.5 "
+                                       "gave 1.9x. Higher = faster, less faithful; start low."),
             ],
             outputs=[io.Latent.Output(display_name="latent")],
         )

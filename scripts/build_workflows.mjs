@@ -39,6 +39,7 @@ async function build(plan) {
     if (!node) { problems.push(`unknown node type ${n.type}`); continue; }
     node.pos = [n.col * 420, n.row * 230];
     if (n.title) node.title = n.title;
+    if (n.models?.length) node.properties = { ...(node.properties ?? {}), models: n.models };  // Missing Models panel
     app.graph.add(node);
     byKey[n.key] = node;
     for (const [name, value] of n.widgets) {  // in order: a dynamic combo adds its children when set

@@ -4,7 +4,9 @@
 
 Starts ComfyUI headless with this pack, builds each graph in headless Chromium (node + playwright-core from
 tests/frontend), saves the frontend's own serialisation, and checks that scripts/ui_to_api.py converts each
-saved workflow exactly as the frontend does (app.graphToPrompt).
+saved workflow exactly as the frontend does (app.graphToPrompt). Every model loader gets the `models`
+metadata the frontend's Missing Models panel reads (name, url, directory: avatar_core/model_files.py), and
+each workflow a `<name>.jpg` thumbnail drawn from its example inputs (scripts/thumbnails.py).
 """
 
 from __future__ import annotations
@@ -18,8 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import comfy_headless as ch  # noqa: E402
+import thumbnails  # noqa: E402
 import ui_to_api  # noqa: E402
 import workflow_specs  # noqa: E402
+from workflow_specs import mf  # noqa: E402
+
+INPUTS = ch.REPO / "example_inputs"
 
 OUT = ch.REPO / "example_workflows"
 GROUPS = {0: "Models", 1: "Inputs", 2: "Conditioning", 3: "Sampling", 4: "Video", 5: "Video"}
@@ -32,13 +38,25 @@ def plan(name: str) -> dict:
         if kind != "Note":
             groups.setdefault(GROUPS[col], []).append(key)
     return {"name": name, "description": description,
-            "nodes": [{"key": k, "type": t, "col": c, "row": r, "widgets": list(w.items()), "title": title}
+            "nodes": [{"key": k, "type": t, "col": c, "row": r, "widgets": list(w.items()), "title": title,
+                       "models": [m for v in w.values() if isinstance(v, str) and (m := mf.frontend_metadata(v))]}
                       for k, t, c, r, w, title in nodes],
             "links": [list(ln) for ln in links], "groups": [{"title": t, "keys": k} for t, k in groups.items()]}
 
 
 def strip(prompt: dict) -> dict:
     return {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in prompt.items()}
+
+
+def draw_thumbnail(name: str, workflow: dict) -> None:
+    """<name>.jpg from the example inputs the workflow's LoadImage / LoadAudio nodes name."""
+    by_type = lambda kind: [INPUTS / n["widgets_values"][0] for n in workflow["nodes"] if n["type"] == kind]  # noqa: E731
+    title = name.removeprefix("avatar_").replace("_", " ").capitalize()
+    images = [p for p in by_type("LoadImage") if p.is_file()]
+    missing = [p.name for p in by_type("LoadImage") + by_type("LoadAudio") if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{name}: example inputs missing from {INPUTS}: {missing}")
+    thumbnails.draw(title, images, by_type("LoadAudio"), OUT / f"{name}.jpg")
 
 
 def main() -> int:
@@ -71,6 +89,7 @@ def main() -> int:
         if mine != strip(built["prompt"]):
             bad.append(f"{name}: ui_to_api differs from the frontend:\n ours {json.dumps(mine)}\n  fe {json.dumps(strip(built['prompt']))}")
         (OUT / f"{name}.json").write_text(json.dumps(built["workflow"], indent=1) + "\n")
+        draw_thumbnail(name, built["workflow"])
         print(f"wrote {OUT / name}.json ({len(built['workflow']['nodes'])} nodes)")
     for b in bad:
         print("PROBLEM:", b, file=sys.stderr)

@@ -31,13 +31,19 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, comfy_path: str | Path, base: Path, python: str = sys.executable, cpu: bool = True):
+    """ComfyUI on a free loopback port. Its log goes to `log_dir`/comfyui.log (default: the base folder).
+    `fast_start` skips what a headless render never uses (the API nodes: about 1/4 of the start-up time)."""
+
+    def __init__(self, comfy_path: str | Path, base: Path, python: str = sys.executable, cpu: bool = True,
+                 log_dir: Path | None = None, fast_start: bool = False):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = base / "comfyui.log"
+        self.log_path = (log_dir or base) / "comfyui.log"
         args = [python, str(Path(comfy_path) / "main.py"), "--listen", "127.0.0.1", "--port", str(self.port),
                 "--base-directory", str(base), "--disable-auto-launch"] + (["--cpu"] if cpu else [])
+        args += ["--disable-api-nodes"] if fast_start else []
         self.log = open(self.log_path, "w")
+        self._read = 0
         self.proc = subprocess.Popen(args, cwd=str(comfy_path), stdout=self.log, stderr=subprocess.STDOUT)
 
     def get(self, path: str):
@@ -56,8 +62,19 @@ class Server:
                 time.sleep(1)
         raise TimeoutError(f"ComfyUI did not start in {timeout} s; see {self.log_path}")
 
-    def run(self, prompt: dict, timeout: float = 900) -> dict:
-        """Queue an API prompt and return its history entry (raises with ComfyUI's message on failure)."""
+    def new_log_lines(self) -> list[str]:
+        """Complete lines ComfyUI logged since the last call."""
+        self.log.flush()
+        with open(self.log_path, "rb") as f:
+            f.seek(self._read)
+            data = f.read()
+        done = data.rfind(b"\n") + 1
+        self._read += done
+        return [ln for ln in data[:done].decode(errors="replace").replace("\r", "\n").splitlines() if ln.strip()]
+
+    def run(self, prompt: dict, timeout: float = 900, on_log=None) -> dict:
+        """Queue an API prompt and return its history entry (raises with ComfyUI's message on failure).
+        `on_log(line)` is called with each line ComfyUI logs meanwhile (progress)."""
         req = urllib.request.Request(self.url + "/prompt", data=json.dumps({"prompt": prompt}).encode(),
                                      headers={"Content-Type": "application/json"})
         try:
@@ -66,7 +83,11 @@ class Server:
         except urllib.error.HTTPError as e:
             raise RuntimeError(f"ComfyUI rejected the prompt: {e.read().decode()[:2000]}") from e
         end = time.time() + timeout
+        if on_log:
+            self.new_log_lines()  # only what comes after queuing
         while time.time() < end:
+            for line in self.new_log_lines() if on_log else ():
+                on_log(line)
             hist = self.get(f"/history/{pid}")
             if pid in hist and hist[pid].get("status", {}).get("completed") is not None:
                 entry = hist[pid]
@@ -74,7 +95,7 @@ class Server:
                     msgs = [m for m in entry["status"].get("messages", []) if m[0] == "execution_error"]
                     raise RuntimeError(f"prompt failed: {json.dumps(msgs)[:3000]}")
                 return entry
-            time.sleep(1)
+            time.sleep(0.25)
         raise TimeoutError(f"prompt did not finish in {timeout} s")
 
     def log_tail(self, n: int = 4000) -> str:

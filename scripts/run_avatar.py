@@ -3,10 +3,12 @@
     python scripts/run_avatar.py --image face.png --audio speech.wav            # real models
     python scripts/run_avatar.py --smoke                                        # tiny random weights, CPU
 
-ComfyUI is found from COMFYUI_PATH, or from this pack's place in ComfyUI/custom_nodes/; its Python from
-COMFYUI_PYTHON (default: this one). Real runs use that ComfyUI's models/ folders and name every missing model
-file with its folder. --smoke writes tiny RANDOM weights to a temporary ComfyUI base folder and renders on the
-CPU: it proves the install works end to end; its video is noise.
+This script itself needs only the Python standard library; ComfyUI runs in ComfyUI's own Python: COMFYUI_PYTHON,
+else a venv inside the ComfyUI folder, else this Python. ComfyUI is found from COMFYUI_PATH, or from this pack's
+place in ComfyUI/custom_nodes/. Real runs use that ComfyUI's models/ folders and name every missing model file
+with its folder, layout and download page. --smoke writes tiny RANDOM weights to a temporary ComfyUI base folder
+and renders on the CPU: it proves the install works end to end; its video is noise.
+Nothing is left behind but the video: the input copies and ComfyUI's log are removed when the run ends.
 """
 
 from __future__ import annotations
@@ -14,15 +16,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import comfy_headless as ch  # noqa: E402
 import ui_to_api  # noqa: E402
+
+sys.path.insert(0, str(ch.REPO))
+from avatar_core import model_files  # noqa: E402  (plain data, no torch)
 
 WORKFLOWS = ch.REPO / "example_workflows"
 MODEL_INPUTS = {("AvatarModelLoader", "ckpt_name"): "diffusion_models", ("AvatarWhisperLoader", "whisper_name"): "audio_encoders",
@@ -30,6 +37,14 @@ MODEL_INPUTS = {("AvatarModelLoader", "ckpt_name"): "diffusion_models", ("Avatar
                 ("DualCLIPLoader", "clip_name2"): "text_encoders", ("CLIPVisionLoader", "clip_name"): "clip_vision",
                 ("AvatarInsightFaceLoader", "model_name"): "insightface/models"}
 TEXT_NODES = {"DualCLIPLoader", "CLIPVisionLoader", "CLIPVisionEncode"}
+NEEDED = ("torch", "numpy", "safetensors", "transformers", "av", "aiohttp", "yaml")  # ComfyUI's and ours
+SMOKE_SECONDS = 0.6  # 15 video frames: enough to show the install works; the VAE work scales with the frames
+SMOKE_WINDOW = 5     # latent frames: one window (17 frames) holds the whole clip; the official 33 would encode 129
+T0 = time.monotonic()
+
+
+def say(msg: str) -> None:
+    print(f"[{time.monotonic() - T0:5.1f} s] {msg}", flush=True)
 
 
 def find_comfyui() -> Path:
@@ -41,8 +56,38 @@ def find_comfyui() -> Path:
                      "ComfyUI/custom_nodes/.")
 
 
+def comfy_python(comfy: Path) -> str:
+    """COMFYUI_PYTHON, else a virtual environment inside the ComfyUI folder, else this Python."""
+    if os.environ.get("COMFYUI_PYTHON"):
+        return os.environ["COMFYUI_PYTHON"]
+    for rel in ("venv/bin/python", ".venv/bin/python", "venv/Scripts/python.exe", "../python_embeded/python.exe"):
+        if (comfy / rel).is_file():
+            return str((comfy / rel).resolve())
+    return sys.executable
+
+
+def check_python(python: str, comfy: Path) -> None:
+    """Stop with the Python to use (not a traceback) when `python` cannot run ComfyUI and this pack."""
+    code = ("import importlib.util as u, sys; missing = [m for m in sys.argv[1:] if u.find_spec(m) is None]; "
+            "print(' '.join(missing)); sys.exit(1 if missing else 0)")
+    try:
+        proc = subprocess.run([python, "-c", code, *NEEDED], capture_output=True, text=True, timeout=120)
+    except OSError as e:
+        raise SystemExit(f"cannot run ComfyUI's Python {python}: {e}. Set COMFYUI_PYTHON to the Python that runs "
+                         "ComfyUI.") from None
+    if proc.returncode:
+        missing = proc.stdout.strip() or proc.stderr.strip()[-300:]
+        raise SystemExit(
+            f"{python} cannot run ComfyUI with this pack (missing: {missing}).\n"
+            f"Use the Python that runs ComfyUI, for example:\n"
+            f"  COMFYUI_PYTHON=/path/to/comfyui/venv/bin/python python {Path(__file__).name} ...\n"
+            f"  or run this script with that Python. With ComfyUI's Python, install this pack's needs:\n"
+            f"  python -m pip install -r {ch.REPO / 'requirements.txt'} && python {ch.REPO / 'install.py'}\n"
+            f"(ComfyUI folder: {comfy})")
+
+
 def missing_models(prompt: dict, info: dict) -> list[str]:
-    """'file -> models/folder/' for every model file a loader names that ComfyUI does not list."""
+    """One entry per model file a loader names that ComfyUI does not list: folder, layout and download."""
     out = []
     for node in prompt.values():
         declared = {**info[node["class_type"]]["input"].get("required", {}),
@@ -54,7 +99,7 @@ def missing_models(prompt: dict, info: dict) -> list[str]:
             spec = declared[name]
             options = spec[0] if isinstance(spec[0], list) else spec[1].get("options", [])
             if value not in options:
-                out.append(f"{value} -> put it in ComfyUI/models/{folder}/")
+                out.append(model_files.describe(value, folder))
     return out
 
 
@@ -64,7 +109,9 @@ def first(prompt: dict, kind: str) -> dict:
 
 def smoke_graph(prompt: dict, files: dict) -> dict:
     """Swap the real models for the tiny random ones. The 8B text encoders cannot be made tiny: the text
-    branch becomes saved random conditioning; no face detector model: one character, the whole frame."""
+    branch becomes saved random conditioning; no face detector model: one character, the whole frame. A
+    small window (Avatar Long-Video Windows) holds the whole clip, so the reference is VAE-encoded for 17
+    frames instead of 129."""
     text_id = next(k for k, n in prompt.items() if n["class_type"] == "AvatarTextEncode")
     prompt = {k: n for k, n in prompt.items() if n["class_type"] not in TEXT_NODES | {"AvatarInsightFaceLoader"}}
     prompt[text_id] = {"class_type": "AvatarConditioningLoad", "inputs": {"conditioning_name": files["conditioning"]}}
@@ -72,6 +119,8 @@ def smoke_graph(prompt: dict, files: dict) -> dict:
     first(prompt, "AvatarModelLoader")["inputs"].update(ckpt_name=files["dit"], weight_dtype="fp32")
     first(prompt, "AvatarWhisperLoader")["inputs"]["whisper_name"] = files["whisper"]
     first(prompt, "VAELoader")["inputs"]["vae_name"] = files["vae"]
+    prompt["smoke_windows"] = {"class_type": "AvatarLongVideo", "inputs": {"window": SMOKE_WINDOW, "stride": 2}}
+    first(prompt, "AvatarSampler")["inputs"]["long_video"] = ["smoke_windows", 0]
     return prompt
 
 
@@ -81,7 +130,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--audio", type=Path, help="speech (wav/mp3/flac)")
     ap.add_argument("--prompt", help="what happens in the video (default: the workflow's)")
     ap.add_argument("--workflow", default="avatar_single_portrait", help="an example_workflows/ name")
-    ap.add_argument("--out", type=Path, default=Path("avatar.mp4"), help="where to copy the mp4 (default avatar.mp4)")
+    ap.add_argument("--out", type=Path, help="where to put the mp4 (default: ComfyUI's output folder for real runs, "
+                                             "the system temp folder for --smoke)")
     ap.add_argument("--steps", type=int, help="denoising steps (workflow default 50; smoke 2)")
     ap.add_argument("--image-size", type=int, help="short side of the video (workflow default 704; smoke 128)")
     ap.add_argument("--smoke", action="store_true", help="tiny random weights on the CPU: proves the install, output is noise")
@@ -92,75 +142,148 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if not args.smoke and not (args.image and args.audio):
         ap.error("give --image and --audio (or --smoke for the install check)")
+    for key in ("image", "audio"):
+        src = getattr(args, key)
+        if src is not None and not src.is_file():
+            ap.error(f"--{key} {src}: no such file")
     return args
 
 
-def _has_cuda() -> bool:
+def _has_cuda(python: str) -> bool:
     """Asks ComfyUI's own Python (it may not be this one) whether torch sees a CUDA GPU."""
     probe = "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"
-    return subprocess.run([ch.env_python(), "-c", probe], capture_output=True).returncode == 0
+    return subprocess.run([python, "-c", probe], capture_output=True).returncode == 0
+
+
+def start_smoke_assets(python: str, comfy: Path, base: Path) -> subprocess.Popen:
+    """Tiny random weights + inputs, written by ComfyUI's Python while ComfyUI starts (they only meet at /prompt)."""
+    return subprocess.Popen([python, str(Path(__file__).with_name("smoke_assets.py")), str(base), str(comfy),
+                             str(SMOKE_SECONDS)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish_smoke_assets(proc: subprocess.Popen) -> dict:
+    out, err = proc.communicate(timeout=600)
+    if proc.returncode:
+        raise SystemExit(f"writing the smoke-test weights failed:\n{err[-3000:]}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def copy_inputs(args: argparse.Namespace, base: Path) -> list[Path]:
+    """--image / --audio into <base>/input (LoadImage and LoadAudio read from there); returns what we created."""
+    created = []
+    for src in (args.image, args.audio):
+        if src is None:
+            continue
+        dst = base / "input" / src.name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if not dst.exists():
+            created.append(dst)
+        elif dst.resolve() == src.resolve():
+            continue
+        shutil.copy(src, dst)
+    return created
+
+
+def build_prompt(args: argparse.Namespace, info: dict, files: dict | None, inputs: dict) -> dict:
+    workflow = json.loads((WORKFLOWS / f"{args.workflow}.json").read_text())
+    prompt = ui_to_api.convert(workflow, info)
+    if files is not None:
+        prompt = smoke_graph(prompt, files)
+    sampler = first(prompt, "AvatarSampler")["inputs"]
+    sampler.update(steps=args.steps or (2 if args.smoke else sampler["steps"]),
+                   image_size=args.image_size or (128 if args.smoke else sampler["image_size"]))
+    first(prompt, "LoadAudio")["inputs"]["audio"] = inputs["audio"]
+    first(prompt, "LoadImage")["inputs"]["image"] = inputs["image"]
+    if args.prompt and "AvatarTextEncode" in {n["class_type"] for n in prompt.values()}:
+        first(prompt, "AvatarTextEncode")["inputs"]["prompt"] = args.prompt
+    return prompt
+
+
+def render(server: ch.Server, prompt: dict, base: Path) -> Path:
+    """Queue, print ComfyUI's progress lines as they come, return the mp4."""
+    def progress(line: str) -> None:
+        line = re.sub(r"\x1b\[[0-9;]*m", "", line).strip()  # ComfyUI's log colours
+        if any(k in line for k in ("Avatar", "got prompt", "Prompt executed", "Requested to load", "%|")):
+            say("  comfyui: " + line[-160:])
+    entry = server.run(prompt, timeout=24 * 3600, on_log=progress)
+    videos = [p for p in ch.output_files(entry, base) if p.suffix == ".mp4"]
+    if not videos:
+        raise RuntimeError("ComfyUI finished but wrote no mp4")
+    return videos[0]
+
+
+def default_out(args: argparse.Namespace, made: Path) -> Path:
+    if args.out is not None:
+        return args.out
+    if args.smoke:  # never in the checkout
+        return Path(tempfile.gettempdir()) / "hyavatar_smoke.mp4"
+    return made  # real runs: where ComfyUI saved it (its output folder)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     comfy = find_comfyui()
-    tmp = tempfile.TemporaryDirectory(prefix="avatar_smoke_") if args.smoke else None
-    base = Path(tmp.name) if tmp else (args.base or comfy)
-    if args.smoke:
-        ch.prepare_base(base)
-        sys.path.insert(0, str(comfy))
-        import smoke_assets
-        files = smoke_assets.write_models(base / "models")
-        inputs = smoke_assets.write_inputs(base / "input")
-    elif not (base / "custom_nodes" / ch.PACK_DIR_NAME).exists() and ch.REPO.parent.resolve() != (base / "custom_nodes").resolve():
-        raise SystemExit(f"this pack is not in {base / 'custom_nodes'}: clone or link it there first.")
-    for key, src in (("image", args.image), ("audio", args.audio)):
-        if src is not None:
-            if not src.is_file():
-                raise SystemExit(f"--{key} {src}: no such file.")
-            (base / "input").mkdir(parents=True, exist_ok=True)
-            shutil.copy(src, base / "input" / src.name)
-    image = args.image.name if args.image else inputs["image"]
-    audio = args.audio.name if args.audio else inputs["audio"]
-    workflow = json.loads((WORKFLOWS / f"{args.workflow}.json").read_text())
-    cpu = args.cpu or (args.smoke and not args.gpu)
-    if not cpu and not _has_cuda():
-        print("no CUDA GPU found: starting ComfyUI with --cpu (very slow for real renders)")
-        cpu = True
-    server = ch.Server(comfy, base, python=ch.env_python(), cpu=cpu)
+    python = comfy_python(comfy)
+    tmp = tempfile.TemporaryDirectory(prefix="avatar_run_")
+    base = Path(tmp.name) / "base" if args.smoke else (args.base or comfy)
+    created: list[Path] = []
+    server = None
     try:
-        server.wait_ready()
-        info = server.get("/object_info")
-        prompt = ui_to_api.convert(workflow, info)
+        check_python(python, comfy)
         if args.smoke:
-            prompt = smoke_graph(prompt, files)
-        sampler = first(prompt, "AvatarSampler")["inputs"]
-        sampler.update(steps=args.steps or (2 if args.smoke else sampler["steps"]),
-                       image_size=args.image_size or (128 if args.smoke else sampler["image_size"]))
-        first(prompt, "LoadAudio")["inputs"]["audio"] = audio
-        next(n for n in prompt.values() if n["class_type"] == "LoadImage")["inputs"]["image"] = image
-        if args.prompt and "AvatarTextEncode" in {n["class_type"] for n in prompt.values()}:
-            first(prompt, "AvatarTextEncode")["inputs"]["prompt"] = args.prompt
+            ch.prepare_base(base)
+            say(f"smoke run: writing tiny random weights and starting ComfyUI ({comfy}, Python {python})")
+            assets = start_smoke_assets(python, comfy, base)
+        else:
+            if not (base / "custom_nodes" / ch.PACK_DIR_NAME).exists() and \
+                    ch.REPO.parent.resolve() != (base / "custom_nodes").resolve():
+                raise SystemExit(f"this pack is not in {base / 'custom_nodes'}: clone or link it there first.")
+            created = copy_inputs(args, base)
+        cpu = args.cpu or (args.smoke and not args.gpu)
+        if not cpu and not _has_cuda(python):
+            say("no CUDA GPU found: starting ComfyUI with --cpu (very slow for real renders)")
+            cpu = True
+        server = ch.Server(comfy, base, python=python, cpu=cpu, log_dir=Path(tmp.name), fast_start=args.smoke)
+        files = None
+        inputs = {"image": args.image.name if args.image else None, "audio": args.audio.name if args.audio else None}
+        if args.smoke:
+            written = finish_smoke_assets(assets)
+            files, inputs = written["models"], written["inputs"]
+            say("tiny random weights written")
+        server.wait_ready()
+        say("ComfyUI is up")
+        info = server.get("/object_info")
+        prompt = build_prompt(args, info, files, inputs)
         missing = missing_models(prompt, info)
         if missing:
-            print("Missing model files (see the README's model table for where to download them):", file=sys.stderr)
+            print("Missing model files (README \"Model files\"; the Missing Models panel in ComfyUI links them too):",
+                  file=sys.stderr)
             print("\n".join("  " + m for m in missing), file=sys.stderr)
             return 2
-        entry = server.run(prompt, timeout=24 * 3600)
-    finally:
-        server.stop()
-    videos = [p for p in ch.output_files(entry, base) if p.suffix == ".mp4"]
-    if not videos:
-        print("ComfyUI finished but wrote no mp4; see " + str(server.log_path), file=sys.stderr)
+        say("queued: " + (f"{SMOKE_SECONDS} s clip, 2 steps at 128 px on the CPU" if args.smoke else "rendering"))
+        made = render(server, prompt, base)
+        out = default_out(args, made)
+        if out.resolve() != made.resolve():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(made, out)  # a move: no second copy left in ComfyUI's output folder
+        say(f"wrote {out.resolve()}")
+        if args.smoke:
+            print("SMOKE RUN: tiny RANDOM weights, the video is noise. It only shows that the install works end to "
+                  "end; put the real model files in place and run without --smoke.")
+        return 0
+    except RuntimeError as e:
+        tail = server.log_tail() if server else ""
+        print(f"{e}\n--- end of ComfyUI's log ---\n{tail}", file=sys.stderr)
         return 1
-    shutil.copy(videos[0], args.out)
-    print(f"wrote {args.out.resolve()}")
-    if args.smoke:
-        print("SMOKE RUN: tiny RANDOM weights, the video is noise. It only shows that the install works end to end; "
-              "put the real model files in place and run without --smoke.")
-    if tmp:
+    finally:
+        if server:
+            server.stop()
+        for path in created:
+            path.unlink(missing_ok=True)
         tmp.cleanup()
-    return 0
+        if server:
+            say("stopped ComfyUI; removed its log and the input copies")
 
 
 if __name__ == "__main__":

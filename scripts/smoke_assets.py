@@ -42,14 +42,9 @@ def write_models(models: Path) -> dict[str, str]:
     loading.save_transformer(loading.build_random_transformer(config.AvatarConfig.tiny(), seed=0), dit)
     files["dit"] = dit.name
 
-    from transformers import WhisperConfig, WhisperModel
-    torch.manual_seed(0)
-    cfg = WhisperConfig(d_model=384, encoder_layers=4, decoder_layers=1, encoder_attention_heads=6,
-                        decoder_attention_heads=6, encoder_ffn_dim=1536, decoder_ffn_dim=1536, num_mel_bins=80)
     whisper = models / "audio_encoders" / "whisper_tiny_random.safetensors"
     whisper.parent.mkdir(parents=True, exist_ok=True)
-    sd = {k: v.contiguous() for k, v in WhisperModel(cfg).state_dict().items() if k.startswith("encoder.")}
-    save_file(sd, str(whisper))
+    save_file(whisper_tiny_state(), str(whisper))
     files["whisper"] = whisper.name
 
     import comfy.options  # ComfyUI's defaults would probe CUDA; this only builds a module on the CPU
@@ -73,6 +68,31 @@ def write_models(models: Path) -> dict[str, str]:
     write_text_conditioning(cond, config.AvatarConfig.tiny())
     files["conditioning"] = cond.name
     return files
+
+
+def whisper_tiny_state(d: int = 384, layers: int = 4, ffn: int = 1536, mels: int = 80, positions: int = 1500,
+                       seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random encoder weights with whisper-tiny's keys and shapes (HF WhisperModel names), written directly:
+    importing transformers to build them would cost the smoke run seconds. The loader checks every key."""
+    g = torch.Generator().manual_seed(seed)
+
+    def w(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g) / math.sqrt(math.prod(shape[1:]))
+
+    sd = {"conv1.weight": w(d, mels, 3), "conv1.bias": torch.zeros(d), "conv2.weight": w(d, d, 3),
+          "conv2.bias": torch.zeros(d), "embed_positions.weight": w(positions, d),
+          "layer_norm.weight": torch.ones(d), "layer_norm.bias": torch.zeros(d)}
+    for i in range(layers):
+        p = f"layers.{i}."
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            sd[f"{p}self_attn.{proj}.weight"] = w(d, d)
+            if proj != "k_proj":  # Whisper's key projection has no bias
+                sd[f"{p}self_attn.{proj}.bias"] = torch.zeros(d)
+        for norm in ("self_attn_layer_norm", "final_layer_norm"):
+            sd[f"{p}{norm}.weight"], sd[f"{p}{norm}.bias"] = torch.ones(d), torch.zeros(d)
+        sd.update({f"{p}fc1.weight": w(ffn, d), f"{p}fc1.bias": torch.zeros(ffn), f"{p}fc2.weight": w(d, ffn),
+                   f"{p}fc2.bias": torch.zeros(d)})
+    return {f"encoder.{k}": v.contiguous() for k, v in sd.items()}
 
 
 def write_text_conditioning(path: Path, config) -> None:
@@ -108,9 +128,10 @@ def read_input_audio(path: Path) -> tuple[torch.Tensor, int]:
         return torch.from_numpy(data.copy()), w.getframerate()
 
 
-if __name__ == "__main__":  # python scripts/smoke_assets.py BASE [COMFYUI_PATH] -> one JSON line {models, inputs}
+if __name__ == "__main__":  # python scripts/smoke_assets.py BASE [COMFYUI_PATH [SECONDS]] -> one JSON line {models, inputs}
     import json
     base = Path(sys.argv[1] if len(sys.argv) > 1 else os.getcwd())
     if len(sys.argv) > 2:
         sys.path.insert(0, sys.argv[2])
-    print(json.dumps({"models": write_models(base / "models"), "inputs": write_inputs(base / "input")}))
+    seconds = float(sys.argv[3]) if len(sys.argv) > 3 else 1.2
+    print(json.dumps({"models": write_models(base / "models"), "inputs": write_inputs(base / "input", seconds)}))

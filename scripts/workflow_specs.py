@@ -6,21 +6,26 @@ A node is (key, type, column, row, {widget: value}, title); a link is (from_key,
 
 from __future__ import annotations
 
-DIT = "hunyuan_video_avatar_bf16.safetensors"
-WHISPER = "whisper-tiny/model.safetensors"
-VAE = "hunyuan_video_vae_bf16.safetensors"
-CLIP_L, LLAVA, LLAVA_VISION = "clip_l.safetensors", "llava_llama3_fp8_scaled.safetensors", "llava_llama3_vision.safetensors"
-FACES = "buffalo_l"
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from avatar_core import model_files as mf  # noqa: E402
+
+DIT, WHISPER, VAE = mf.AVATAR.name, mf.WHISPER.name, mf.VAE.name
+CLIP_L, LLAVA, LLAVA_VISION = mf.CLIP_L.name, mf.LLAVA.name, mf.LLAVA_VISION.name  # fp16 LLaVA, as the official
+FACES = mf.FACES.name
 NEGATIVE = ("Aerial view, aerial view, overexposed, low quality, deformation, a poor composition, bad hands, "
             "bad teeth, bad eyes, bad limbs, distortion, blurring, Lens changes")
 
-MODEL_NOTE = f"""Model files this workflow needs (README: "Model files" says where to download each):
-- models/diffusion_models/{DIT}  (python -m avatar_core.convert mp_rank_00_model_states.pt; the official .pt and fp8 .pt load too)
-- models/audio_encoders/{WHISPER}  (+ config.json beside it: openai/whisper-tiny)
+MODEL_NOTE = f"""Model files (the Missing Models panel links each; README "Model files" has the table):
+- models/diffusion_models/{DIT}: CONVERT the official mp_rank_00_model_states.pt (python -m avatar_core.convert ...; the .pt and the fp8 .pt load too)
+- models/audio_encoders/whisper-tiny/model.safetensors + config.json (openai/whisper-tiny, both files in one folder)
 - models/vae/{VAE}
-- models/text_encoders/{CLIP_L} and models/text_encoders/{LLAVA}
+- models/text_encoders/{CLIP_L} and {LLAVA} (fp16, as the official; llava_llama3_fp8_scaled also works, see the README)
 - models/clip_vision/{LLAVA_VISION}
-- models/insightface/models/{FACES}/  (or antelopev2)
+- models/insightface/models/{FACES}/*.onnx (InsightFace buffalo_l.zip, unzipped; or antelopev2)
+Inputs: example_inputs/ of this pack, copied to ComfyUI/input when ComfyUI starts.
 Out of memory? weight_dtype fp8_e4m3fn, a smaller image_size, or save the text conditioning once (Avatar Save Conditioning) and load it."""
 
 
@@ -28,7 +33,7 @@ def base(image: str, audio: str, prompt: str, image_size: int = 704, weight_dtyp
          prefix: str = "avatar/avatar") -> tuple[list, list]:
     """Single character: image + speech -> mp4 with the speech. Returns (nodes, links)."""
     nodes = [
-        ("model", "AvatarModelLoader", 0, 0, {"ckpt_name": DIT, "weight_dtype": weight_dtype, "attention": "sdpa"}, None),
+        ("model", "AvatarModelLoader", 0, 0, {"ckpt_name": DIT, "weight_dtype": weight_dtype, "attention": "auto"}, None),
         ("whisper", "AvatarWhisperLoader", 0, 1, {"whisper_name": WHISPER}, None),
         ("vae", "VAELoader", 0, 2, {"vae_name": VAE}, None),
         ("clip", "DualCLIPLoader", 0, 3, {"clip_name1": CLIP_L, "clip_name2": LLAVA, "type": "hunyuan_video"}, None),
@@ -71,31 +76,31 @@ def _set(nodes: list, key: str, **widgets) -> list:
 
 
 def single_portrait():
-    nodes, links = base("portrait.png", "speech.wav", "A person is talking to the camera.", prefix="avatar/portrait")
+    nodes, links = base("portrait.jpg", "speech.wav", "A person is talking to the camera.", prefix="avatar/portrait")
     return nodes, links, "Single portrait: one face, one speech track -> lip-synced mp4 (704 px, 25 fps)."
 
 
 def full_body():
-    nodes, links = base("full_body.png", "speech.wav", "A person stands and talks, moving their hands naturally.",
+    nodes, links = base("full_body.jpg", "speech.wav", "A person stands and talks, moving their hands naturally.",
                         weight_dtype="fp8_e4m3fn", prefix="avatar/full_body")
     nodes = _set(nodes, "masks", face_scale=3.0)
     nodes = _set(nodes, "sampler", motion_pose=25, image_size=704)
-    return nodes, links, ("Full body: the whole figure in frame (a portrait-orientation image gives 704x1216). The face "
-                          "is small, so the detector finds it and the mask covers 3x the face box. fp8 weights to fit "
-                          "the larger video in memory.")
+    return nodes, links, ("Full body: the whole figure in frame (this 320x512 example gives a 704x1152 portrait video). "
+                          "The face is small: the detector finds it and the mask covers 3x the face box. fp8 weights "
+                          "to fit the larger video in memory.")
 
 
 def two_character_dialogue():
-    nodes, links = base("two_people.png", "speaker_left.wav", "Two people are having a conversation.",
+    nodes, links = base("two_people.jpg", "speaker_left.wav", "Two people are having a conversation.",
                         prefix="avatar/dialogue")
     nodes = _set(nodes, "masks", characters=2)
     nodes = _set(nodes, "encode", start_offsets="0, 0")
     nodes = [n for n in nodes if n[0] != "note"] + [
         ("audio2", "LoadAudio", 1, 3, {"audio": "speaker_right.wav"}, "Speech of character 2 (right)"),
         ("mix", "AudioMerge", 3, 2, {"merge_method": "add"}, "Soundtrack: both speakers"),
-        ("mask1", "LoadImageMask", 1, 5, {"image": "two_people_mask_left.png", "channel": "alpha"},
+        ("mask1", "LoadImageMask", 1, 5, {"image": "two_people_mask_left.png", "channel": "red"},
          "Mask of character 1 (left)"),
-        ("mask2", "LoadImageMask", 1, 6, {"image": "two_people_mask_right.png", "channel": "alpha"},
+        ("mask2", "LoadImageMask", 1, 6, {"image": "two_people_mask_right.png", "channel": "red"},
          "Mask of character 2 (right)"),
         ("note", "Note", 5, 2, {"text": MODEL_NOTE + DIALOGUE_NOTE}, "Model files / how it works"),
     ]
@@ -111,35 +116,35 @@ DIALOGUE_NOTE = """
 
 Two characters: audio_0 and mask_0 are character 1 (the LEFT one), audio_1 and mask_1 character 2. Each track is that
 speaker alone, as long as the dialogue (silence while the other speaks), or shorter with its start in start_offsets
-("0, 3.2": character 2 starts at 3.2 s). The masks come from LoadImageMask (paint them in the mask editor of the
-reference image); disconnect them and the detector numbers the two largest faces left to right instead.
+("0, 3.2": character 2 starts at 3.2 s). The masks come from LoadImageMask (white = that character, red channel;
+paint your own in any editor at the reference image's size); disconnect them and the detector numbers the two largest faces left to right instead.
 AudioMerge adds the two tracks into the video's soundtrack; with start offsets other than 0, connect a mixed
 file to CreateVideo's audio instead."""
 
 
 def long_clip():
-    nodes, links = base("portrait.png", "speech_90s.wav", "A person is giving a talk, speaking calmly.",
+    nodes, links = base("portrait.jpg", "speech_long.ogg", "A person is giving a talk, speaking calmly.",
                         prefix="avatar/long")
     nodes = [n for n in nodes if n[0] != "note"] + [
-        ("long", "AvatarLongVideo", 2, 5, {"window": 33, "shift": 10}, None),
+        ("long", "AvatarLongVideo", 2, 5, {"window": 33, "stride": 10}, None),
         ("note", "Note", 5, 2, {"text": MODEL_NOTE + LONG_NOTE}, "Model files / long clips"),
     ]
-    return nodes, links + [("long", 0, "sampler", "long_video")], "Long clip (over 60 s): window stitching, any length."
+    return nodes, links + [("long", 0, "sampler", "long_video")], "Long clip (a 61 s talk): window stitching, any length, bounded memory."
 
 
 LONG_NOTE = """
 
-Long clips: the video is as long as the audio (here 90 s = 2250 frames). The sampler denoises a ring of latent frames
+Long clips: the video is as long as the audio (here a 61 s talk = 1517 frames). The sampler denoises a ring of latent frames
 window by window (33 latent frames = 129 video frames per model call), shifting the window grid 10 latent frames each
-step so seams never stay in place. Time grows linearly with length (about 18 windows per step for 90 s); memory does
-not. VAEDecodeTiled decodes 64 frames at a time."""
+step (Avatar Long-Video Windows: window 33, stride 10) so seams never stay in place. Time grows linearly with length
+(about 12 windows per step for 61 s); memory does not. VAEDecodeTiled decodes 64 frames at a time."""
 
 
 def emotion_reference():
-    nodes, links = base("portrait.png", "speech.wav", "A person is talking with a big smile.", prefix="avatar/emotion")
+    nodes, links = base("portrait.jpg", "speech.wav", "A person is talking with a big smile.", prefix="avatar/emotion")
     nodes = _set(nodes, "model", emotion_weights="none")
     nodes = [n for n in nodes if n[0] != "note"] + [
-        ("emotion_image", "LoadImage", 1, 6, {"image": "emotion_smile.png"}, "Emotion reference"),
+        ("emotion_image", "LoadImage", 1, 6, {"image": "emotion_smile.jpg"}, "Emotion reference"),
         ("emotion", "AvatarEmotionEncode", 2, 5, {"image_size": 512}, None),
         ("note", "Note", 5, 2, {"text": MODEL_NOTE + EMOTION_NOTE}, "Model files / emotion"),
     ]

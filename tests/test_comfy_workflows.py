@@ -86,12 +86,19 @@ def test_run_names_every_missing_model_file_and_folder(comfy, tmp_path):
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
     for line in ("hunyuan_video_avatar_bf16.safetensors -> put it in ComfyUI/models/diffusion_models/",
                  "whisper-tiny/model.safetensors -> put it in ComfyUI/models/audio_encoders/",
+                 "layout: models/audio_encoders/whisper-tiny/model.safetensors + audio_encoders/whisper-tiny/config.json",
                  "hunyuan_video_vae_bf16.safetensors -> put it in ComfyUI/models/vae/",
                  "clip_l.safetensors -> put it in ComfyUI/models/text_encoders/",
-                 "llava_llama3_fp8_scaled.safetensors -> put it in ComfyUI/models/text_encoders/",
+                 "llava_llama3_fp16.safetensors -> put it in ComfyUI/models/text_encoders/",
                  "llava_llama3_vision.safetensors -> put it in ComfyUI/models/clip_vision/",
-                 "buffalo_l -> put it in ComfyUI/models/insightface/models/"):
+                 "buffalo_l -> put it in ComfyUI/models/insightface/models/",
+                 "layout: models/insightface/models/buffalo_l/det_10g.onnx",
+                 "from: https://huggingface.co/Comfy-Org/HunyuanVideo_repackaged/resolve/main/split_files/text_encoders/"
+                 "llava_llama3_fp16.safetensors",
+                 "CONVERT the official mp_rank_00_model_states.pt"):
         assert line in proc.stderr, proc.stderr[-3000:]
+    assert not {"face.png", "speech.wav"} & {p.name for p in (base / "input").iterdir()}, "input copies left behind"
+    assert not (base / "comfyui.log").exists(), "the run left ComfyUI's log behind"
 
 
 @pytest.mark.slow
@@ -101,8 +108,31 @@ def test_smoke_run_renders_an_mp4_with_audio_and_says_it_is_noise(tmp_path):
     proc = _run(["--smoke", "--out", str(out)])
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "the video is noise" in proc.stdout
+    progress = [ln for ln in proc.stdout.splitlines() if ln.startswith("[")]  # "[ 12.3 s] ..." as it goes
+    assert len(progress) >= 5 and any("ComfyUI is up" in ln for ln in progress), proc.stdout[-2000:]
     with av.open(str(out)) as c:
         assert sorted(s.type for s in c.streams) == ["audio", "video"]
         v = c.streams.video[0]
         assert (v.codec_context.width, v.codec_context.height) == (128, 128)  # 128 short side, sides multiples of 64
-        assert v.frames == 30  # 1.2 s of smoke speech at 25 fps
+        assert v.frames == 15  # 0.6 s of smoke speech at 25 fps
+
+
+def test_long_video_windows_keeps_the_old_shift_name(comfy):
+    """The window step was renamed `shift` -> `stride` (the sampler's `shift` is the flow shift). UI workflows keep
+    loading (widget values are positional) and old API prompts that still say `shift` run with their value."""
+    import ui_to_api
+    info = comfy[2]
+    spec = info["AvatarLongVideo"]["input"]
+    assert "stride" in spec["optional"] and spec["optional"]["shift"][1].get("forceInput")
+    old_ui = {"nodes": [{"id": 1, "type": "AvatarLongVideo", "inputs": [], "outputs": [], "widgets_values": [33, 7],
+                         "mode": 0}], "links": []}
+    assert ui_to_api.convert(old_ui, info)["1"]["inputs"] == {"window": 33, "stride": 7}
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[2]); "
+            "sys.argv = sys.argv[:1] + ['--cpu']; import comfy.options; comfy.options.enable_args_parsing(); "
+            "from conftest import load_pack; n = load_pack('nodes.sampler').AvatarLongVideo; "
+            "print(n.execute(window=33, shift=7).result[0].offset, n.execute(window=33, stride=4).result[0].offset, "
+            "n.execute(window=33).result[0].offset)")
+    proc = subprocess.run([os.environ.get("COMFYUI_PYTHON", sys.executable), "-c", code, COMFYUI_PATH,
+                           str(REPO / "tests")], capture_output=True, text=True, timeout=300, cwd=COMFYUI_PATH)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split()[-3:] == ["7", "4", "10"]

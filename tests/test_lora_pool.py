@@ -7,11 +7,11 @@ import dataclasses
 
 import torch
 from safetensors.torch import save_file
+from test_distributed import CFG, SHORT, SPEC, cond
 
 from avatar_core.distributed import ParallelConfig, PooledRunner, WorkerPool
 from avatar_core.lora import load_lora, set_loras
 from avatar_core.sampling import sample_avatar
-from tests.test_distributed import CFG, SHORT, SPEC, cond
 
 FRAMES = 100  # one window
 

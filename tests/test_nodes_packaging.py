@@ -57,7 +57,7 @@ def install_module():
 )
 def test_install_py_adds_at_most_one_onnxruntime_flavour(install_module, monkeypatch, present, cuda, expected):
     calls: list[tuple[str, ...]] = []
-    monkeypatch.setattr(install_module, "installed", lambda name: name in present or name == "insightface")
+    monkeypatch.setattr(install_module, "installed", lambda name: name in present or name not in install_module.FLAVOURS)
     monkeypatch.setattr(install_module, "cuda_available", lambda: cuda)
     monkeypatch.setattr(install_module.importlib.util, "find_spec", lambda name: object())
     monkeypatch.setattr(install_module, "pip_install", lambda *a: calls.append(a))
@@ -71,4 +71,22 @@ def test_install_py_installs_insightface_without_dependencies(install_module, mo
     monkeypatch.setattr(install_module.importlib.util, "find_spec", lambda name: object())
     monkeypatch.setattr(install_module, "pip_install", lambda *a: calls.append(a))
     install_module.main()
-    assert calls == [("--no-deps", "insightface")]
+    # insightface without its dependencies (it would pull plain onnxruntime), then its other needs explicitly
+    assert calls == [("--no-deps", "insightface"), install_module.INSIGHTFACE_NEEDS]
+    assert not any(c.startswith("onnxruntime") or c.startswith("opencv") for c in install_module.INSIGHTFACE_NEEDS)
+
+
+def test_install_py_installs_the_opencv_build_insightface_declares(install_module, monkeypatch):
+    """One OpenCV build, the one insightface's metadata names, so that `pip check` is clean."""
+    calls: list[tuple[str, ...]] = []
+    monkeypatch.setattr(install_module, "installed", lambda name: name != "opencv-python")
+    monkeypatch.setattr(install_module.importlib.util, "find_spec", lambda name: None)  # no cv2 at all
+    monkeypatch.setattr(install_module, "pip_install", lambda *a: calls.append(a))
+    install_module.main()
+    assert calls == [("opencv-python",)]
+    import importlib.metadata as md
+    try:
+        declared = md.requires("insightface") or []
+    except md.PackageNotFoundError:
+        pytest.skip("insightface not installed here")
+    assert any(r.split(";")[0].strip() == "opencv-python" for r in declared)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from test_model import tiny_inputs
 
 from avatar_core.config import AvatarConfig
 from avatar_core.loading import build_random_transformer
@@ -16,7 +17,6 @@ from avatar_core.model.offload import BlockSwap
 from avatar_core.model.options import RunOptions
 from avatar_core.model.rope import apply_rope
 from avatar_core.sampling.stepcache import StepCache, StepCacheConfig
-from tests.test_model import tiny_inputs
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from test_distributed import CFG, _port
 
 from avatar_core.distributed import ParallelConfig, WorkerPool, build_groups, check_step_cache, sample_on_rank
 from avatar_core.distributed.pool import PooledRunner
@@ -28,7 +29,6 @@ from avatar_core.sampling import AvatarConditioning, DeepCacheConfig, GuidanceCo
 from avatar_core.sampling.stepcache import StepCacheConfig
 from avatar_core.sampling.windows import WindowConfig
 from avatar_core.sampling_parity import latent_check
-from tests.test_distributed import CFG, _port
 
 BASE = SamplerConfig(steps=2, seed=3, deep_cache=DeepCacheConfig(enabled=False))
 CFG2, WINDOW2 = ParallelConfig(cfg=2), ParallelConfig(window=2)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import torch
+from test_pool_inputs import CFG, conditioning
 
 from avatar_core.config import AvatarConfig
 from avatar_core.loading import build_random_transformer
@@ -15,7 +16,6 @@ from avatar_core.runner import RunChoices
 from avatar_core.sampling import DeepCacheConfig, SamplerConfig
 from avatar_core.sampling.stepcache import StepCacheConfig
 from avatar_core.sampling.windows import WindowConfig
-from tests.test_pool_inputs import CFG, conditioning
 
 PLAIN = (int, float, str, bool, type(None), tuple, torch.dtype, torch.device, AvatarConfig)
 

@@ -115,3 +115,40 @@ def test_each_workflow_shows_its_feature():
         wf = load(name)
         assert [n["type"] for n in _linked(wf, "ImageFromBatch", "length")] == ["AvatarAudioEncode"]
         assert _linked(wf, "CreateVideo", "audio")
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_model_loaders_carry_the_frontends_model_metadata(name):
+    """properties.models (name, url, directory) on every loader: the Missing Models panel shows the folder and a
+    download link for each file the loader names (ComfyUI's own templates do the same)."""
+    from avatar_core import model_files
+    for node in load(name)["nodes"]:
+        if node["type"] not in MODEL_WIDGETS:
+            continue
+        wanted = [widgets(node)[w] for w in (lambda w: w if isinstance(w, tuple) else (w,))(MODEL_WIDGETS[node["type"]])]
+        entries = {m["name"]: m for m in node["properties"].get("models", [])}
+        for file in wanted:
+            known = model_files.BY_NAME[file]
+            assert entries.get(file) == {"name": file, "url": known.url, "directory": known.folder}, f"{name}: {file}"
+            assert known.url.startswith("https://huggingface.co/") and file.endswith(".safetensors")  # downloadable
+
+
+def test_llava_is_fp16_by_default():
+    for name in EXPECTED:
+        clip = next(n for n in load(name)["nodes"] if n["type"] == "DualCLIPLoader")
+        assert widgets(clip)["clip_name2"] == "llava_llama3_fp16.safetensors", name
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_thumbnail_and_example_inputs_are_shipped(name):
+    from PIL import Image
+    with Image.open(FOLDER / f"{name}.jpg") as thumb:  # the Templates browser asks for <name>.jpg
+        assert thumb.format == "JPEG" and thumb.width >= 256
+    wf = load(name)
+    assert wf["extra"]["info"]["description"]
+    for node in wf["nodes"]:
+        if node["type"] in ("LoadImage", "LoadAudio", "LoadImageMask"):
+            assert (REPO / "example_inputs" / node["widgets_values"][0]).is_file(), f"{name}: {node['widgets_values'][0]}"
+    licences = (REPO / "example_inputs" / "README.md").read_text()
+    for f in (REPO / "example_inputs").iterdir():
+        assert f.name == "README.md" or f"`{f.name}`" in licences, f"{f.name} has no licence line"

@@ -23,8 +23,8 @@ class Input:
     kwargs: dict = field(default_factory=dict)  # literal keyword arguments (min, max, options, default, ...)
 
     @property
-    def widget(self) -> bool:
-        return self.type in WIDGETS
+    def widget(self) -> bool:  # a force_input value is a socket only
+        return self.type in WIDGETS and not self.kwargs.get("force_input")
 
 
 @dataclass

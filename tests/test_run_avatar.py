@@ -1,0 +1,60 @@
+"""scripts/run_avatar.py without ComfyUI: the wrong Python is named with the one to use, missing-model texts carry
+the folder layout and the download page, and the smoke graph is the small one."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import venv
+
+import pytest
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO))
+from avatar_core import model_files  # noqa: E402
+
+RUN = REPO / "scripts" / "run_avatar.py"
+
+
+@pytest.mark.parametrize("mode", [["--smoke"], ["--image", "IMG", "--audio", "IMG"]])
+def test_a_python_without_torch_is_told_which_python_to_use(tmp_path, mode):
+    env_dir = tmp_path / "bare"
+    venv.create(env_dir, with_pip=False)  # a Python with nothing installed
+    bare = env_dir / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+    comfy = tmp_path / "ComfyUI"
+    comfy.mkdir()
+    (comfy / "main.py").write_text("")
+    (tmp_path / "face.png").write_bytes(b"x")
+    args = [a.replace("IMG", str(tmp_path / "face.png")) for a in mode]
+    proc = subprocess.run([str(bare), str(RUN), *args], capture_output=True, text=True, timeout=120,
+                          env={"COMFYUI_PATH": str(comfy), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert f"{bare} cannot run ComfyUI with this pack (missing: torch" in proc.stderr, proc.stderr
+    assert "COMFYUI_PYTHON=" in proc.stderr and "Python that runs ComfyUI" in proc.stderr
+
+
+def test_missing_model_text_has_layout_and_source_for_every_file():
+    for known in model_files.ALL:
+        text = model_files.describe(known.name, known.folder)
+        assert f"put it in ComfyUI/models/{known.folder}/" in text and "layout: models/" in text
+        assert known.url in text and known.url.startswith("https://")
+    assert "config.json" in model_files.describe(model_files.WHISPER.name, "audio_encoders")
+    assert "buffalo_l/det_10g.onnx" in model_files.describe("buffalo_l", "insightface/models")
+    assert "unknown.safetensors -> put it in ComfyUI/models/vae/" in model_files.describe("unknown.safetensors", "vae")
+
+
+def test_smoke_graph_uses_a_small_window():
+    import run_avatar
+    prompt = {"1": {"class_type": "AvatarTextEncode", "inputs": {}}, "2": {"class_type": "AvatarFaceMasks", "inputs": {}},
+              "3": {"class_type": "AvatarModelLoader", "inputs": {}}, "4": {"class_type": "AvatarWhisperLoader", "inputs": {}},
+              "5": {"class_type": "VAELoader", "inputs": {}}, "6": {"class_type": "AvatarSampler", "inputs": {}},
+              "7": {"class_type": "DualCLIPLoader", "inputs": {}}}
+    files = {"conditioning": "c", "dit": "d", "whisper": "w", "vae": "v"}
+    out = run_avatar.smoke_graph(prompt, files)
+    assert "7" not in out and out["1"]["class_type"] == "AvatarConditioningLoad"
+    window = out[out["6"]["inputs"]["long_video"][0]]
+    assert window == {"class_type": "AvatarLongVideo", "inputs": {"window": 5, "stride": 2}}
+    frames = round(run_avatar.SMOKE_SECONDS * 25)
+    assert frames <= 4 * run_avatar.SMOKE_WINDOW - 3  # the whole clip fits one window
