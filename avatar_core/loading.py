@@ -16,8 +16,8 @@ from safetensors import safe_open
 from .checkpoint_checks import fp8_scales_missing, non_finite_message, strip_comfy_prefix
 from .config import AvatarConfig
 from .model import AvatarTransformer
-from .model.fp8 import FP8, fp8_linear_names, quantize_weight, swap_to_fp8
-from .model.options import PerfOptions, apply_perf_options
+from .model.fp8 import FP8, FP8FastLinears, FP8Linears, fp8_linear_names, quantize_weight
+from .model.linear import Linears
 
 AVATAR_ONLY_PREFIXES = ("audio_proj.", "audio_adapter_blocks.", "ref_in.", "before_proj.", "motion_exp.", "fps_proj.")
 SAFETENSORS_FORMAT = "hyavatar"
@@ -124,18 +124,14 @@ def _keeps_fp32(key: str, model: AvatarTransformer) -> bool:
 
 
 def load_transformer(path: str | Path, *, config: AvatarConfig | None = None, dtype: torch.dtype = torch.bfloat16,
-                     device: str | torch.device = "cpu", fp8: str = "auto", attention_backend: str = "auto",
-                     perf: PerfOptions | None = None) -> AvatarTransformer:
-    """Load an Avatar transformer checkpoint.
+                     device: str | torch.device = "cpu", fp8: str = "auto", fast: bool = False) -> AvatarTransformer:
+    """Load an Avatar transformer checkpoint (weights and structure only; run choices: model/options.py).
 
     fp8: "auto" keeps fp8 weights of an fp8 file as fp8 (weight-only, dequantised in forward), "dequant"
     turns them into `dtype`, "quantize" stores the block linears of a bf16 file in fp8 (saves ~12 GB).
-    perf: speed/memory options (model/options.py); with block swap the weights are read into CPU memory
-    and only the resident part goes to `device`.
+    fast: fp8 block linears multiply on the fp8 tensor cores (model/fp8.py). The node's weight formats
+    map onto these in `runner.WEIGHT_FORMATS`.
     """
-    if perf is not None and perf.swaps:
-        return apply_perf_options(load_transformer(path, config=config, dtype=dtype, device="cpu", fp8=fp8,
-                                                   attention_backend=attention_backend), perf, device)
     if fp8 not in ("auto", "dequant", "quantize"):
         raise ValueError(f"fp8={fp8!r}: use 'auto' (keep an fp8 file's weights), 'dequant' or 'quantize'")
     path = Path(path)
@@ -146,18 +142,16 @@ def load_transformer(path: str | Path, *, config: AvatarConfig | None = None, dt
         raise CheckpointError(problem)
     cfg = config or infer_config(sd, meta, path)
     scales = _collect_fp8_scales(sd, path, meta)
+    keep_fp8 = bool((fp8 == "auto" and scales) or fp8 == "quantize")
+    operations = (FP8FastLinears if fast else FP8Linears) if keep_fp8 else Linears
     with torch.device("meta"):
-        model = AvatarTransformer(cfg, attention_backend=attention_backend)
+        model = AvatarTransformer(cfg, operations=operations)
     names = fp8_linear_names(model)
-    keep_fp8 = (fp8 == "auto" and scales) or fp8 == "quantize"
-    if keep_fp8:
-        swap_to_fp8(model, names)
     _validate(model.state_dict(), sd, path)
     plain = {k: v for k, v in sd.items() if not k.endswith(".scale_weight")}
     final = _convert(model, plain, scales, names, dtype, device, keep_fp8)
     model.load_state_dict(final, strict=True, assign=True)
-    model = model.eval().requires_grad_(False)
-    return model if perf is None else apply_perf_options(model, perf, device)
+    return model.eval().requires_grad_(False)
 
 
 def _collect_fp8_scales(sd, path: Path, meta) -> dict[str, torch.Tensor]:
@@ -226,13 +220,13 @@ def init_random_(model: torch.nn.Module, seed: int, generator_device: str = "cpu
 
 
 def build_random_transformer(cfg: AvatarConfig, *, dtype: torch.dtype = torch.float32, device: str = "cpu",
-                             seed: int = 0, attention_backend: str = "auto") -> AvatarTransformer:
+                             seed: int = 0) -> AvatarTransformer:
     """A randomly initialised transformer in the official dtype layout (fp32 modules kept fp32).
 
     Built on meta and allocated once in its final dtype (a 13B model never exists in fp32 on the GPU).
     """
     with torch.device("meta"):
-        model = AvatarTransformer(cfg, attention_backend=attention_backend)
+        model = AvatarTransformer(cfg)
     for name, p in model.named_parameters():
         if not _keeps_fp32(name, model):
             p.data = p.data.to(dtype)

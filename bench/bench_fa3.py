@@ -31,6 +31,7 @@ from avatar_core.loading import build_random_transformer  # noqa: E402
 from avatar_core.model import attention as A  # noqa: E402
 from avatar_core.model import attention_fa3  # noqa: E402
 from avatar_core.model.fp8 import enable_fp8_  # noqa: E402
+from avatar_core.model.options import RunOptions  # noqa: E402
 from bench.common import TEXT_LEN, TEXT_VALID, gib, make_inputs, parse_shape, timed  # noqa: E402
 
 CONFIGS = (("bf16_sdpa", False, "sdpa"), ("bf16_fa3", False, "fa3"), ("fp8gemm_fa3", True, "fa3"),
@@ -123,7 +124,7 @@ def step_stage(model, cfg, shapes, repeats: int, fp8_now: bool, refs: dict) -> l
         for name, fp8, kern in CONFIGS:
             if fp8 != fp8_now or name not in SELECTED:
                 continue
-            model.attention_backend = kern
+            inp["options"] = RunOptions(attention=kern)
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
             holder = {}
@@ -152,7 +153,7 @@ def clip_stage(model, cfg, size: str, steps: int, fp8_now: bool, refs: dict) -> 
     for name, fp8, kern in CONFIGS:
         if fp8 != fp8_now or name not in SELECTED:
             continue
-        model.attention_backend = kern
+        inp["options"] = RunOptions(attention=kern)
         with torch.no_grad():
             torch.cuda.synchronize()
             t0 = time.perf_counter()
@@ -167,8 +168,8 @@ def clip_stage(model, cfg, size: str, steps: int, fp8_now: bool, refs: dict) -> 
 
 def _capture(model, cfg, size: str, calls: tuple[int, ...]) -> list[tuple]:
     """q, k, v and valid of the given attention calls (in run order) of one bf16 forward."""
-    from avatar_core.model import blocks
-    seen, kept, original = [0], [], blocks.segmented_attention
+    from avatar_core.model import shard  # the single-process shard makes the model's segmented attention calls
+    seen, kept, original = [0], [], shard.segmented_attention
 
     def spy(q, k, v, valid, backend="auto"):
         if seen[0] in calls:
@@ -177,12 +178,12 @@ def _capture(model, cfg, size: str, calls: tuple[int, ...]) -> list[tuple]:
         return original(q, k, v, valid, backend)
     inp = make_inputs(cfg, parse_shape(size), 2, "cuda")
     x, t = inp.pop("x"), inp.pop("t")
-    blocks.segmented_attention = spy
+    shard.segmented_attention = spy
     try:
         with torch.no_grad():
             model(x, t, **inp)
     finally:
-        blocks.segmented_attention = original
+        shard.segmented_attention = original
     return kept
 
 
@@ -230,7 +231,7 @@ def variants_stage(model, cfg, size: str, refs: dict) -> list[dict]:
     x, t = inp.pop("x"), inp.pop("t")
     rows = []
     for name, kern, sv in (("fp8gemm_fa3", "fa3", False), ("fast", "fa3_fp8", False), ("fast_smooth_v", "fa3_fp8", True)):
-        model.attention_backend, attention_fa3.SMOOTH_V = kern, sv
+        inp["options"], attention_fa3.SMOOTH_V = RunOptions(attention=kern), sv
         with torch.no_grad():
             out = model(x, t, **inp).float().cpu()
         rows.append(dict(stage="variants", shape=size, config=name, rel_err_vs_bf16_sdpa=rel(out, refs[size])))
@@ -266,7 +267,7 @@ def main() -> int:
         rows += decompose_stage(model, cfg, args.shapes[0])
     if "variants" in args.stages:
         inp = make_inputs(cfg, parse_shape(args.shapes[0]), 2, "cuda")
-        model.attention_backend = "sdpa"
+        inp["options"] = RunOptions(attention="sdpa")
         with torch.no_grad():
             refs[args.shapes[0]] = model(inp.pop("x"), inp.pop("t"), **inp).float().cpu()
         enable_fp8_(model, fast=True)

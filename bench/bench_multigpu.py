@@ -23,8 +23,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from avatar_core.config import AvatarConfig  # noqa: E402
-from avatar_core.distributed import ParallelConfig, RandomSpec, WorkerPool  # noqa: E402
+from avatar_core.distributed import ParallelConfig, WorkerPool  # noqa: E402
 from avatar_core.parity.sampling import latent_check  # noqa: E402
+from avatar_core.runner import RandomSpec  # noqa: E402
 from avatar_core.sampling import DeepCacheConfig, SamplerCallbacks, SamplerConfig  # noqa: E402
 from bench.bench_sampler import conditioning  # noqa: E402
 from bench.common import gib, parse_shape  # noqa: E402
@@ -89,7 +90,8 @@ def main() -> int:
     if args.tiny:
         cond = _tiny_dtypes(cond)
     sampler = SamplerConfig(steps=args.steps + 1, seed=0, deep_cache=DeepCacheConfig(enabled=args.deep_cache))
-    spec = RandomSpec(cfg, dtype, seed=0, attention=args.attention)
+    formats = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
+    spec = RandomSpec(config=cfg, weight_format=formats[dtype], seed=0, attention=args.attention)
     rows, base, ref = [], None, None
     for gpus, mode, par in configs(args.gpus, args.modes):
         print(f"== {gpus} GPU(s), {mode}: {par.describe()}", flush=True)

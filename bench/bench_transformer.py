@@ -19,12 +19,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from avatar_core.config import AvatarConfig  # noqa: E402
 from avatar_core.loading import build_random_transformer  # noqa: E402
 from avatar_core.model.flops import cached_forward_flops, forward_flops  # noqa: E402
+from avatar_core.model.options import RunOptions  # noqa: E402
 from bench.common import TEXT_LEN, TEXT_VALID, gib, make_inputs, parse_shape, timed  # noqa: E402
 
 
-def bench_shape(model, cfg, shape, batch: int, repeats: int, cached_repeats: int, keep_output: bool = False) -> dict:
+def bench_shape(model, cfg, shape, batch: int, repeats: int, cached_repeats: int, keep_output: bool = False,
+                options: RunOptions | None = None) -> dict:
     """Full and deep-cache forward times, peak memory. keep_output: row["output"] = the full output on the CPU."""
-    inp = make_inputs(cfg, shape, batch, "cuda")
+    inp = dict(make_inputs(cfg, shape, batch, "cuda"), options=options)
     x, t = inp.pop("x"), inp.pop("t")
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
@@ -60,14 +62,15 @@ def main() -> int:
     args = ap.parse_args()
     cfg = AvatarConfig.avatar_13b()
     t0 = time.perf_counter()
-    model = build_random_transformer(cfg, dtype=torch.bfloat16, device="cuda", seed=0, attention_backend=args.attention)
+    model = build_random_transformer(cfg, dtype=torch.bfloat16, device="cuda", seed=0)
+    options = RunOptions(attention=args.attention)
     if args.fp8:
         from avatar_core.model.fp8 import enable_fp8_
         enable_fp8_(model, fast=True)
     print(f"model ready in {time.perf_counter() - t0:.1f} s, weights {gib(torch.cuda.memory_allocated()):.1f} GiB", flush=True)
     rows = []
     for s in args.shapes:
-        row = bench_shape(model, cfg, parse_shape(s), args.batch, args.repeats, args.cached_repeats)
+        row = bench_shape(model, cfg, parse_shape(s), args.batch, args.repeats, args.cached_repeats, options=options)
         row.update(device=torch.cuda.get_device_name(), torch=torch.__version__, attention=args.attention, fp8=args.fp8,
                    date=time.strftime("%Y-%m-%d"))
         rows.append(row)

@@ -16,6 +16,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from avatar_core.config import AvatarConfig  # noqa: E402
 from avatar_core.loading import build_random_transformer  # noqa: E402
+from avatar_core.model.options import RunOptions  # noqa: E402
 from bench.common import gib, make_inputs, parse_shape, timed  # noqa: E402
 
 GROUPS = (("attention", ("attn", "fmha", "flash", "sdpa", "cudnn")), ("gemm", ("gemm", "sm90_xmma", "cutlass", "nvjet")),
@@ -35,12 +36,11 @@ def main() -> int:
     result = {"shape": args.shape, "chunks": {}}
     with torch.no_grad():
         for c in args.chunks:
-            model.chunk_tokens = c
             torch.cuda.reset_peak_memory_stats()
-            med, _ = timed(lambda: model(x, t, **inp), 1, warmup=1 if c == args.chunks[0] else 0)
+            med, _ = timed(lambda c=c: model(x, t, **inp, options=RunOptions(chunk_tokens=c)), 1,
+                           warmup=1 if c == args.chunks[0] else 0)
             result["chunks"][c] = dict(full_s=med, peak_alloc_gib=gib(torch.cuda.max_memory_allocated()))
             print(c, result["chunks"][c], flush=True)
-        model.chunk_tokens = 16384
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
             model(x, t, **inp)
             torch.cuda.synchronize()

@@ -57,15 +57,15 @@ def _row(kind: str, r: dict, **extra) -> dict:
 
 def stage_lowmem(model, cfg, shape, args, ref) -> dict:
     from avatar_core.model.offload import BlockSwap
+    from avatar_core.model.options import LOW_MEMORY_CHUNK_TOKENS, RunOptions
     swap = BlockSwap(model, "cuda", resident=1)
-    model.chunk_tokens = 4096
     total = torch.cuda.get_device_properties(0).total_memory
     torch.cuda.set_per_process_memory_fraction(args.lowmem_gib * 2**30 / total)
     try:
-        r = bench_shape(model, cfg, shape, 2, args.repeats, 3, keep_output=True)
+        r = bench_shape(model, cfg, shape, 2, args.repeats, 3, keep_output=True,
+                        options=RunOptions(chunk_tokens=LOW_MEMORY_CHUNK_TOKENS))
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0)
-        model.chunk_tokens = 16384
         swap.remove()
     return _row("lowmem", r, cap_gib=args.lowmem_gib, rel_err_vs_bf16=None if ref is None else checks.rel(r["output"], ref))
 
@@ -74,17 +74,17 @@ def stage_fast(model, cfg, shape, args, ref) -> list[dict]:
     """fp8 _scaled_mm block linears and/or the 8-bit attention backend; each against the bf16 output."""
     from avatar_core.model.attention import resolve_backend
     from avatar_core.model.fp8 import enable_fp8_
+    from avatar_core.model.options import RunOptions
     rows, backend = [], resolve_backend(args.fast_attention)
     for variant in args.fast_variants:
         if "fp8" in variant:
             enable_fp8_(model, fast=True)
             torch.cuda.empty_cache()
-        model.attention_backend = backend if "attn" in variant else "sdpa"
-        r = bench_shape(model, cfg, shape, 2, args.repeats, 3, keep_output=True)
+        options = RunOptions(attention=backend if "attn" in variant else "sdpa")
+        r = bench_shape(model, cfg, shape, 2, args.repeats, 3, keep_output=True, options=options)
         name = variant.replace("attn", backend) if "attn" in variant else variant
         rows.append(_row(name if "fp8" in variant else "bf16+" + backend, r,
                          rel_err_vs_bf16=None if ref is None else checks.rel(r["output"], ref)))
-    model.attention_backend = "sdpa"
     return rows
 
 

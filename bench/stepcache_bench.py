@@ -16,17 +16,17 @@ from avatar_core.loading import build_random_transformer
 from avatar_core.sampling.deepcache import cached_steps
 from avatar_core.sampling.guidance import combine
 from avatar_core.sampling.schedule import euler_step, flow_schedule
-from avatar_core.sampling.stepcache import StepCache
+from avatar_core.sampling.stepcache import StepCache, StepCacheConfig
 from bench.common import make_inputs, parse_shape
 
 
-def sample(model, inp: dict, steps: int, scale: float = 7.5) -> torch.Tensor:
+def sample(model, inp: dict, steps: int, scale: float = 7.5, step_cache: StepCache | None = None) -> torch.Tensor:
     sched, plan = flow_schedule(steps), cached_steps(steps)
     x = inp["x"][:1].float()
     tokens = None
     for i in range(steps):
         t = sched.timesteps[i].to(x.device).repeat(2)
-        args = {k: v for k, v in inp.items() if k != "x"}
+        args = dict({k: v for k, v in inp.items() if k != "x"}, step_cache=step_cache)
         if i in plan and tokens is not None:
             v = model(torch.cat([x, x]), t, **args, cached_tokens=tokens)
         else:
@@ -45,17 +45,14 @@ def run(cfg: AvatarConfig, shape: str = "256x256", steps: int = 50, multiples=(1
     with torch.no_grad():
         while thresholds:
             th = thresholds.pop(0)
-            model.step_cache = None if th is None else StepCache(threshold=th)
-            sample(model, inp, 2)                     # warm-up
-            if model.step_cache is not None:
-                model.step_cache.reset()
+            sample(model, inp, 2, step_cache=None if th is None else StepCache(StepCacheConfig(th)))  # warm-up
+            sc = None if th is None else StepCache(StepCacheConfig(th))
             torch.cuda.synchronize()
             t0 = time.perf_counter()
-            out = sample(model, inp, steps)
+            out = sample(model, inp, steps, step_cache=sc)
             torch.cuda.synchronize()
             dt = time.perf_counter() - t0
             ref = out if th is None else ref
-            sc = model.step_cache
             if th == 0.0:
                 median = sorted(sc.changes)[len(sc.changes) // 2]
                 thresholds += [m * median for m in multiples]
@@ -63,5 +60,4 @@ def run(cfg: AvatarConfig, shape: str = "256x256", steps: int = 50, multiples=(1
                              full_calls=None if sc is None else sc.calls, skipped=None if sc is None else sc.skipped,
                              changes=None if sc is None else [round(c, 4) for c in sc.changes],
                              rel_dev=((out - ref).norm() / ref.norm()).item()))
-    model.step_cache = None
     return rows

@@ -34,8 +34,7 @@ def run(args: argparse.Namespace) -> dict:
     T = (args.video_frames - 1) // 4 + 1                        # latent frames of the clip (causal VAE)
     h = w = args.size // 8                                      # latent size
     t0 = time.perf_counter()
-    model = build_random_transformer(cfg, dtype=torch.bfloat16, device=str(device), seed=0,
-                                     attention_backend=args.attention)
+    model = build_random_transformer(cfg, dtype=torch.bfloat16, device=str(device), seed=0)
     build_s = time.perf_counter() - t0
     cuda = device.type == "cuda"
     weights_gib = torch.cuda.memory_allocated(device) / GIB if cuda else 0.0

@@ -15,15 +15,12 @@ from ..avatar_core.conditioning.detface import DetFaceDetector
 from ..avatar_core.conditioning.faces import InsightFaceDetector
 from ..avatar_core.conditioning.whisper import load_whisper_encoder
 from ..avatar_core.distributed import MODES
-from ..avatar_core.loading import load_emotion_module, load_transformer
-from ..avatar_core.model.options import PerfOptions
+from ..avatar_core.runner import OFFLOAD_MODES, WEIGHT_FORMATS, LoadSpec
 from . import availability, distributed, paths
 from .types import AvatarModel, FaceDetector, WhisperEncoder
 
-WEIGHT_DTYPES = {"bf16": (torch.bfloat16, "dequant"), "fp16": (torch.float16, "dequant"),
-                 "fp32": (torch.float32, "dequant"), "fp8_e4m3fn": (torch.bfloat16, "quantize"),
-                 "fp8_e4m3fn_fast": (torch.bfloat16, "quantize"), "fast": (torch.bfloat16, "quantize")}
-OFFLOAD = ("none", "block_swap", "low_memory")
+WEIGHT_DTYPES = tuple(WEIGHT_FORMATS)
+OFFLOAD = OFFLOAD_MODES
 NO_AEM = "none"
 PROVIDERS = {"CPU": ["CPUExecutionProvider"], "CUDA": ["CUDAExecutionProvider", "CPUExecutionProvider"],
              "ROCm": ["ROCMExecutionProvider", "CPUExecutionProvider"],
@@ -35,10 +32,11 @@ def _checkpoints() -> list[str]:
     return [f for f in folder_paths.get_filename_list("diffusion_models") if not f.endswith("_map.pt")]
 
 
-def _patcher(model: torch.nn.Module, swapping: bool = False) -> comfy.model_patcher.ModelPatcher:
+def _patcher(runner: torch.nn.Module, swapping: bool = False) -> comfy.model_patcher.ModelPatcher:
+    """ComfyUI manages the runner's memory; the sampler node reaches the runner as `patcher.model`."""
     # A block-swapping model manages its own placement: ComfyUI must not move it as a whole.
     offload = mm.get_torch_device() if swapping else mm.unet_offload_device()
-    return comfy.model_patcher.CoreModelPatcher(model, load_device=mm.get_torch_device(), offload_device=offload)
+    return comfy.model_patcher.CoreModelPatcher(runner, load_device=mm.get_torch_device(), offload_device=offload)
 
 
 class Holder(torch.nn.Module):
@@ -102,27 +100,17 @@ class AvatarModelLoader(io.ComfyNode):
             aem = folder_paths.get_full_path(paths.EMOTION, emotion_weights)
             if aem is None:
                 raise paths.missing_file_error(paths.EMOTION, emotion_weights, "Audio Emotion Module weights")
-        dtype, fp8 = WEIGHT_DTYPES[weight_dtype]
-        attention = "fa3_fp8" if weight_dtype == "fast" else attention  # the fast preset's fp8 attention
-        if gpus > 1:
-            return io.NodeOutput(distributed.load_pooled(path, dtype, fp8, attention, gpus, parallel, aem))
-        perf = _perf_options(weight_dtype, offload, swap_blocks)
+        spec = LoadSpec(path=path, weight_format=weight_dtype, attention=attention, emotion=aem, offload=offload,
+                        swap_blocks=swap_blocks)
+        if gpus > 1:  # every worker builds the same spec: each input has its single-GPU effect
+            return io.NodeOutput(distributed.load_pooled(spec, gpus, parallel))
         # A swapping model places itself (resident part on the GPU, blocks in pinned RAM); else ComfyUI moves it.
-        device = mm.get_torch_device() if perf.swaps else mm.unet_offload_device()
-        model = load_transformer(path, dtype=dtype, device=device, fp8=fp8, attention_backend=attention, perf=perf)
-        if aem is not None:
-            load_emotion_module(model, aem)
-        if perf.swaps:
+        runner = spec.build(mm.get_torch_device(), load_device=mm.unet_offload_device())
+        if runner.info.offload != "none":
             logging.info("Avatar model: offload=%s, %d of %d blocks streamed from RAM", offload,
-                         len(model.block_swap.swapped), len(model.double_blocks) + len(model.single_blocks))
-        return io.NodeOutput(_patcher(model, swapping=perf.swaps))
-
-
-def _perf_options(weight_dtype: str, offload: str, swap_blocks: int) -> PerfOptions:
-    if offload not in OFFLOAD:
-        raise ValueError(f"offload must be one of {OFFLOAD}, got {offload!r}")
-    return PerfOptions(fp8_fast=weight_dtype.endswith("fast"), low_memory=offload == "low_memory",
-                       block_swap=swap_blocks if offload == "block_swap" else 0)
+                         runner.info.swapped_blocks, runner.diffusion_model.cfg.depth_double
+                         + runner.diffusion_model.cfg.depth_single)
+        return io.NodeOutput(_patcher(runner, swapping=runner.info.offload != "none"))
 
 
 def _whisper_choices() -> list[str]:

@@ -53,20 +53,21 @@ class AvatarLoraLoader(io.ComfyNode):
             raise paths.missing_file_error("loras", lora_name, "LoRA")
         # Keys and shapes checked now, before any sampling (a pool's weights are in its workers: the layout of
         # the released model on the meta device stands in for them; the workers check again).
-        lora = load_lora(path, _layout_model() if _pooled(model.model) else model.model)
+        lora = load_lora(path, _layout_model() if _pooled(model.model) else model.model.diffusion_model)
         logging.info("Avatar LoRA: %s (strength %.2f)", lora.summary(), strength)
         clone = model.clone()
         clone.set_attachments(ATTACHMENT, tuple(model.get_attachment(ATTACHMENT) or ()) + ((lora, float(strength)),))
         return io.NodeOutput(clone)
 
 
-def apply_attached_loras(patcher) -> None:
-    """Give the patcher's model exactly the LoRAs attached to this patcher (none: the base weights)."""
+def apply_attached_loras(patcher) -> tuple[tuple[str, float], ...]:
+    """Give the patcher's model exactly the LoRAs attached to this patcher (none: the base weights).
+    A pool's workers apply them at the run: returns the (file, strength) pairs for `runner.sample(loras=)`."""
     attached = patcher.get_attachment(ATTACHMENT) or ()
-    if _pooled(patcher.model):  # the workers apply the files before the run
-        patcher.model.loras = tuple((lora.path, strength) for lora, strength in attached)
-    else:
-        set_loras(patcher.model, attached, compute_device=mm.get_torch_device())
+    if _pooled(patcher.model):
+        return tuple((lora.path, strength) for lora, strength in attached)
+    set_loras(patcher.model.diffusion_model, attached, compute_device=mm.get_torch_device())
+    return ()
 
 
 def _layout_model() -> torch.nn.Module:
@@ -74,6 +75,5 @@ def _layout_model() -> torch.nn.Module:
         return AvatarTransformer(AvatarConfig.avatar_13b())
 
 
-def _pooled(model) -> bool:
-    # The sampler's own rule: a model with `sample_avatar` runs whole clips elsewhere (worker pools).
-    return hasattr(model, "sample_avatar")
+def _pooled(runner) -> bool:
+    return runner.info.gpus > 1  # the weights live in worker processes

@@ -15,7 +15,7 @@ from comfy_api.latest import io
 from ..avatar_core.conditioning.emotion import emotion_warning
 from ..avatar_core.conditioning.faces import face_mask_for_model, to_latent
 from ..avatar_core.conditioning.text import check_official_conditioning
-from ..avatar_core.model import AvatarTransformer
+from ..avatar_core.runner import Runner
 from ..avatar_core.sampling.deepcache import DeepCacheConfig
 from ..avatar_core.sampling.guidance import GuidanceConfig
 from ..avatar_core.sampling.sampler import (
@@ -24,9 +24,8 @@ from ..avatar_core.sampling.sampler import (
     SamplerConfig,
     SamplingCancelled,
     TextConditioning,
-    sample_avatar,
 )
-from ..avatar_core.sampling.stepcache import StepCache
+from ..avatar_core.sampling.stepcache import StepCacheConfig
 from ..avatar_core.sampling.windows import OFFICIAL_OFFSET, OFFICIAL_WINDOW, WindowConfig, plan_clip
 from ..avatar_core.validation import check_conditioning_values, check_number
 from .convert import MOTION_EXP, MOTION_POSE, check_image, image_to_frames, motion_tensor, official_size, resize_masks
@@ -134,11 +133,6 @@ class AvatarSampler(io.ComfyNode):
         check_image(image)
         _check_numbers(cfg=cfg, shift=shift, step_cache=step_cache)
         checkpoints = resume_config(resume)
-        warning = emotion_warning(getattr(model.model, "aem", None) is not None, emotion is not None)
-        if warning:
-            logging.warning("Avatar Sampler: %s", warning)
-            _tell_ui(warning)
-            emotion = None
         windows = long_video or WindowConfig()
         h, w = official_size(image.shape[1], image.shape[2], image_size)
         masks = character_masks if character_masks is not None else torch.ones(1, h, w)
@@ -153,7 +147,13 @@ class AvatarSampler(io.ComfyNode):
             raise ValueError("vae: encoding the reference image gave NaN/inf, so the video would be black. Load the "
                              "HunyuanVideo VAE (hunyuan_video_vae_bf16.safetensors) with VAELoader, or a different "
                              "VAE file; an fp16 VAE can overflow.")
-        audio = feats[None] if feats.shape[0] > 1 else feats                                  # [1, (N,) F, 10, 5, 384]
+        runner: Runner = model.model  # the loader's runner (one process, or a pool of GPU workers) in its patcher
+        warning = emotion_warning(runner.info.emotion, emotion is not None)
+        if warning:
+            logging.warning("Avatar Sampler: %s", warning)
+            _tell_ui(warning)
+            emotion = None
+        audio = feats[None]                                                                   # [1, N, F, 10, 5, 384]
         cond = AvatarConditioning(
             ref_latents=ref.to(device), text=text_conditioning(positive, "positive", device),
             negative_text=text_conditioning(negative, "negative", device), audio=audio,  # stays in RAM: windows move
@@ -167,12 +167,11 @@ class AvatarSampler(io.ComfyNode):
         long_clip = plan_clip(feats.shape[1], windows).windows_per_step > 2
         config = SamplerConfig(steps=steps, shift=shift, seed=seed, guidance=GuidanceConfig(cfg=cfg),
                                deep_cache=DeepCacheConfig(enabled=deep_cache), windows=windows,
-                               cache_device=mm.unet_offload_device() if long_clip else None)
-        if isinstance(model.model, AvatarTransformer):  # set or clear: the loaded model is shared between runs
-            model.model.step_cache = StepCache(threshold=step_cache) if step_cache > 0 else None
-        swapping = getattr(model.model, "block_swap", None) is not None
+                               cache_device=mm.unet_offload_device() if long_clip else None,
+                               step_cache=StepCacheConfig(threshold=step_cache) if step_cache > 0 else None)
+        swapping = runner.info.offload != "none"
         if not swapping and device.type == "cuda":  # the whole model goes to the GPU: fail now, not mid-load
-            problem = does_not_fit(model.model_size(), mm.get_total_memory(device))
+            problem = does_not_fit(model.model_size(), mm.get_total_memory(device), runner.info.weight_format)
             if problem:
                 raise ValueError(problem)
         try:
@@ -180,14 +179,15 @@ class AvatarSampler(io.ComfyNode):
                 mm.load_models_gpu([model], force_full_load=True)
             else:  # it streams its own blocks: only make room for the resident part and the activations
                 mm.free_memory(SWAP_HEADROOM_BYTES, device)
-            apply_attached_loras(model)  # this branch's LoRAs (or none) on the shared weights
-            result = sample_avatar(model.model, cond, config, callbacks=_callbacks(device), resume=checkpoints)
+            loras = apply_attached_loras(model)  # this branch's LoRAs (or none) on the shared weights
+            result = runner.sample(cond, config, callbacks=_callbacks(device), loras=loras,
+                                   resume=checkpoints)
         except SamplingCancelled:
             raise mm.InterruptProcessingException() from None
         except torch.OutOfMemoryError as e:  # ComfyUI unloads every model on this type; say what to change
             traceback.clear_frames(e.__traceback__)  # the failed frames' tensors go now, not with the exception
-            offload = "none" if not swapping else ("low_memory" if getattr(model.model, "chunk_tokens", None) else "block_swap")
-            raise torch.OutOfMemoryError(out_of_memory(h, w, windows.audio_rows, offload)) from e
+            raise torch.OutOfMemoryError(out_of_memory(h, w, windows.audio_rows, runner.info.offload,
+                                                       runner.info.weight_format)) from e
         finally:
             del cond
             mm.soft_empty_cache()

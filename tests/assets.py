@@ -92,7 +92,7 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
 def whisper_tiny_dir() -> Path:
     """Real Whisper tiny.en weights converted by our CTranslate2 converter into a WhisperEncoder folder."""
     pytest.importorskip("transformers")
-    from avatar_core.conditioning.whisper_ct2 import convert_ct2_whisper
+    from whisper_ct2 import convert_ct2_whisper
 
     out = cache_dir() / "whisper-tiny-en-hf"
     if (out / "model.safetensors").is_file() and (out / "config.json").is_file():

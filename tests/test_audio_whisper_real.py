@@ -9,10 +9,10 @@ import pytest
 import torch
 from assets import speech_a, speech_b, whisper_encoder, whisper_tiny_dir  # noqa: F401  (pytest fixtures)
 from safetensors.torch import load_file, save_file
+from whisper_ct2 import read_ct2_model
 
 from avatar_core.conditioning.audio import CharacterAudio, encode_audio, encode_character_audio, window_features
 from avatar_core.conditioning.whisper import load_whisper_encoder, whisper_hidden_states
-from avatar_core.conditioning.whisper_ct2 import read_ct2_model
 
 
 def _trim_to_onset(wav: np.ndarray) -> np.ndarray:

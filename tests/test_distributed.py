@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +20,16 @@ import torch.multiprocessing as mp
 from avatar_core.config import AvatarConfig
 from avatar_core.distributed import (
     ParallelConfig,
-    PooledAvatarModel,
-    RandomSpec,
+    PooledRunner,
     WorkerPool,
-    attach_sequence_parallel,
     build_groups,
+    rank_options,
     sample_on_rank,
 )
 from avatar_core.loading import build_random_transformer
+from avatar_core.model.options import RunOptions
 from avatar_core.parity.sampling import latent_check
+from avatar_core.runner import LoadSpec, RandomSpec
 from avatar_core.sampling import (
     AvatarConditioning,
     DeepCacheConfig,
@@ -41,7 +43,7 @@ from avatar_core.sampling import (
 
 CFG = AvatarConfig(hidden_size=64, num_heads=4, depth_double=2, depth_single=2, rope_dims=(4, 6, 6), text_dim=32,
                    text_pooled_dim=16, audio_proj_dim=16, adapter_dim=32, adapter_after_double=(0, 1))
-SPEC = RandomSpec(CFG, torch.float32, seed=0)
+SPEC = RandomSpec(config=CFG, seed=0)
 STEPS = SamplerConfig(steps=4, seed=3, deep_cache=DeepCacheConfig(cached_steps=(2, 3)))
 SHORT = SamplerConfig(steps=3, seed=3, deep_cache=DeepCacheConfig(cached_steps=(2,)))
 WINDOWS4 = 400  # audio frames -> ring 129 = 4 windows of 33 per step (the last wraps onto window 0)
@@ -103,12 +105,10 @@ def _rank_main(rank: int, world: int, init: str, out_dir: str) -> None:
     for name in LAUNCHES[world]:
         if name.startswith("sp_forward"):
             groups = build_groups(ParallelConfig(sequence=world))
-            attach_sequence_parallel(model, groups)
-            results[name] = model_forward(model)
+            results[name] = model_forward(partial(model, options=rank_options(RunOptions(), groups, CFG.num_heads)))
             continue
         config, frames, sampler = RUNS[name]
         groups = build_groups(config)
-        attach_sequence_parallel(model, groups)
         calls: list[tuple[int, int]] = []
         cb = SamplerCallbacks(on_progress=lambda p, calls=calls: calls.append((p.step, p.window)))
         res = sample_on_rank(model, groups, cond(frames), sampler, torch.device("cpu"), callbacks=cb)
@@ -186,9 +186,8 @@ def test_worker_pool_sample_cancel_and_clean_shutdown() -> None:
     pool = WorkerPool(SPEC, ParallelConfig(window=2), device="cpu", threads=1)
     try:
         progress: list = []
-        # through the plain sampler entry point, as the sampler node calls it
-        res = sample_avatar(PooledAvatarModel(pool), cond(frames), sampler,
-                            callbacks=SamplerCallbacks(on_progress=progress.append))
+        # through the runner, as the sampler node calls it
+        res = PooledRunner(pool).sample(cond(frames), sampler, callbacks=SamplerCallbacks(on_progress=progress.append))
         assert torch.equal(res.ring_latents, ref)
         assert progress and all(p.window % 2 == 0 for p in progress)  # rank 0 reports its windows
         seen: list = []
@@ -245,11 +244,11 @@ def test_loader_node_side_errors_before_starting_workers(monkeypatch: pytest.Mon
     node = load_pack("nodes.distributed")
     monkeypatch.delitem(sys.modules, f"{PACK_NAME}.nodes.distributed")
     with pytest.raises(ValueError, match="degree 5 does not divide the model's 24 attention heads"):
-        node.load_pooled("x.pt", torch.bfloat16, "auto", "sdpa", 5, "sequence")
+        node.load_pooled(LoadSpec(path="x.pt"), 5, "sequence")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     with pytest.raises(RuntimeError, match="4 GPUs were asked for but only 2"):
-        node.load_pooled("x.pt", torch.bfloat16, "auto", "sdpa", 4, "auto")
+        node.load_pooled(LoadSpec(path="x.pt"), 4, "auto")
 
 
 def test_pool_works_when_the_pack_is_imported_under_its_folder_name() -> None:
@@ -263,11 +262,12 @@ def test_pool_works_when_the_pack_is_imported_under_its_folder_name() -> None:
                                                                           "motion_exp", "motion_pose", "fps")},
                                          text=sampling.TextConditioning(*vars(ours.text).values()),
                                          negative_text=sampling.TextConditioning(*vars(ours.negative_text).values()))
-    spec = pack.RandomSpec(load_pack("avatar_core.config").AvatarConfig(**CFG.to_dict()), torch.float32, seed=0)
+    spec = load_pack("avatar_core.runner").RandomSpec(config=load_pack("avatar_core.config").AvatarConfig(**CFG.to_dict()),
+                                                      seed=0)
     seen: list = []
     with pack.WorkerPool(spec, pack.ParallelConfig(cfg=2), device="cpu", threads=1) as pool:
-        res = sampling.sample_avatar(pack.PooledAvatarModel(pool), theirs, sampling.SamplerConfig(**vars(SHORT)),
-                                     callbacks=sampling.SamplerCallbacks(on_progress=seen.append))
+        res = pack.PooledRunner(pool).sample(theirs, sampling.SamplerConfig(**vars(SHORT)),
+                                             callbacks=sampling.SamplerCallbacks(on_progress=seen.append))
     assert type(res.plan).__module__.startswith("hyavatar_pack.") and type(seen[0]).__module__.startswith("hyavatar_pack.")
     assert torch.equal(res.ring_latents, single(SHORT, WINDOWS3, split_cfg=True))
 
@@ -282,9 +282,10 @@ def test_pool_started_from_an_unguarded_host_script(tmp_path: Path) -> None:
         "import sys, torch\n"
         f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
         "from avatar_core.config import AvatarConfig\n"
-        "from avatar_core.distributed import ParallelConfig, RandomSpec, WorkerPool\n"
+        "from avatar_core.distributed import ParallelConfig, WorkerPool\n"
+        "from avatar_core.runner import RandomSpec\n"
         "print('host main ran', flush=True)\n"
-        "pool = WorkerPool(RandomSpec(AvatarConfig.tiny()), ParallelConfig(), device='cpu', threads=1)\n"
+        "pool = WorkerPool(RandomSpec(config=AvatarConfig.tiny()), ParallelConfig(), device='cpu', threads=1)\n"
         "pool.close()\n"
         "print('ok', flush=True)\n")
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)

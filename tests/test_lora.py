@@ -7,6 +7,7 @@ import logging
 import pytest
 import torch
 from safetensors.torch import save_file
+from test_model import call, tiny_inputs
 
 from avatar_core.config import AvatarConfig
 from avatar_core.loading import build_random_transformer
@@ -14,7 +15,6 @@ from avatar_core.lora import LoraError, load_lora, set_loras
 from avatar_core.lora.weights import read_weight
 from avatar_core.model.fp8 import FP8Linear, enable_fp8_
 from avatar_core.model.offload import BlockSwap
-from tests.test_model import call, tiny_inputs
 
 CFG = AvatarConfig.tiny()
 D, M = CFG.hidden_size, CFG.mlp_hidden

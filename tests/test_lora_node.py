@@ -38,7 +38,9 @@ SCRIPT = textwrap.dedent("""
         key = ("diffusion_model." + layer) if name == "a" else layer
         save_file({key + ".lora_down.weight": torch.randn(2, w.shape[1]), key + ".lora_up.weight": torch.randn(w.shape[0], 2)},
                   f"{tmp}/{name}.safetensors")
-    patcher = comfy.model_patcher.CoreModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+    runner_mod = importlib.import_module("hyavatar_pack.avatar_core.runner")
+    runner = runner_mod.RunChoices(weight_format="bf16").finish(model, "cpu")  # what the loader hands over
+    patcher = comfy.model_patcher.CoreModelPatcher(runner, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
     assert node._lora_files() == ["a.safetensors", "b.safetensors"], node._lora_files()
     one = node.AvatarLoraLoader.execute(patcher, "a.safetensors", 0.5).result[0]
     two = node.AvatarLoraLoader.execute(one, "b.safetensors", 1.0).result[0]
@@ -53,8 +55,9 @@ SCRIPT = textwrap.dedent("""
     # A multi-GPU model: checked against the released model's layout, then handed to the workers as files.
     save_file({"diffusion_model.double_blocks.3.img_attn_qkv.lora_down.weight": torch.randn(2, 3072),
                "diffusion_model.double_blocks.3.img_attn_qkv.lora_up.weight": torch.randn(9216, 2)}, f"{tmp}/c.safetensors")
-    PooledAvatarModel = importlib.import_module("hyavatar_pack.avatar_core.distributed.pool").PooledAvatarModel
-    pool_model = PooledAvatarModel(pool=None)
+    PooledRunner = importlib.import_module("hyavatar_pack.avatar_core.distributed.pool").PooledRunner
+    fake_pool = types.SimpleNamespace(info=runner_mod.RunnerInfo(False, "none", "bf16", gpus=2))
+    pool_model = PooledRunner(pool=fake_pool)
     pooled = comfy.model_patcher.CoreModelPatcher(pool_model, load_device=torch.device("cpu"),
                                                   offload_device=torch.device("cpu"))
     try:
@@ -63,10 +66,9 @@ SCRIPT = textwrap.dedent("""
     except ValueError as e:
         assert "another size or family" in str(e), e
     with_lora = node.AvatarLoraLoader.execute(pooled, "c.safetensors", 0.25).result[0]
-    node.apply_attached_loras(with_lora)
-    assert pool_model.loras == ((f"{tmp}/c.safetensors", 0.25),), pool_model.loras
-    node.apply_attached_loras(pooled)
-    assert pool_model.loras == ()
+    files = node.apply_attached_loras(with_lora)   # what the sampler node passes to runner.sample(loras=)
+    assert files == ((f"{tmp}/c.safetensors", 0.25),), files
+    assert node.apply_attached_loras(pooled) == ()
     print("LORA_NODE_OK")
 """)
 

@@ -7,11 +7,11 @@ import dataclasses
 
 import torch
 from safetensors.torch import save_file
+from test_distributed import CFG, SHORT, SPEC, cond
 
-from avatar_core.distributed import ParallelConfig, PooledAvatarModel, WorkerPool
+from avatar_core.distributed import ParallelConfig, PooledRunner, WorkerPool
 from avatar_core.lora import load_lora, set_loras
 from avatar_core.sampling import sample_avatar
-from tests.test_distributed import CFG, SHORT, SPEC, cond
 
 FRAMES = 100  # one window
 
@@ -29,14 +29,12 @@ def _lora_file(path) -> str:
 def test_pool_workers_apply_the_requested_loras_and_restore(tmp_path):
     path = _lora_file(tmp_path / "l.safetensors")
     sampler = dataclasses.replace(SHORT, split_cfg=True)  # CFG-parallel runs each half as a batch-1 call
-    single = SPEC.build(torch.device("cpu"))
+    single = SPEC.build(torch.device("cpu")).diffusion_model
     base = sample_avatar(single, cond(FRAMES), sampler).ring_latents
     set_loras(single, [(load_lora(path, single), 0.8)])
     patched = sample_avatar(single, cond(FRAMES), sampler).ring_latents
     assert not torch.equal(base, patched)
     with WorkerPool(SPEC, ParallelConfig(cfg=2), device="cpu", threads=1) as pool:
-        model = PooledAvatarModel(pool)
-        model.loras = ((path, 0.8),)
-        assert torch.equal(sample_avatar(model, cond(FRAMES), sampler).ring_latents, patched)
-        model.loras = ()
-        assert torch.equal(sample_avatar(model, cond(FRAMES), sampler).ring_latents, base)
+        runner = PooledRunner(pool)
+        assert torch.equal(runner.sample(cond(FRAMES), sampler, loras=((path, 0.8),)).ring_latents, patched)
+        assert torch.equal(runner.sample(cond(FRAMES), sampler).ring_latents, base)

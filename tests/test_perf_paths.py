@@ -14,8 +14,9 @@ from avatar_core.model.attention import segmented_attention
 from avatar_core.model.fp8 import FP8Linear, enable_fp8_, quantize_weight
 from avatar_core.model.layers import RMSNorm
 from avatar_core.model.offload import BlockSwap
+from avatar_core.model.options import RunOptions
 from avatar_core.model.rope import apply_rope
-from avatar_core.sampling.stepcache import StepCache
+from avatar_core.sampling.stepcache import StepCache, StepCacheConfig
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +37,7 @@ def _close(a, b, tol=1e-5):
 def test_chunked_tokens_equal_unchunked(model):
     inp = tiny_inputs(B=2)
     ref = _call(model, inp)
-    model.chunk_tokens = 5                                    # many chunks, a ragged last one
-    try:
-        _close(_call(model, inp), ref)
-    finally:
-        model.chunk_tokens = 16384
+    _close(_call(model, inp, options=RunOptions(chunk_tokens=5)), ref)   # many chunks, a ragged last one
 
 
 def test_block_swap_equals_resident():
@@ -59,31 +56,20 @@ def test_block_swap_equals_resident():
 def test_step_cache_threshold_zero_is_uncached(model):
     inp = tiny_inputs(B=2, seed=2)
     refs = [_call(model, dict(inp, t=torch.full((2,), t))) for t in (900.0, 880.0, 860.0)]
-    model.step_cache = StepCache(threshold=0.0)
-    try:
-        outs = [_call(model, dict(inp, t=torch.full((2,), t))) for t in (900.0, 880.0, 860.0)]
-        assert model.step_cache.skipped == 0 and model.step_cache.calls == 3
-        for o, r in zip(outs, refs):
-            assert torch.equal(o, r)
-        model.step_cache = StepCache(threshold=1e9, max_skips_in_row=1)  # skips every other call
-        outs = [_call(model, dict(inp, t=torch.full((2,), t))) for t in (900.0, 899.0, 898.0, 897.0)]
-        assert model.step_cache.skipped == 2                # calls 2 and 4
-        assert all(torch.isfinite(o).all() for o in outs)
-        assert not torch.equal(outs[1], _call_uncached(model, inp, 899.0))
-    finally:
-        model.step_cache = None
-
-
-def _call_uncached(model, inp, t):
-    cache, model.step_cache = model.step_cache, None
-    try:
-        return _call(model, dict(inp, t=torch.full((2,), t)))
-    finally:
-        model.step_cache = cache
+    sc = StepCache(StepCacheConfig(threshold=0.0))
+    outs = [_call(model, dict(inp, t=torch.full((2,), t)), step_cache=sc) for t in (900.0, 880.0, 860.0)]
+    assert sc.skipped == 0 and sc.calls == 3
+    for o, r in zip(outs, refs):
+        assert torch.equal(o, r)
+    sc = StepCache(StepCacheConfig(threshold=1e9, max_skips_in_row=1))  # skips every other call
+    outs = [_call(model, dict(inp, t=torch.full((2,), t)), step_cache=sc) for t in (900.0, 899.0, 898.0, 897.0)]
+    assert sc.skipped == 2                # calls 2 and 4
+    assert all(torch.isfinite(o).all() for o in outs)
+    assert not torch.equal(outs[1], _call(model, dict(inp, t=torch.full((2,), 899.0))))
 
 
 def test_step_cache_keys_keep_separate_histories():
-    sc = StepCache(threshold=1e9)
+    sc = StepCache(StepCacheConfig(threshold=1e9))
     a, b = torch.ones(1, 4, 2), torch.full((1, 4, 2), 5.0)
     for key, first in (("w0", a), ("w1", b)):
         with sc.stream(key):
@@ -152,10 +138,35 @@ def test_ln_modulate_reference_is_official_math():
 
 
 def test_low_memory_option_equals_default():
-    from avatar_core.model.options import PerfOptions, apply_perf_options
+    from avatar_core.runner import RunChoices
     m = build_random_transformer(AvatarConfig.tiny(), seed=6)
     inp = tiny_inputs(B=2, seed=4)
     ref = _call(m, inp)
-    apply_perf_options(m, PerfOptions(low_memory=True, chunk_tokens=7), "cpu")
-    assert m.block_swap is not None and m.chunk_tokens == 7
-    _close(_call(m, inp), ref)
+    runner = RunChoices(weight_format="fp32", offload="low_memory", chunk_tokens=7).finish(m, "cpu")
+    assert runner.offload is not None and runner.options.chunk_tokens == 7
+    assert runner.info.swapped_blocks == len(m.double_blocks) + len(m.single_blocks) - 1
+    _close(_call(m, inp, options=runner.options), ref)
+
+
+def test_every_block_linear_reads_its_weight_through_weight_rows():
+    """The linear family's one weight access (the seam a LoRA / weight patch uses): patching weight_rows of
+    the plain and of the fp8 member changes the model's output."""
+    from avatar_core.model.linear import Linear
+    m = build_random_transformer(AvatarConfig.tiny(), seed=7)
+    inp = tiny_inputs(B=1, seed=5)
+    for member in (Linear, FP8Linear):
+        if member is FP8Linear:
+            enable_fp8_(m)
+        ref = _call(m, inp)
+        original, seen = member.weight_rows, set()
+
+        def patched(self, dtype=None, start=0, stop=None, o=original, seen=seen):
+            seen.add(id(self))
+            return 1.01 * o(self, dtype, start, stop)
+        member.weight_rows = patched
+        try:
+            assert not torch.equal(_call(m, inp), ref), member.__name__
+        finally:
+            member.weight_rows = original
+        assert seen == {id(mod) for mod in m.modules() if type(mod) is member}  # every member, no other path
+        assert torch.equal(_call(m, inp), ref)

@@ -16,8 +16,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import avatar_core.sampling_parity as sp  # noqa: E402
-from avatar_core.parity import load_fixture_model  # noqa: E402
+import avatar_core.parity.sampling as sp  # noqa: E402
+from avatar_core.parity.transformer import load_fixture_model  # noqa: E402
 from avatar_core.sampling import (  # noqa: E402
     AvatarConditioning,
     DeepCacheConfig,
@@ -29,7 +29,7 @@ from avatar_core.sampling import (  # noqa: E402
     sample_avatar,
 )
 from avatar_core.sampling.resume import ResumeConfig  # noqa: E402
-from avatar_core.sampling.stepcache import StepCache  # noqa: E402
+from avatar_core.sampling.stepcache import StepCacheConfig  # noqa: E402
 
 SHARED = Path(os.environ.get("HYAVATAR_SHARED", REPO.parent / "shared"))
 FIXTURES = SHARED / "fixtures" / "parity"
@@ -146,13 +146,10 @@ def test_no_checkpoint_when_the_interval_has_not_passed_or_the_step_cache_is_on(
     with pytest.raises(SamplingCancelled):
         sample_avatar(Counting(tiny), conditioning(), CONFIG, callbacks=callbacks, resume=ResumeConfig(tmp_path, 3600))
     assert list(tmp_path.iterdir()) == []
-    tiny.step_cache = StepCache(threshold=0.0)
-    try:
-        callbacks, _ = _cancel_after(9)
-        with pytest.raises(SamplingCancelled):
-            sample_avatar(tiny, conditioning(), CONFIG, callbacks=callbacks, resume=ResumeConfig(tmp_path, 0))
-    finally:
-        tiny.step_cache = None
+    callbacks, _ = _cancel_after(9)
+    with pytest.raises(SamplingCancelled):
+        sample_avatar(tiny, conditioning(), replace(CONFIG, step_cache=StepCacheConfig(threshold=0.0)),
+                      callbacks=callbacks, resume=ResumeConfig(tmp_path, 0))
     assert list(tmp_path.iterdir()) == []
 
 

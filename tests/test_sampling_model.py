@@ -148,21 +148,17 @@ def test_split_cfg_and_cpu_cache_match_the_batched_run(tiny_model: torch.nn.Modu
 
 
 def test_step_cache_in_the_sampler(tiny_model: torch.nn.Module) -> None:
-    """The model's opt-in step cache: threshold 0 changes nothing; one history per window; reset per run."""
-    from avatar_core.sampling.stepcache import StepCache
+    """The sampler's opt-in step cache: threshold 0 changes nothing; one history per window; fresh per run."""
+    from avatar_core.sampling.stepcache import StepCacheConfig
     cond = _clip_conditioning(200)                       # 2 windows per step
     cfg = SamplerConfig(steps=6, seed=1, deep_cache=DeepCacheConfig(enabled=False))
-    plain = sample_avatar(tiny_model, cond, cfg).latents
-    try:
-        tiny_model.step_cache = StepCache(threshold=0.0)
-        zero = sample_avatar(tiny_model, cond, cfg).latents
-        assert torch.equal(zero, plain) and tiny_model.step_cache.skipped == 0
-        assert set(tiny_model.step_cache._hist) == {0, 1}    # window 0 and window 1 never share a history
-        tiny_model.step_cache = StepCache(threshold=1e9, max_skips_in_row=1)
-        skipping = sample_avatar(tiny_model, cond, cfg).latents
-        skipped = tiny_model.step_cache.skipped
-        assert skipped > 0 and not torch.equal(skipping, plain)
-        sample_avatar(tiny_model, cond, cfg)
-        assert tiny_model.step_cache.skipped == skipped      # counters restart with every run
-    finally:
-        tiny_model.step_cache = None
+    plain = sample_avatar(tiny_model, cond, cfg)
+    assert plain.step_cache is None
+    zero = sample_avatar(tiny_model, cond, replace(cfg, step_cache=StepCacheConfig(threshold=0.0)))
+    assert torch.equal(zero.latents, plain.latents) and zero.step_cache.skipped == 0
+    assert zero.step_cache.histories == 2                # window 0 and window 1 never share a history
+    skipping_cfg = replace(cfg, step_cache=StepCacheConfig(threshold=1e9, max_skips_in_row=1))
+    skipping = sample_avatar(tiny_model, cond, skipping_cfg)
+    skipped = skipping.step_cache.skipped
+    assert skipped > 0 and not torch.equal(skipping.latents, plain.latents)
+    assert sample_avatar(tiny_model, cond, skipping_cfg).step_cache.skipped == skipped  # counters restart every run

@@ -11,21 +11,29 @@
   per-frame cache a single process would (the shifted windows of the cached steps straddle windows of
   other ranks, so keeping frames where they were computed would not do). Cost: one transfer of the cache
   (about 0.8 GB per window at 704x704, bf16, CFG batch 2) before each run of cached steps.
-* Sequence: :func:`attach_sequence_parallel` turns the model's Ulysses hook on.
+* Sequence: :func:`rank_options` gives this rank's run options their Ulysses group.
+* Step cache: the CFG halves of a call measure its change together (one all-reduce of two numbers), so
+  the skip decisions are those of one process; window ranks keep each window's own history as one
+  process does. Sequence parallelism splits frames but repeats the text tokens on every rank, so there
+  the measure would differ: that combination is refused (``check_step_cache``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
+from ..model.options import RunOptions
+from ..sampling.calls import ModelCall
 from ..sampling.deepcache import FrameTokenCache
 from ..sampling.sampler import AvatarConditioning, SamplerCallbacks, SamplerConfig, SampleResult, sample_avatar
-from .group import ParallelGroups
+from ..sampling.stepcache import ReducedStepCache, StepCacheStats
+from .group import ParallelConfig, ParallelGroups
 from .ulysses import SequenceParallel
 
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
@@ -41,13 +49,19 @@ class CFGParallel:
         b = x.shape[0] // 2
         part = slice(self.half * b, (self.half + 1) * b)
         # cached_tokens come from this rank's own cache: already one half.
-        mine = {k: v[part] if isinstance(v, torch.Tensor) and k != "cached_tokens" else v for k, v in kwargs.items()}
-        res = self.denoise(x[part], t[part], **mine)
+        mine = ModelCall.from_kwargs(kwargs).half(self.half, cache_is_half=True)
+        if mine.step_cache is not None:  # decide on the whole call, as one process would
+            mine = replace(mine, step_cache=ReducedStepCache(mine.step_cache, self._sum))
+        res = self.denoise(x[part], t[part], **mine.kwargs())
         out, tokens = res if kwargs.get("return_cache") else (res, None)
         parts = [torch.empty_like(out) for _ in range(2)]
         dist.all_gather(parts, out.contiguous(), group=self.group)
         full = torch.cat(parts)                                                # (2B, C, T, H, W) [uncond, cond]
         return (full, tokens) if kwargs.get("return_cache") else full
+
+    def _sum(self, t: torch.Tensor) -> torch.Tensor:
+        dist.all_reduce(t, group=self.group)
+        return t
 
 
 class _SharedTokenCache(FrameTokenCache):
@@ -131,28 +145,43 @@ class CollectiveCancel:
         return bool(flag.item())
 
 
-def attach_sequence_parallel(model: torch.nn.Module, groups: ParallelGroups) -> None:
-    """Turn the model's Ulysses hook on (degree > 1) or off."""
+def check_step_cache(config: ParallelConfig, sampler: SamplerConfig) -> None:
+    """Clear early error for the one combination that cannot give the single-process result."""
+    if sampler.step_cache is not None and config.sequence > 1:
+        raise ValueError(f"step_cache > 0 cannot be combined with sequence parallelism ({config.describe()}): "
+                         "set the sampler's step_cache to 0, or the loader's parallel to cfg, window or cfg+window")
+
+
+def rank_options(options: RunOptions, groups: ParallelGroups, heads: int) -> RunOptions:
+    """This rank's run options: its Ulysses group when the sequence degree is > 1."""
     if groups.config.sequence == 1:
-        model.sequence_parallel = None
-        return
-    if getattr(model, "step_cache", None) is not None:
-        raise ValueError("the step cache decides per rank; it cannot be combined with sequence parallelism")
-    model.sequence_parallel = SequenceParallel(groups.sequence_group, model.cfg.num_heads)
+        return options
+    return replace(options, sequence=SequenceParallel(groups.sequence_group, heads))
 
 
 def sample_on_rank(model: Callable[..., Any], groups: ParallelGroups, cond: AvatarConditioning,
-                   config: SamplerConfig, device: torch.device, *, noise: torch.Tensor | None = None,
-                   callbacks: SamplerCallbacks | None = None) -> SampleResult:
+                   config: SamplerConfig, device: torch.device, *, options: RunOptions | None = None,
+                   noise: torch.Tensor | None = None, callbacks: SamplerCallbacks | None = None) -> SampleResult:
     """Run the sampler on this rank with its share of the work; every rank returns the same latents.
 
-    ``model`` must already carry the Ulysses hook (:func:`attach_sequence_parallel`) when sequence > 1.
+    ``model``: an AvatarTransformer; it is called with ``options`` plus this rank's Ulysses group.
     With CFG parallelism each call is one half, so ``split_cfg`` is turned off (it would split again).
     """
-    cfg_half = groups.coords[0]
-    denoise = model
+    check_step_cache(groups.config, config)
+    denoise: Callable[..., Any] = partial(model, options=rank_options(options or RunOptions(), groups,
+                                                                      model.cfg.num_heads))
     if groups.config.cfg > 1:
-        denoise = CFGParallel(model, groups.cfg_group, cfg_half)
+        denoise = CFGParallel(denoise, groups.cfg_group, groups.coords[0])
         config = replace(config, split_cfg=False)
     parallel = WindowParallel(groups.window_group, device) if groups.config.window > 1 else None
-    return sample_avatar(denoise, cond, config, noise=noise, callbacks=callbacks, parallel=parallel)
+    result = sample_avatar(denoise, cond, config, noise=noise, callbacks=callbacks, parallel=parallel)
+    if result.step_cache is not None and parallel is not None:  # each window rank counted its own windows
+        result = replace(result, step_cache=_whole_run_stats(result.step_cache, groups.window_group))
+    return result
+
+
+def _whole_run_stats(stats: StepCacheStats, group: Any) -> StepCacheStats:
+    parts: list[Any] = [None] * dist.get_world_size(group)
+    dist.all_gather_object(parts, stats, group=group)
+    return StepCacheStats(sum(p.calls for p in parts), sum(p.skipped for p in parts),
+                          sum(p.histories for p in parts), tuple(c for p in parts for c in p.changes))

@@ -1,12 +1,15 @@
 """A pool of worker processes, one per GPU, each holding the model and serving whole sampling runs.
 
-    pool = WorkerPool(CheckpointSpec("model.pt", torch.bfloat16), ParallelConfig(cfg=2, sequence=2))
+    pool = WorkerPool(LoadSpec(path="model.pt"), ParallelConfig(cfg=2, sequence=2))
     result = pool.sample_avatar(cond, SamplerConfig(steps=50))   # same SampleResult as sample_avatar
     pool.close()
 
+`PooledRunner` is the pool as a `runner.Runner` (what the loader node hands to the graph).
+
 The parent (a ComfyUI session, a script) starts the workers with torch.multiprocessing (spawn); every
-worker joins one torch.distributed group (NCCL on GPUs, gloo on CPU), loads the model from the same
-spec (a checkpoint is memory-mapped, so the page cache is shared) and waits for requests. A request is
+worker joins one torch.distributed group (NCCL on GPUs, gloo on CPU), builds its runner from the same
+spec as a single process would (a checkpoint is memory-mapped, so the page cache is shared; weight
+format, offload, attention and emotion module are the spec's) and waits for requests. A request is
 the conditioning + sampler config; every rank runs :func:`parallel.sample_on_rank` and rank 0 sends the
 latents back, progress and previews as they come. Cancelling is collective (all ranks stop at the same
 window). Any worker error tears the whole pool down (a rank stuck in a collective cannot be recovered)
@@ -16,6 +19,7 @@ and is raised in the parent with the worker's traceback.
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import queue
 import runpy
@@ -27,7 +31,7 @@ import types
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,44 +39,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from ..config import AvatarConfig
 from ..lora import set_lora_files
+from ..runner import RunChoices, RunnerInfo
+from ..sampling.resume import ResumeConfig
 from ..sampling.sampler import AvatarConditioning, SamplerCallbacks, SamplerConfig, SampleResult, SamplingCancelled
 from .group import ParallelConfig, build_groups, check_devices
-from .parallel import CollectiveCancel, attach_sequence_parallel, sample_on_rank
+from .parallel import CollectiveCancel, check_step_cache, sample_on_rank
+from .ulysses import check_degree
 from .wire import decode, encode
-
-
-@dataclass(frozen=True)
-class CheckpointSpec:
-    """Load the transformer from a checkpoint file (every worker reads the same file)."""
-
-    path: str
-    dtype: torch.dtype = torch.bfloat16
-    fp8: str = "auto"
-    attention: str = "sdpa"
-    emotion: str | None = None  # Audio Emotion Module weights file
-
-    def build(self, device: torch.device) -> torch.nn.Module:
-        from ..loading import load_emotion_module, load_transformer
-        model = load_transformer(self.path, dtype=self.dtype, device=device, fp8=self.fp8,
-                                 attention_backend=self.attention)
-        return load_emotion_module(model, self.emotion) if self.emotion else model
-
-
-@dataclass(frozen=True)
-class RandomSpec:
-    """A randomly initialised transformer (benchmarks, tests): same seed -> same weights on every worker."""
-
-    config: AvatarConfig
-    dtype: torch.dtype = torch.float32
-    seed: int = 0
-    attention: str = "sdpa"
-
-    def build(self, device: torch.device) -> torch.nn.Module:
-        from ..loading import build_random_transformer
-        return build_random_transformer(self.config, dtype=self.dtype, device=str(device), seed=self.seed,
-                                        attention_backend=self.attention)
 
 
 def _move(obj: Any, device: torch.device) -> Any:
@@ -100,12 +74,13 @@ def worker_main(rank: int, config: Any, spec: Any, device_kind: str, init_method
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=init_method, rank=rank,
                                 world_size=config.world, timeout=datetime.timedelta(hours=1))
         groups = build_groups(config)
-        model = spec.build(device)
-        attach_sequence_parallel(model, groups)
+        runner = spec.build(device)
+        if config.sequence > 1:  # a clear error now (heads vs degree), not at the first request
+            check_degree(runner.diffusion_model.cfg.num_heads, config.sequence)
     except Exception:
         results.put(("error", rank, traceback.format_exc()))
         return
-    results.put(("ready", rank, None))
+    results.put(("ready", rank, encode(runner.info)))
     parent = os.getppid()
     while True:
         try:
@@ -116,12 +91,12 @@ def worker_main(rank: int, config: Any, spec: Any, device_kind: str, init_method
             continue
         if req is None:
             break
-        if not _serve(rank, model, groups, device, req, results, cancel):
+        if not _serve(rank, runner, groups, device, req, results, cancel):
             break
     dist.destroy_process_group()
 
 
-def _serve(rank: int, model, groups, device, req: tuple, results: Any, cancel: Any) -> bool:
+def _serve(rank: int, runner, groups, device, req: tuple, results: Any, cancel: Any) -> bool:
     """One sampling request. Returns False after an error (the pool is then torn down)."""
     cond, config, noise, want_preview, loras = decode(req)
     lead = rank == 0
@@ -133,14 +108,15 @@ def _serve(rank: int, model, groups, device, req: tuple, results: Any, cancel: A
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
     try:
-        set_lora_files(model, loras, device)  # this request's LoRAs (or none: the base weights, exactly)
+        set_lora_files(runner.diffusion_model, loras, device)  # this request's LoRAs (or none: the base weights, exactly)
         with torch.no_grad():
-            res = sample_on_rank(model, groups, _move(cond, device), config, device,
-                                 noise=None if noise is None else noise.to(device), callbacks=callbacks)
+            res = sample_on_rank(runner.diffusion_model, groups, _move(cond, device), config, device,
+                                 options=runner.options, noise=None if noise is None else noise.to(device),
+                                 callbacks=callbacks)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
-        payload = (res.latents.cpu(), res.ring_latents.cpu(), encode(res.plan)) if lead else None
+        payload = (res.latents.cpu(), res.ring_latents.cpu(), encode(res.plan), encode(res.step_cache)) if lead else None
         results.put(("done", rank, (payload, peak, time.perf_counter() - t0)))
         return True
     except SamplingCancelled:
@@ -218,6 +194,7 @@ class WorkerPool:
         if len(ready) != config.world:
             self.close()
             raise RuntimeError(f"worker pool did not start within {start_timeout:.0f} s")
+        self.info: RunnerInfo = replace(decode(ready[0]), gpus=config.world)
 
     @property
     def pids(self) -> list[int]:
@@ -233,6 +210,7 @@ class WorkerPool:
         """Same contract as :func:`avatar_core.sampling.sample_avatar`; the latents come back on ``cond``'s device.
         ``loras``: (LoRA file, strength) pairs every worker applies first (avatar_core.lora.set_lora_files)."""
         config = config or SamplerConfig()
+        check_step_cache(self.config, config)
         if not self.alive:
             raise RuntimeError("the worker pool is closed (a worker failed or close() was called); load the model again")
         callbacks = callbacks or SamplerCallbacks()
@@ -248,8 +226,9 @@ class WorkerPool:
         payload = done[0][0]
         self.last_peaks = [done[r][1] for r in sorted(done)]
         self.last_seconds = [done[r][2] for r in sorted(done)]
-        latents, ring, plan = payload
-        return SampleResult(latents=latents.to(out_device), ring_latents=ring.to(out_device), plan=decode(plan))
+        latents, ring, plan, stats = payload
+        return SampleResult(latents=latents.to(out_device), ring_latents=ring.to(out_device), plan=decode(plan),
+                            step_cache=decode(stats))
 
     def _collect(self, kind: str, timeout: float | None, callbacks: SamplerCallbacks | None = None) -> dict:
         """Wait for a ``kind`` (or 'cancelled') message from every rank, forwarding progress / previews."""
@@ -295,26 +274,35 @@ class WorkerPool:
         self.close()
 
 
-class PooledAvatarModel(torch.nn.Module):
-    """What a multi-GPU model loader hands to the graph: no weights here, a worker pool behind it.
+class PooledRunner(torch.nn.Module):
+    """A worker pool as a runner (``runner.Runner``): the same ``sample()`` and ``info`` as a LocalRunner.
 
-    ``sample_avatar(model, ...)`` sees the ``sample_avatar`` method and lets the pool run the whole clip,
-    so the sampler node needs no change. Dropping the last reference shuts the workers down.
-    """
+    An nn.Module without weights, so that ComfyUI's ModelPatcher can hold it; dropping the last reference
+    shuts the workers down."""
 
-    def __init__(self, pool: WorkerPool, has_emotion: bool = False):
+    def __init__(self, pool: WorkerPool):
         super().__init__()
         self.pool = pool
-        self.aem = True if has_emotion else None  # read by the sampler node's emotion warning
-        self.loras: tuple[tuple[str, float], ...] = ()  # (file, strength): set by the LoRA hook before a run
+        self.info: RunnerInfo = pool.info
 
-    def sample_avatar(self, cond: AvatarConditioning, config: SamplerConfig, *, noise: torch.Tensor | None = None,
-                      callbacks: SamplerCallbacks | None = None) -> SampleResult:
-        return self.pool.sample_avatar(cond, config, noise=noise, callbacks=callbacks, loras=self.loras)
+    def sample(self, cond: AvatarConditioning, config: SamplerConfig | None = None, *,
+               noise: torch.Tensor | None = None, callbacks: SamplerCallbacks | None = None,
+               loras: tuple[tuple[str, float], ...] = (), resume: ResumeConfig | None = None) -> SampleResult:
+        """``loras``: (LoRA file, strength) pairs every worker applies before the run (none: base weights).
+        ``resume`` is not supported across processes yet: the run starts from step 1 (said in the log)."""
+        if resume is not None:
+            logging.getLogger(__name__).info("Avatar resume: off with several GPUs (the ring lives in the workers); "
+                                             "this run is not checkpointed")
+        return self.pool.sample_avatar(cond, config, noise=noise, callbacks=callbacks, loras=tuple(loras))
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("this Avatar model runs in worker processes (multi-GPU): sample it with the Avatar "
-                           "Sampler / sample_avatar, it cannot be called per window")
+                           "Sampler / runner.sample(), it cannot be called per window")
 
     def close(self) -> None:
         self.pool.close()
+
+
+def start_pool(spec: RunChoices, config: ParallelConfig, *, device: str = "cuda", threads: int = 0) -> PooledRunner:
+    """A pool of ``config.world`` workers that each build ``spec`` (LoadSpec / RandomSpec), as a runner."""
+    return PooledRunner(WorkerPool(spec, config, device=device, threads=threads))

@@ -13,8 +13,9 @@ module run on the local frames with no gather (the official code all-gathers the
 every adapter). The deep-cache tokens leave the model whole (gathered), so the sampler's per-frame cache
 is the same as on one GPU; a cached call slices its own frames again.
 
-The model reaches this module through two hooks: ``AvatarTransformer.sequence_parallel`` (set by a
-parallel worker) and ``AttnContext.sp`` (set by :meth:`SequenceParallel.localize`).
+The model reaches this module through ``RunOptions.sequence`` (a worker's run options hold its
+SequenceParallel) and ``AttnContext.sp`` (set by :meth:`SequenceParallel.localize`); one process alone
+uses ``model.shard.WholeWindow``, which has the same interface and exchanges nothing.
 """
 
 from __future__ import annotations
@@ -89,14 +90,14 @@ class SequenceShard:
         return self.hw if self.frame_range[0] == 0 else 0
 
     # ------------------------------------------------------------------ token layout
-    def shard_stream(self, img: torch.Tensor, extra: dict) -> tuple[torch.Tensor, dict]:
-        """Whole-window [ref, video] tokens (B, (T+1)hw, D) and the injection inputs of
-        ``AvatarTransformer._video_tokens`` (audio tokens (B, N, T, 16, D), face-mask weights (B, N, T*hw, 1),
-        n_ref, frames) -> this rank's part of each. Emotion tokens are not per frame: kept whole."""
+    def shard_stream(self, img: torch.Tensor, injection: Any) -> tuple[torch.Tensor, Any]:
+        """Whole-window [ref, video] tokens (B, (T+1)hw, D) and the model's ``Injection`` (audio tokens
+        (B, N, T, 16, D), face-mask weights (B, N, T*hw, 1), n_ref, frames) -> this rank's part of each.
+        Emotion tokens are not per frame: kept whole."""
         a, b = self.token_range
         f0, f1 = max(self.frame_range[0], 1) - 1, self.frame_range[1] - 1  # video frame range
-        local = dict(extra, audio=extra["audio"][:, :, f0:f1], masks=extra["masks"][:, :, f0 * self.hw:f1 * self.hw],
-                     n_ref=self.n_ref, frames=f1 - f0)
+        local = replace(injection, audio=injection.audio[:, :, f0:f1],
+                        masks=injection.masks[:, :, f0 * self.hw:f1 * self.hw], n_ref=self.n_ref, frames=f1 - f0)
         return img[:, a:b], local
 
     def shard_tokens(self, tokens: torch.Tensor) -> torch.Tensor:

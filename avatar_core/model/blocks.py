@@ -16,9 +16,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .attention import segmented_attention
 from .fused import add_gated, gelu_tanh_, ln_modulate, qkv_to_heads
-from .layers import MLP, Modulation, RMSNorm, linear_rows
+from .layers import MLP, Modulation, RMSNorm
+from .linear import Linears, Operations
 
 
 @dataclass
@@ -31,7 +31,7 @@ class AttnContext:
     backend: str = "sdpa"
     chunk: int = 16384           # tokens per chunk of the token-wise work (memory vs. launch count)
     kernels: bool = True         # fused Triton kernels on CUDA (False: the PyTorch reference ops)
-    sp: Any | None = None     # distributed.ulysses.SequenceShard: this rank holds some frames (Ulysses)
+    sp: Any = None               # the frames this process holds: shard.WholeWindow or ulysses.SequenceShard
 
     @property
     def rope(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,23 +50,22 @@ def _heads_buffers(n: int, heads: int, head_dim: int, like: torch.Tensor) -> tup
 
 def _attend(qkv: tuple[torch.Tensor, ...], valid: int, ctx: AttnContext) -> torch.Tensor:
     q, k, v = (t.unsqueeze(0) for t in qkv)                                      # (1, L, H, Dh)
-    if ctx.sp is not None:  # sequence parallel: all-to-all around the same segmented attention
-        return ctx.sp.attention(q, k, v, [valid], ctx.backend)[0]
-    return segmented_attention(q, k, v, [valid], ctx.backend)[0]                # (L, D)
+    return ctx.sp.attention(q, k, v, [valid], ctx.backend)[0]                   # (L, D)
 
 
 class DoubleStreamBlock(nn.Module):
-    def __init__(self, hidden: int, heads: int, mlp_hidden: int, qkv_bias: bool = True):
+    def __init__(self, hidden: int, heads: int, mlp_hidden: int, qkv_bias: bool = True,
+                 operations: Operations = Linears):
         super().__init__()
         self.heads = heads
         head_dim = hidden // heads
         for s in ("img", "txt"):
-            self.add_module(f"{s}_mod", Modulation(hidden, 6))
-            self.add_module(f"{s}_attn_qkv", nn.Linear(hidden, 3 * hidden, bias=qkv_bias))
+            self.add_module(f"{s}_mod", Modulation(hidden, 6, operations))
+            self.add_module(f"{s}_attn_qkv", operations.Linear(hidden, 3 * hidden, bias=qkv_bias))
             self.add_module(f"{s}_attn_q_norm", RMSNorm(head_dim))
             self.add_module(f"{s}_attn_k_norm", RMSNorm(head_dim))
-            self.add_module(f"{s}_attn_proj", nn.Linear(hidden, hidden, bias=qkv_bias))
-            self.add_module(f"{s}_mlp", MLP(hidden, mlp_hidden, act="gelu_tanh"))
+            self.add_module(f"{s}_attn_proj", operations.Linear(hidden, hidden, bias=qkv_bias))
+            self.add_module(f"{s}_mlp", MLP(hidden, mlp_hidden, "gelu_tanh", operations))
 
     def _qkv(self, s: str, x: torch.Tensor, mod: list[torch.Tensor], rope, buffers, dst: int, ctx: AttnContext):
         """x (L, D) of one sample -> normalised, rotated heads in buffers[dst:dst + L]."""
@@ -106,15 +105,15 @@ class DoubleStreamBlock(nn.Module):
 class SingleStreamBlock(nn.Module):
     """Joint [video; text] block with parallel attention + MLP (one linear in, one linear out)."""
 
-    def __init__(self, hidden: int, heads: int, mlp_hidden: int):
+    def __init__(self, hidden: int, heads: int, mlp_hidden: int, operations: Operations = Linears):
         super().__init__()
         self.heads, self.hidden, self.mlp_hidden = heads, hidden, mlp_hidden
         head_dim = hidden // heads
-        self.linear1 = nn.Linear(hidden, 3 * hidden + mlp_hidden)
-        self.linear2 = nn.Linear(hidden + mlp_hidden, hidden)
+        self.linear1 = operations.Linear(hidden, 3 * hidden + mlp_hidden)
+        self.linear2 = operations.Linear(hidden + mlp_hidden, hidden)
         self.q_norm = RMSNorm(head_dim)
         self.k_norm = RMSNorm(head_dim)
-        self.modulation = Modulation(hidden, 3)
+        self.modulation = Modulation(hidden, 3, operations)
 
     def _sample(self, x: torch.Tensor, shift, scale, gate, n_rope: int, valid: int, out: torch.Tensor,
                 ctx: AttnContext) -> None:
@@ -123,13 +122,13 @@ class SingleStreamBlock(nn.Module):
         buffers = _heads_buffers(L, self.heads, D // self.heads, x)
         for a, b in _chunks(L, ctx.chunk):
             h = ln_modulate(x[a:b], shift, scale, kernels=ctx.kernels)
-            qkv_to_heads(linear_rows(self.linear1, h, 0, 3 * D), self.q_norm, self.k_norm, ctx.rope, a, n_rope,
+            qkv_to_heads(self.linear1.rows(h, 0, 3 * D), self.q_norm, self.k_norm, ctx.rope, a, n_rope,
                          buffers, a, ctx.kernels)
         attn = _attend(buffers, valid, ctx)                                      # (L, D)
         del buffers
         for a, b in _chunks(L, ctx.chunk):
             h = ln_modulate(x[a:b], shift, scale, kernels=ctx.kernels)          # recomputed: cheaper than keeping
-            mlp = linear_rows(self.linear1, h, 3 * D)                           # (n, 4D)
+            mlp = self.linear1.rows(h, 3 * D)                           # (n, 4D)
             cat = torch.empty(b - a, D + self.mlp_hidden, dtype=mlp.dtype, device=mlp.device)
             cat[:, :D] = attn[a:b]
             gelu_tanh_(mlp, out=cat[:, D:])

@@ -8,8 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .fp8 import FP8Linear
 from .fused import ln_modulate, modulate  # noqa: F401  (modulate re-exported)
+from .linear import Linears, Operations
 
 
 def timestep_embedding(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
@@ -60,21 +60,13 @@ class PatchEmbed(nn.Module):
 class Modulation(nn.Module):
     """SiLU(vec) -> Linear -> `factor` chunks of (B, 1, D) (shift/scale/gate vectors)."""
 
-    def __init__(self, hidden: int, factor: int):
+    def __init__(self, hidden: int, factor: int, operations: Operations = Linears):
         super().__init__()
         self.factor = factor
-        self.linear = nn.Linear(hidden, factor * hidden)
+        self.linear = operations.Linear(hidden, factor * hidden)
 
     def forward(self, vec: torch.Tensor) -> list[torch.Tensor]:
         return [c.unsqueeze(1) for c in self.linear(F.silu(vec)).chunk(self.factor, dim=-1)]
-
-
-def linear_rows(mod: nn.Module, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
-    """Output features [start, stop) of a linear layer (bf16 or fp8), without copying the weight."""
-    if isinstance(mod, FP8Linear):
-        return mod(x, start, stop)
-    bias = None if mod.bias is None else mod.bias[start:stop]
-    return F.linear(x, mod.weight[start:stop], bias)
 
 
 class RMSNorm(nn.Module):
@@ -94,10 +86,10 @@ class RMSNorm(nn.Module):
 class MLP(nn.Module):
     """fc1 -> activation -> fc2."""
 
-    def __init__(self, dim: int, hidden: int, act: str):
+    def __init__(self, dim: int, hidden: int, act: str, operations: Operations = Linears):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc1 = operations.Linear(dim, hidden)
+        self.fc2 = operations.Linear(hidden, dim)
         self.act = act
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 The official text mask is used *positionally* here (masked mean pooling and the refiner's own attention
 mask), even though for LLaVA-with-image inputs it does not line up with the image tokens. We keep that
-behaviour exactly; see official_implementation.md section 6.
+behaviour exactly (the text parity fixtures check it; conditioning/text.py builds that layout).
 """
 
 from __future__ import annotations

@@ -1,26 +1,75 @@
 """AvatarTransformer: the HunyuanVideo-Avatar MM-DiT (official state-dict names and layout).
 
-Reading order: `forward` -> `_conditioning_vector` -> `_double_stream` (video/text blocks, audio adapters
+Reading order: `forward` -> `_conditioning_vector` -> `_blocks` (video/text blocks, audio adapters
 and the optional emotion module) -> single-stream blocks -> final layer. The deep cache is explicit:
 a full call can return the input of the last single block; a cached call starts from it.
+
+The module holds weights and fixed structure only: every per-run choice (attention kernel, chunking,
+sequence parallelism, the sampler's step cache) is an argument of `forward`, so one loaded model serves
+any number of runs with different settings and nothing of a run stays on it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import weakref
+from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn as nn
 
 from ..config import AvatarConfig
-from .attention import resolve_backend
 from .audio import AudioAdapter, AudioProjection, audio_tokens_per_latent, face_mask_tokens
 from .blocks import AttnContext, DoubleStreamBlock, SingleStreamBlock
+from .compile import is_compiled
 from .emotion import AudioEmotionModule
 from .layers import FinalLayer, MLPEmbedder, PatchEmbed, TimestepEmbedder
+from .linear import Linears, Operations
+from .options import RunOptions
 from .rope import avatar_rope
 from .token_refiner import SingleTokenRefiner
 from .validation import check_inputs
+
+
+class StepSkipper(Protocol):
+    """The sampler's step cache (sampling.stepcache.StepCache), as the forward sees it."""
+
+    def lookup(self, first_out: torch.Tensor, first_in: torch.Tensor) -> torch.Tensor | None: ...
+
+    def store(self, first_out: torch.Tensor, tokens: torch.Tensor) -> None: ...
+
+
+@dataclass(frozen=True)
+class Injection:
+    """What the audio adapters and the emotion module add to the video tokens (one window, or this rank's
+    frames of it under sequence parallelism)."""
+
+    audio: torch.Tensor             # (B, N, T, 16, D) audio tokens per latent frame and character
+    masks: torch.Tensor             # (B, N, T*h*w, 1) face-mask weight of every video token
+    emotion: torch.Tensor | None    # (B, Le, D) emotion tokens (AEM), or None
+    n_ref: int                      # reference-frame tokens in front of the video tokens
+    frames: int                     # latent frames of the video tokens
+
+
+# RoPE tables of the last window size, per model: a memo of a pure function of (config, window size,
+# device), kept beside the model (never written onto it by a run) and freed with it.
+_ROPE_MEMO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _rope_tables(model: AvatarTransformer, grid: tuple[int, int, int],
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    key, memo = (grid, str(device)), _ROPE_MEMO.get(model)
+    if memo is None or memo[0] != key:  # built once per window size (CPU math, then one copy)
+        cos, sin = avatar_rope(*grid, model.cfg.rope_dims, model.cfg.rope_theta)
+        memo = _ROPE_MEMO[model] = (key, (cos.to(device), sin.to(device)))
+    return memo[1]
+
+
+# Per-run choices that older code wrote onto the model: now arguments of forward (RunOptions, step_cache) or of
+# the runner's LoadSpec. Writing one is an error, so that such code fails instead of being silently ignored.
+RUN_CHOICES = frozenset({"attention_backend", "chunk_tokens", "fused_kernels", "step_cache", "block_swap",
+                         "sequence_parallel"})
 
 
 class AvatarTransformer(nn.Module):
@@ -28,19 +77,11 @@ class AvatarTransformer(nn.Module):
     FP32_MODULES = ("final_layer.linear", "audio_proj", "before_proj", "audio_adapter_blocks")
     # Repeated blocks (for block swap / per-block compile).
     REPEATED_BLOCKS = ("double_blocks", "single_blocks")
-    # Ulysses sequence parallelism (distributed.ulysses.SequenceParallel), set by a parallel worker; None: off.
-    sequence_parallel = None
 
-    def __init__(self, cfg: AvatarConfig, attention_backend: str = "auto"):
+    def __init__(self, cfg: AvatarConfig, operations: Operations = Linears):
+        """`operations`: the linear-layer family of the repeated blocks (plain, fp8, ...; model/linear.py)."""
         super().__init__()
         self.cfg = cfg
-        self.attention_backend = resolve_backend(attention_backend)
-        # Execution options (no effect on the official arithmetic; see model/options.py).
-        self.chunk_tokens = 16384        # tokens per chunk of the token-wise work; low memory: 4096
-        self.fused_kernels = True        # Triton LayerNorm+modulate and qk-norm+RoPE on CUDA half precision
-        self.step_cache = None           # sampling.stepcache.StepCache: opt-in first-block step skipping
-        self.block_swap = None           # offload.BlockSwap when blocks live in CPU memory
-        self._rope_tables: dict = {}
         D, pt, ph, pw = cfg.hidden_size, *cfg.patch_size
         # Registration order = the official state-dict order (the manifest checks it).
         self.img_in = PatchEmbed(cfg.patch_size, cfg.in_channels, D)
@@ -48,10 +89,10 @@ class AvatarTransformer(nn.Module):
         self.txt_in = SingleTokenRefiner(cfg.text_dim, D, cfg.num_heads, cfg.refiner_depth)
         self.time_in = TimestepEmbedder(D)
         self.vector_in = MLPEmbedder(cfg.text_pooled_dim, D)
-        self.double_blocks = nn.ModuleList(
-            [DoubleStreamBlock(D, cfg.num_heads, cfg.mlp_hidden, cfg.qkv_bias) for _ in range(cfg.depth_double)])
+        self.double_blocks = nn.ModuleList([DoubleStreamBlock(D, cfg.num_heads, cfg.mlp_hidden, cfg.qkv_bias,
+                                                              operations) for _ in range(cfg.depth_double)])
         self.single_blocks = nn.ModuleList(
-            [SingleStreamBlock(D, cfg.num_heads, cfg.mlp_hidden) for _ in range(cfg.depth_single)])
+            [SingleStreamBlock(D, cfg.num_heads, cfg.mlp_hidden, operations) for _ in range(cfg.depth_single)])
         self.final_layer = FinalLayer(D, pt * ph * pw * cfg.out_channels)
         self.audio_proj = AudioProjection(cfg.audio_in_dim, cfg.audio_proj_dim, cfg.audio_tokens_per_frame, D)
         self.motion_exp = TimestepEmbedder(D // cfg.motion_dims)
@@ -63,41 +104,44 @@ class AvatarTransformer(nn.Module):
         self._adapter_slot = {blk: i for i, blk in enumerate(cfg.adapter_after_double)}
         self.aem: AudioEmotionModule | None = None  # attached by loading.load_emotion_module
 
+    def __setattr__(self, name: str, value) -> None:
+        if name in RUN_CHOICES:
+            raise AttributeError(f"AvatarTransformer.{name} is a per-run choice, not a model attribute: pass "
+                                 "options=RunOptions(...) / step_cache= to the forward, or set it in the runner's LoadSpec")
+        super().__setattr__(name, value)
+
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, t: torch.Tensor, *, ref_latents: torch.Tensor, text_states: torch.Tensor,
                 text_mask: torch.Tensor | None, text_pooled: torch.Tensor, motion_exp: torch.Tensor,
                 motion_pose: torch.Tensor, fps: torch.Tensor, audio: torch.Tensor, face_mask: torch.Tensor,
                 emotion: torch.Tensor | None = None, freqs: tuple[torch.Tensor, torch.Tensor] | None = None,
-                cached_tokens: torch.Tensor | None = None, return_cache: bool = False):
+                cached_tokens: torch.Tensor | None = None, return_cache: bool = False,
+                options: RunOptions | None = None, step_cache: StepSkipper | None = None):
         """One denoising call on one window. Shapes: see docs/ARCHITECTURE.md ("Model call contract")."""
-        cfg = self.cfg
+        cfg, opts = self.cfg, options or RunOptions()
         audio = audio if audio.dim() == 6 else audio.unsqueeze(1)             # (B, N, F, 10, 5, 384)
         check_inputs(cfg, x, ref_latents, text_states, text_mask, audio, face_mask, cached_tokens)
         B, _, T, H, W = x.shape
         grid = (T // cfg.patch_size[0], H // cfg.patch_size[1], W // cfg.patch_size[2])
         n_img, n_ref = grid[0] * grid[1] * grid[2], grid[1] * grid[2]
-        cos, sin = freqs if freqs is not None else self._rope(grid, x.device)
+        cos, sin = freqs if freqs is not None else _rope_tables(self, grid, x.device)
         n_txt = text_states.shape[1]
         n_valid = [n_txt] * B if text_mask is None else [int(v) for v in text_mask.sum(dim=1).tolist()]
         dtype = self.img_in.proj.weight.dtype
         with self._autocast(x.device, dtype):
             ctx = AttnContext(cos.to(x.device), sin.to(x.device), [n_ref + n_img + v for v in n_valid],
-                              self.attention_backend, self.chunk_tokens, self.fused_kernels)
-            if self.sequence_parallel is not None:  # this rank keeps whole frames of the window (Ulysses)
-                ctx = self.sequence_parallel.localize(ctx, grid)
+                              opts.attention, opts.chunk_tokens, opts.fused_kernels and not is_compiled(self))
+            ctx = opts.sequence.localize(ctx, grid)  # this process's frames of the window (all, or Ulysses)
             vec = self._conditioning_vector(t, motion_exp, motion_pose, fps, text_pooled, dtype)   # (B, D)
             if cached_tokens is None:
                 txt = self.txt_in(text_states.to(dtype), t, text_mask)                               # (B, Lt, D)
-                h = self._blocks(x.to(dtype), ref_latents.to(dtype), txt, vec, audio, face_mask, emotion, grid, ctx)
+                inj = self._injection(audio, face_mask, emotion, grid, dtype)
+                h = self._blocks(x.to(dtype), ref_latents.to(dtype), txt, vec, inj, ctx, step_cache)
             else:
-                h = cached_tokens.to(dtype)                                # (B, Lref + Limg + Lt, D)
-                h = h if ctx.sp is None else ctx.sp.shard_tokens(h)
-            cache = h if ctx.sp is None or not return_cache else ctx.sp.gather_tokens(h)  # whole window
+                h = ctx.sp.shard_tokens(cached_tokens.to(dtype))           # (B, Lref + Limg + Lt, D)
+            cache = ctx.sp.gather_tokens(h) if return_cache else None       # whole window
             h = self.single_blocks[-1](h, vec, n_txt, ctx)
-            if ctx.sp is None:
-                out = self.final_layer(h[:, n_ref:n_ref + n_img], vec, ctx.kernels)  # (B, Limg, pt*ph*pw*C)
-            else:
-                out = ctx.sp.gather_video(self.final_layer(ctx.sp.video_tokens(h), vec, ctx.kernels))
+            out = ctx.sp.gather_video(self.final_layer(ctx.sp.video_tokens(h), vec, ctx.kernels))  # (B, Limg, p*C)
         out = self.unpatchify(out.float(), grid)                           # (B, C, T, H, W)
         return (out, cache) if return_cache else out
 
@@ -109,26 +153,20 @@ class AvatarTransformer(nn.Module):
         vec = vec + self.fps_proj(fps)
         return vec + self.vector_in(text_pooled.to(dtype))
 
-    def _rope(self, grid: tuple[int, int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (grid, str(device))
-        if key not in self._rope_tables:  # built once per window size (CPU math, then one copy)
-            cos, sin = avatar_rope(*grid, self.cfg.rope_dims, self.cfg.rope_theta)
-            self._rope_tables = {key: (cos.to(device), sin.to(device))}
-        return self._rope_tables[key]
-
-    def _blocks(self, x, ref_latents, txt, vec, audio, face_mask, emotion, grid, ctx) -> torch.Tensor:
+    def _blocks(self, x, ref_latents, txt, vec, inj: Injection, ctx: AttnContext,
+                step_cache: StepSkipper | None) -> torch.Tensor:
         """Every block but the last single one -> its input tokens (B, Lref + Limg + Lt, D), the deep cache.
 
         With a step cache, a step whose first-block change is small reuses the last computed residual.
         """
-        img, extra = self._video_tokens(x, ref_latents, audio, face_mask, emotion, grid)  # (B, Lref + Limg, D)
-        if ctx.sp is not None:
-            img, extra = ctx.sp.shard_stream(img, extra)
-        step_cache, first = self.step_cache, None
+        img = self.before_proj(self.ref_in(ref_latents)) + self.img_in(x)            # (B, Limg, D)
+        ref = self.img_in(ref_latents[:, :, :1])                                      # (B, Lref, D) RoPE t=-1
+        img, inj = ctx.sp.shard_stream(torch.cat([ref, img], dim=1), inj)            # this process's frames
+        first = None
         for i, block in enumerate(self.double_blocks):
             img0, txt0 = img, txt
             img, txt = block(img, txt, vec, ctx)
-            img = self._after_double(i, img, extra, ctx)
+            img = self._after_double(i, img, inj, ctx)
             if i == 0 and step_cache is not None:
                 first = torch.cat([img, txt], dim=1)
                 hit = step_cache.lookup(first, torch.cat([img0, txt0], dim=1))
@@ -142,29 +180,26 @@ class AvatarTransformer(nn.Module):
             step_cache.store(first, h)
         return h
 
-    def _video_tokens(self, x, ref_latents, audio, face_mask, emotion, grid):
-        """Patchified reference + video tokens, and what the audio/emotion injection needs."""
-        cfg = self.cfg
+    def _injection(self, audio, face_mask, emotion, grid, dtype: torch.dtype) -> Injection:
+        """Audio tokens per latent frame, face-mask weights per video token, emotion tokens: whole window."""
         tt, th, tw = grid
         B, N = audio.shape[:2]
-        img = self.before_proj(self.ref_in(ref_latents)) + self.img_in(x)            # (B, Limg, D)
-        ref = self.img_in(ref_latents[:, :, :1])                                      # (B, Lref, D) RoPE t=-1
-        img = torch.cat([ref, img], dim=1)
         a = self.audio_proj(audio.flatten(0, 1).to(self.audio_proj.proj1.weight.dtype))  # (B*N, F, 4, D)
-        a = audio_tokens_per_latent(a, tt, cfg.temporal_compression).unflatten(0, (B, N))  # (B, N, T, 16, D)
-        masks = face_mask_tokens(face_mask, tt, th, tw).to(img.dtype)                 # (B, N, Limg, 1)
-        emo = self.aem.tokens(emotion.to(img.device)) if self.aem is not None and emotion is not None else None
-        return img, dict(audio=a, masks=masks, emo=emo, n_ref=th * tw, frames=tt)
+        a = audio_tokens_per_latent(a, tt, self.cfg.temporal_compression).unflatten(0, (B, N))  # (B, N, T, 16, D)
+        masks = face_mask_tokens(face_mask, tt, th, tw).to(dtype)                     # (B, N, Limg, 1)
+        emo = None
+        if self.aem is not None and emotion is not None:
+            emo = self.aem.tokens(emotion.to(a.device))                               # (B, Le, D)
+        return Injection(audio=a, masks=masks, emotion=emo, n_ref=th * tw, frames=tt)
 
-    def _after_double(self, i: int, img: torch.Tensor, extra: dict, ctx: AttnContext) -> torch.Tensor:
+    def _after_double(self, i: int, img: torch.Tensor, inj: Injection, ctx: AttnContext) -> torch.Tensor:
         """Audio adapter (and emotion) injection after double block i."""
-        n_ref = extra["n_ref"]
         if i in self._adapter_slot:
-            img = self._inject_audio(self.audio_adapter_blocks[self._adapter_slot[i]], img, extra["audio"],
-                                     extra["masks"], n_ref, extra["frames"])
-        if extra["emo"] is not None and self.aem.has_layer(i):
-            upd = self.aem.apply(i, img[:, n_ref:], extra["emo"], self.attention_backend)
-            img = torch.cat([img[:, :n_ref], img[:, n_ref:] + upd], dim=1)
+            img = self._inject_audio(self.audio_adapter_blocks[self._adapter_slot[i]], img, inj.audio,
+                                     inj.masks, inj.n_ref, inj.frames)
+        if inj.emotion is not None and self.aem.has_layer(i):
+            upd = self.aem.apply(i, img[:, inj.n_ref:], inj.emotion, ctx.backend)
+            img = torch.cat([img[:, :inj.n_ref], img[:, inj.n_ref:] + upd], dim=1)
         return img
 
     @staticmethod

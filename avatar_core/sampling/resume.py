@@ -14,6 +14,7 @@ file is removed when the run completes. Written with safetensors + JSON metadata
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -58,12 +59,14 @@ def _hash_tensor(h: Any, name: str, t: torch.Tensor | None) -> None:
 
 
 def _hash_model(h: Any, denoise: Any) -> None:
-    """Class, attention backend and both ends of every weight: tells checkpoints of different files apart
-    without reading 26 GB."""
-    h.update(f"{type(denoise).__qualname__}:"
-             f"{getattr(denoise, 'attention_backend', '')};".encode())
-    if callable(getattr(denoise, "state_dict", None)):
-        for name, t in denoise.state_dict().items():
+    """Class, attention kernel and both ends of every weight: tells checkpoints of different files apart
+    without reading 26 GB. ``denoise`` is the model, or the model bound to its RunOptions (a partial)."""
+    model, options = denoise, None
+    if isinstance(denoise, functools.partial):
+        model, options = denoise.func, denoise.keywords.get("options")
+    h.update(f"{type(model).__qualname__}:{getattr(options, 'attention', '')};".encode())
+    if callable(getattr(model, "state_dict", None)):
+        for name, t in model.state_dict().items():
             flat = t.detach().reshape(-1)
             _hash_tensor(h, name, flat if flat.numel() <= 2 * _SAMPLE else torch.cat([flat[:_SAMPLE], flat[-_SAMPLE:]]))
 
@@ -153,7 +156,7 @@ def open_checkpoint(config: ResumeConfig | None, denoise: Any, cond: Any, sample
     """The run's checkpoint, or None when resuming is off or cannot be bitwise (opt-in step cache)."""
     if config is None:
         return None
-    if getattr(denoise, "step_cache", None) is not None:
+    if sampler_config.step_cache is not None:
         log.warning("Avatar resume: off for this run, the step cache's history is not checkpointed (set "
                     "step_cache 0 to make long renders resumable)")
         return None

@@ -1,25 +1,29 @@
-"""The avatar sampling loop: flow-matching Euler + official dynamic CFG + deep cache + ring windows.
+"""The avatar sampling loop: flow-matching solver + official dynamic CFG + deep cache + ring windows.
 
 The model is reached through ``denoise``, any callable with the AvatarTransformer call signature
-(docs/ARCHITECTURE.md): the real model, a wrapper that adds autocast / offload, or a replay of recorded
-outputs in tests. It always runs on ONE window of ``window`` latent frames, so memory does not grow with
-the clip beyond the ring latents (and, with deep cache, the per-frame cached tokens).
+(docs/ARCHITECTURE.md): the model bound to its run options (``runner.LocalRunner.denoiser``), a
+parallel wrapper, or a replay of recorded outputs in tests. It always runs on ONE window of ``window``
+latent frames, so memory does not grow with the clip beyond the ring latents (and, with deep cache, the
+per-frame cached tokens). The sampler owns the run's caches: the deep cache and the opt-in step cache.
+One step = per window: model call -> CFG -> solver step; then the windows are fused (``windows.fuse``).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import torch
 
 from ..validation import check_conditioning_values, check_sampler_config, check_step_latents
+from .calls import ModelCall
 from .deepcache import DeepCacheConfig, FrameTokenCache, cached_steps
 from .guidance import GuidanceConfig, StepGuidance, combine, step_guidance
 from .resume import ResumeConfig, open_checkpoint
-from .schedule import OFFICIAL_SHIFT, FlowSchedule, euler_step, flow_schedule
+from .schedule import OFFICIAL_SHIFT, SOLVERS, FlowSchedule, flow_schedule, solver_step
+from .stepcache import StepCache, StepCacheConfig, StepCacheStats
 from .windows import (
     ClipPlan,
     WindowConfig,
@@ -72,8 +76,9 @@ class AvatarConditioning:
     """Everything the model is conditioned on, for the whole clip.
 
     ``audio`` holds one row of whisper windows per VIDEO frame, as produced by the audio encoder
-    (``[B, F, 10, 5, 384]`` for one character, ``[B, N, F, 10, 5, 384]`` for N); the sampler applies
-    the official padding. ``face_mask`` is ``[B, N, Tm, H, W]`` at latent resolution, Tm = 1 or one mask
+    (``[B, N, F, 10, 5, 384]`` for N characters; the official 5-D ``[B, F, 10, 5, 384]`` of one character
+    is accepted too and passed on as it is, the model adds the axis); the sampler applies the official
+    padding. ``face_mask`` is ``[B, N, Tm, H, W]`` at latent resolution, Tm = 1 or one mask
     per latent frame of the clip. ``emotion`` is passed unchanged to every call (both CFG halves).
     """
 
@@ -109,6 +114,13 @@ class SamplerConfig:
     # Run the uncond and cond halves as two batch-B calls (less activation memory, same result up to
     # batching round-off); the official pipeline does this with CPU offload and large frames.
     split_cfg: bool = False
+    # Opt-in first-block step cache (stepcache.py); None: off (the official result).
+    step_cache: StepCacheConfig | None = None
+    solver: str = "euler"  # a key of schedule.SOLVERS: how one window moves from sigma[i] to sigma[i + 1]
+
+    def __post_init__(self) -> None:
+        if self.solver not in SOLVERS:
+            raise ValueError(f"unknown solver {self.solver!r}; choose one of {sorted(SOLVERS)}")
 
 
 @dataclass(frozen=True)
@@ -139,6 +151,7 @@ class SampleResult:
     latents: torch.Tensor  # [B, C, video_frames, H, W] what goes to the VAE decoder
     ring_latents: torch.Tensor  # [B, C, ring_frames, H, W] the whole denoised ring
     plan: ClipPlan
+    step_cache: StepCacheStats | None = None  # what the step cache did (None: it was off)
 
 
 def initial_noise(plan: ClipPlan, like: torch.Tensor, seed: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -181,21 +194,21 @@ def _face_mask_for(cond: AvatarConditioning, frames: list[int]) -> torch.Tensor:
     return fm.index_select(2, idx)
 
 
-def _step_inputs(cond: AvatarConditioning, guide: StepGuidance) -> dict[str, Any]:
+def _step_inputs(cond: AvatarConditioning, guide: StepGuidance) -> ModelCall:
     """CFG-batch inputs ``[uncond, cond]`` that are the same for every window of a step."""
     uncond_text = cond.negative_text if guide.negative_text else cond.text
     twice = lambda x: None if x is None else torch.cat([x, x])  # noqa: E731
-    return {
-        "ref_latents": twice(cond.ref_latents),
-        "text_states": torch.cat([uncond_text.states, cond.text.states]),
-        "text_mask": torch.cat([uncond_text.mask, cond.text.mask]),
-        "text_pooled": torch.cat([uncond_text.pooled, cond.text.pooled]),
-        "motion_exp": twice(cond.motion_exp),
-        "motion_pose": twice(cond.motion_pose),
-        "fps": twice(cond.fps),
-        "emotion": twice(cond.emotion),
-        "freqs": cond.freqs,
-    }
+    return ModelCall(
+        ref_latents=twice(cond.ref_latents),
+        text_states=torch.cat([uncond_text.states, cond.text.states]),
+        text_mask=torch.cat([uncond_text.mask, cond.text.mask]),
+        text_pooled=torch.cat([uncond_text.pooled, cond.text.pooled]),
+        motion_exp=twice(cond.motion_exp),
+        motion_pose=twice(cond.motion_pose),
+        fps=twice(cond.fps),
+        emotion=twice(cond.emotion),
+        freqs=cond.freqs,
+    )
 
 
 @dataclass
@@ -212,13 +225,14 @@ class _Run:
     callbacks: SamplerCallbacks
     calls_done: int = 0
     parallel: StepParallel | None = None
+    step_cache: StepCache | None = None
 
     @property
     def calls_total(self) -> int:
         return self.schedule.steps * self.plan.windows_per_step
 
 
-def _call_model(run: _Run, x: torch.Tensor, step: int, step_in: dict[str, Any], guide: StepGuidance,
+def _call_model(run: _Run, x: torch.Tensor, step: int, step_in: ModelCall, guide: StepGuidance,
                 frames: list[int], start: int, window: int) -> torch.Tensor:
     """One CFG-batched model call on window ``frames`` -> noise_pred ``[2B, C, W, H, W]``."""
     cond, plan = run.cond, run.plan
@@ -226,16 +240,17 @@ def _call_model(run: _Run, x: torch.Tensor, step: int, step_in: dict[str, Any], 
     # The clip's features may stay in RAM (an hour is a 1.4 GB view): only this window's rows move.
     audio = gather_audio(cond.audio, rows, cond.audio_frame_dim).to(x.device)  # [B, (N,) 4W-3, 10, 5, 384]
     mask = _face_mask_for(cond, frames) * guide.mask_scale  # [B, N, Tm, H, W]
-    kwargs = dict(step_in, audio=torch.cat([torch.zeros_like(audio), audio]), face_mask=torch.cat([mask, mask]))
+    call = replace(step_in, audio=torch.cat([torch.zeros_like(audio), audio]), face_mask=torch.cat([mask, mask]),
+                   step_cache=run.step_cache)
     x2 = torch.cat([x, x])  # [2B, C, W, H, W]  (uncond, cond)
     t = run.schedule.timesteps[step].to(x.device).repeat(x2.shape[0])  # [2B]
     if step in run.cached:
         tokens = run.cache.assemble(frames, x.device)  # type: ignore[union-attr]
-        return _invoke(run, x2, t, dict(kwargs, cached_tokens=tokens, return_cache=False), window)
+        return _invoke(run, x2, t, replace(call, cached_tokens=tokens), window)
     if run.cache is None:
-        return _invoke(run, x2, t, dict(kwargs, cached_tokens=None, return_cache=False), window)
-    out, tokens = _invoke(run, x2, t, dict(kwargs, cached_tokens=None, return_cache=True), window)
-    text_len = step_in["text_states"].shape[1]
+        return _invoke(run, x2, t, call, window)
+    out, tokens = _invoke(run, x2, t, replace(call, return_cache=True), window)
+    text_len = step_in.text_states.shape[1]
     per_frame, rest = divmod(tokens.shape[1] - text_len, plan.window + 1)  # tokens = ref + W frames + text
     if rest:
         raise RuntimeError(f"cache tokens {tuple(tokens.shape)} do not split into ref + {plan.window} frames + text")
@@ -244,23 +259,21 @@ def _call_model(run: _Run, x: torch.Tensor, step: int, step_in: dict[str, Any], 
 
 
 def _stream(run: _Run, key: Any):
-    """The model's opt-in step cache keeps one history per window (and CFG half): they must not mix."""
-    cache = getattr(run.denoise, "step_cache", None)
-    return cache.stream(key) if cache is not None else contextlib.nullcontext()
+    """The opt-in step cache keeps one history per window (and CFG half): they must not mix."""
+    return run.step_cache.stream(key) if run.step_cache is not None else contextlib.nullcontext()
 
 
-def _invoke(run: _Run, x2: torch.Tensor, t: torch.Tensor, kwargs: dict[str, Any], window: int) -> Any:
+def _invoke(run: _Run, x2: torch.Tensor, t: torch.Tensor, call: ModelCall, window: int) -> Any:
     """Call the model on the CFG batch, at once or (``split_cfg``) one half at a time."""
     if not run.config.split_cfg:
         with _stream(run, window):
-            return run.denoise(x2, t, **kwargs)
+            return run.denoise(x2, t, **call.kwargs())
     b = x2.shape[0] // 2
     halves = []
     for half, part in enumerate((slice(0, b), slice(b, None))):
-        sliced = {k: v[part] if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
         with _stream(run, (window, half)):
-            halves.append(run.denoise(x2[part], t[part], **sliced))
-    if kwargs["return_cache"]:
+            halves.append(run.denoise(x2[part], t[part], **call.half(half).kwargs()))
+    if call.return_cache:
         return torch.cat([h[0] for h in halves]), torch.cat([h[1] for h in halves])
     return torch.cat(halves)
 
@@ -270,7 +283,6 @@ def _denoise_step(run: _Run, step: int, latents: torch.Tensor, shift: int) -> to
     plan, cb = run.plan, run.callbacks
     guide = step_guidance(step, run.schedule.steps, run.config.guidance)
     step_in = _step_inputs(run.cond, guide)
-    dt = run.schedule.dt(step)
     total, count = new_accumulator(latents)  # [B, C, ring, H, W], [ring]
     starts = window_starts(plan.ring_frames, plan.window, shift)
     for k, start in enumerate(starts):
@@ -282,7 +294,7 @@ def _denoise_step(run: _Run, step: int, latents: torch.Tensor, shift: int) -> to
         frames = window_frames(start, plan.window, plan.ring_frames)
         x = latents[:, :, frames]  # [B, C, W, H, W] (a copy)
         noise_pred = _call_model(run, x, step, step_in, guide, frames, start, k)
-        new = euler_step(x, combine(noise_pred, guide.scale), dt)
+        new = solver_step(run.config.solver, x, combine(noise_pred, guide.scale), run.schedule, step)
         check_step_latents(new, step, run.schedule.steps, k, len(starts), frames, run.config.guidance.cfg)
         if run.config.window_dtype is not None:
             new = new.to(run.config.window_dtype)
@@ -315,15 +327,12 @@ def sample_avatar(denoise: Denoiser, cond: AvatarConditioning, config: SamplerCo
 
     ``noise`` overrides the seeded draw (same layout as :func:`initial_noise`). Raises
     :class:`SamplingCancelled` when ``callbacks.should_cancel`` returns True (checked before every call).
-    ``denoise`` may also be a whole-clip sampler (``avatar_core.distributed`` worker pools): an object with
-    a ``sample_avatar`` method, which then runs the clip. ``parallel``: see :class:`StepParallel`.
+    ``parallel``: see :class:`StepParallel`. A whole clip on a pool of workers: ``runner.Runner.sample``.
     ``resume``: checkpoint the ring between steps and continue a matching earlier run (sampling/resume.py).
     """
     config = config or SamplerConfig()
     check_sampler_config(config)
     check_conditioning_values(cond)
-    if hasattr(denoise, "sample_avatar"):
-        return denoise.sample_avatar(cond, config, noise=noise, callbacks=callbacks)
     plan = plan_clip(cond.audio.shape[cond.audio_frame_dim], config.windows)
     check_conditioning(cond, plan.window)
     schedule = flow_schedule(config.steps, config.shift)
@@ -333,13 +342,12 @@ def sample_avatar(denoise: Denoiser, cond: AvatarConditioning, config: SamplerCo
         cache=(parallel.new_cache if parallel else FrameTokenCache)(plan.ring_frames, config.cache_device)
         if cached else None,
         callbacks=callbacks or SamplerCallbacks(), parallel=parallel,
+        step_cache=None if config.step_cache is None else StepCache(config.step_cache),
     )
     latents = _prepare_noise(noise, plan, cond, config.seed)  # [B, C, ring, H, W]
     ring = open_checkpoint(resume, denoise, cond, config, plan, latents) if parallel is None else None
     latents, first, shift = ring.restore(latents) if ring is not None else (latents, 0, 0)
     run.calls_done = first * plan.windows_per_step
-    if getattr(denoise, "step_cache", None) is not None:
-        denoise.step_cache.reset()  # histories of an earlier run must not leak into this one
     with torch.no_grad():
         for step in range(first, schedule.steps):
             latents = _denoise_step(run, step, latents, shift)
@@ -350,4 +358,5 @@ def sample_avatar(denoise: Denoiser, cond: AvatarConditioning, config: SamplerCo
                 ring.after_step(step, latents, shift, allowed=run.cache is None or step + 1 not in run.cached)
     if ring is not None:
         ring.finish()
-    return SampleResult(latents=latents[:, :, : plan.video_frames], ring_latents=latents, plan=plan)
+    return SampleResult(latents=latents[:, :, : plan.video_frames], ring_latents=latents, plan=plan,
+                        step_cache=None if run.step_cache is None else run.step_cache.stats())

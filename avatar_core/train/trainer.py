@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -21,6 +22,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from ..loading import save_emotion_module
+from ..model.options import RunOptions
 from .adapters import add_lora, attach_new_aem, enable_gradient_checkpointing, lora_state_dict
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .data import ClipFolder
@@ -89,10 +91,8 @@ def build_base(cfg: TrainConfig) -> torch.nn.Module:
     dtype = DTYPES[cfg.dtype]
     if cfg.random_model is not None:
         size = {"tiny": AvatarConfig.tiny, "13b": AvatarConfig.avatar_13b}[cfg.random_model]()
-        return build_random_transformer(size, dtype=dtype, device=cfg.device, seed=cfg.seed,
-                                        attention_backend=cfg.attention)
-    return load_transformer(cfg.checkpoint, dtype=dtype, device=cfg.device, fp8="dequant",
-                            attention_backend=cfg.attention)
+        return build_random_transformer(size, dtype=dtype, device=cfg.device, seed=cfg.seed)
+    return load_transformer(cfg.checkpoint, dtype=dtype, device=cfg.device, fp8="dequant")
 
 
 def _optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -184,7 +184,8 @@ def _optimizer_step(model, data, params, opt, cfg: TrainConfig, step: int, devic
     total = 0.0
     for micro in range(cfg.grad_accum):
         draw = draw_step(cfg.seed, step * cfg.grad_accum + micro, len(data), cfg.shift, cfg.audio_dropout)
-        loss = flow_loss(model, data[draw.clip], draw, device, use_emotion) / cfg.grad_accum
+        forward = partial(model, options=RunOptions(attention=cfg.attention))  # the run's kernel, not the model's
+        loss = flow_loss(forward, data[draw.clip], draw, device, use_emotion) / cfg.grad_accum
         loss.backward()
         total += float(loss.detach())
     if not math.isfinite(total):

@@ -1,0 +1,168 @@
+"""What the nodes hold: a runner, one protocol for one process and for a pool of GPU workers.
+
+    runner = LoadSpec("model.pt", weight_format="fp8_e4m3fn", offload="low_memory").build("cuda")
+    result = runner.sample(cond, SamplerConfig(steps=50))          # or a PooledRunner, the same call
+    runner.info                                                     # emotion module, offload, weights, GPUs
+
+The load choices live in one spec (`LoadSpec`, or `RandomSpec` for random weights) that a local
+runner and every worker of a pool build from, so an input has the same effect with one GPU and many.
+The runner holds the per-run options the model is called with (`model.options.RunOptions`) and the
+offload plan; the model itself holds weights only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Protocol
+
+import torch
+import torch.nn as nn
+
+from .config import AvatarConfig
+from .model import AvatarTransformer
+from .model.offload import BlockSwap
+from .model.options import LOW_MEMORY_CHUNK_TOKENS, RunOptions
+from .sampling.resume import ResumeConfig
+from .sampling.sampler import AvatarConditioning, SamplerCallbacks, SamplerConfig, SampleResult, sample_avatar
+
+# weight format -> (compute dtype, fp8 storage of the block linears, fp8 tensor-core matmuls)
+WEIGHT_FORMATS: dict[str, tuple[torch.dtype, str, bool]] = {
+    "bf16": (torch.bfloat16, "dequant", False), "fp16": (torch.float16, "dequant", False),
+    "fp32": (torch.float32, "dequant", False), "fp8_e4m3fn": (torch.bfloat16, "quantize", False),
+    "fp8_e4m3fn_fast": (torch.bfloat16, "quantize", True),
+    "fast": (torch.bfloat16, "quantize", True)}  # the fast preset: fp8_e4m3fn_fast + fp8 attention (FAST_ATTENTION)
+FAST_ATTENTION = "fa3_fp8"
+OFFLOAD_MODES = ("none", "block_swap", "low_memory")
+
+
+@dataclass(frozen=True)
+class RunnerInfo:
+    """What a node may need to know about the loaded model (no probing of the model object)."""
+
+    emotion: bool               # an Audio Emotion Module is loaded (an emotion input has an effect)
+    offload: str                # one of OFFLOAD_MODES
+    weight_format: str          # a key of WEIGHT_FORMATS
+    attention: str = "sdpa"     # the attention kernel that runs (after a fallback to SDPA, if any)
+    gpus: int = 1               # processes (GPUs) that sample
+    swapped_blocks: int = 0     # blocks streamed from CPU memory (per process)
+
+
+class Runner(Protocol):
+    info: RunnerInfo
+
+    def sample(self, cond: AvatarConditioning, config: SamplerConfig | None = None, *,
+               noise: torch.Tensor | None = None, callbacks: SamplerCallbacks | None = None,
+               loras: tuple[tuple[str, float], ...] = (), resume: ResumeConfig | None = None) -> SampleResult: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunChoices:
+    """The load choices shared by every spec (node inputs of 'Load HunyuanVideo-Avatar Model')."""
+
+    weight_format: str = "bf16"
+    attention: str = "auto"
+    emotion: str | None = None        # Audio Emotion Module weights file
+    offload: str = "none"
+    swap_blocks: int = 20             # with offload = block_swap: blocks streamed from CPU memory
+    chunk_tokens: int | None = None   # None: the offload mode's default
+    compile: bool = False             # per-block torch.compile
+
+    def __post_init__(self) -> None:
+        if self.weight_format not in WEIGHT_FORMATS:
+            raise ValueError(f"weight_dtype (weight format) must be one of {list(WEIGHT_FORMATS)}, "
+                             f"got {self.weight_format!r}")
+        if self.offload not in OFFLOAD_MODES:
+            raise ValueError(f"offload must be one of {OFFLOAD_MODES}, got {self.offload!r}")
+        if self.offload == "block_swap" and self.swap_blocks < 1:
+            raise ValueError(f"swap_blocks must be >= 1 with offload = block_swap, got {self.swap_blocks}")
+
+    def run_options(self) -> RunOptions:
+        chunk = self.chunk_tokens or (LOW_MEMORY_CHUNK_TOKENS if self.offload == "low_memory" else None)
+        extra = {} if chunk is None else {"chunk_tokens": chunk}
+        attention = FAST_ATTENTION if self.weight_format == "fast" else self.attention  # the preset's fp8 attention
+        return RunOptions(attention=attention, fused_kernels=not self.compile, **extra)
+
+    def finish(self, model: AvatarTransformer, device: str | torch.device,
+               load_device: str | torch.device | None = None) -> LocalRunner:
+        """Emotion module, offload plan and compile on a loaded model -> its runner.
+        load_device: where a model that is not offloaded is put (default `device`; ComfyUI moves it itself)."""
+        from .loading import load_emotion_module
+        from .model.compile import compile_blocks
+        if self.emotion:
+            load_emotion_module(model, self.emotion)
+        swap = None
+        if self.offload == "none":
+            model.to(load_device or device)
+        else:  # the resident part goes to `device`, the swapped blocks stay in (pinned) CPU memory
+            swap = BlockSwap(model, device, resident=1, blocks=self.swap_blocks if self.offload == "block_swap" else None)
+        if self.compile:
+            compile_blocks(model)
+        options = self.run_options()
+        info = RunnerInfo(emotion=model.aem is not None, offload=self.offload, weight_format=self.weight_format,
+                          attention=options.attention, swapped_blocks=0 if swap is None else len(swap.swapped))
+        return LocalRunner(model, options, info, swap)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadSpec(RunChoices):
+    """A checkpoint file (every worker of a pool reads the same file; it is memory-mapped)."""
+
+    path: str
+
+    def build(self, device: str | torch.device, load_device: str | torch.device | None = None) -> LocalRunner:
+        from .loading import load_transformer
+        dtype, fp8, fast = WEIGHT_FORMATS[self.weight_format]
+        at = "cpu" if self.offload != "none" else (load_device or device)
+        model = load_transformer(self.path, dtype=dtype, device=at, fp8=fp8, fast=fast)
+        return self.finish(model, device, load_device)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RandomSpec(RunChoices):
+    """Random weights (benchmarks, tests): the same seed gives the same weights in every process.
+    weight_format "fp32" / "bf16" / "fp16" is the dtype of the weights; fp8 formats quantise bf16 ones."""
+
+    config: AvatarConfig
+    seed: int = 0
+    weight_format: str = "fp32"
+
+    def build(self, device: str | torch.device, load_device: str | torch.device | None = None) -> LocalRunner:
+        from .loading import build_random_transformer
+        from .model.fp8 import enable_fp8_
+        dtype, fp8, fast = WEIGHT_FORMATS[self.weight_format]
+        at = "cpu" if self.offload != "none" else str(load_device or device)  # (a CUDA generator on a GPU)
+        model = build_random_transformer(self.config, dtype=dtype, device=at, seed=self.seed)
+        if fp8 == "quantize":
+            enable_fp8_(model, fast=fast)
+        return self.finish(model, device, load_device)
+
+
+class LocalRunner(nn.Module):
+    """One process: the model, the run options it is called with and its offload plan.
+
+    An nn.Module whose one child is `diffusion_model` (ComfyUI's convention), so that ComfyUI's
+    ModelPatcher can measure, move and patch the weights; whatever the patcher writes onto the module it
+    manages lands here, not on the transformer."""
+
+    def __init__(self, model: AvatarTransformer, options: RunOptions, info: RunnerInfo,
+                 offload: BlockSwap | None = None):
+        super().__init__()
+        self.diffusion_model = model
+        self.options, self.info, self.offload = options, info, offload
+
+    def denoiser(self, options: RunOptions | None = None) -> partial:
+        """The model bound to this runner's options: the sampler's `denoise` callable."""
+        return partial(self.diffusion_model, options=options or self.options)
+
+    def sample(self, cond: AvatarConditioning, config: SamplerConfig | None = None, *,
+               noise: torch.Tensor | None = None, callbacks: SamplerCallbacks | None = None,
+               loras: tuple[tuple[str, float], ...] = (), resume: ResumeConfig | None = None) -> SampleResult:
+        """``loras``: (file, strength) pairs to apply first; () leaves the weights as they are (the LoRA
+        node applies its own LoRA objects to `diffusion_model` itself, avatar_core.lora.set_loras).
+        ``resume``: checkpoint long renders and continue a matching earlier one (sampling/resume.py)."""
+        if loras:
+            from .lora import set_lora_files
+            set_lora_files(self.diffusion_model, loras, None if self.offload is None else self.offload.device)
+        return sample_avatar(self.denoiser(), cond, config, noise=noise, callbacks=callbacks, resume=resume)
+
