@@ -12,7 +12,7 @@ offload plan; the model itself holds weights only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Protocol
 
@@ -164,5 +164,7 @@ class LocalRunner(nn.Module):
         if loras:
             from .lora import set_lora_files
             set_lora_files(self.diffusion_model, loras, None if self.offload is None else self.offload.device)
+        if resume is not None:  # the checkpoint is keyed by these weights and this kernel too
+            resume = replace(resume, weights=self.diffusion_model, attention=self.options.attention)
         return sample_avatar(self.denoiser(), cond, config, noise=noise, callbacks=callbacks, resume=resume)
 

@@ -65,8 +65,6 @@ class Counting:
             self.on_call(self.calls)
         return self.model(x, t, **kw)
 
-    def state_dict(self) -> dict[str, torch.Tensor]:  # the checkpoint key samples the real weights
-        return self.model.state_dict()
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +117,21 @@ def test_changed_input_never_resumes_from_a_stale_checkpoint(tiny, tmp_path: Pat
         assert counting.calls == _calls_total(), "a different input must start from step 1"
         assert torch.equal(fresh, sample_avatar(tiny, cond, cfg).ring_latents)
     assert len(list(tmp_path.iterdir())) == 1, "the other run's checkpoint stays for that run"
+
+
+def test_other_weights_or_kernel_never_resume(tiny, tmp_path: Path) -> None:
+    """The runner keys the checkpoint by its weights and attention kernel (ResumeConfig.weights/.attention)."""
+    resume = ResumeConfig(tmp_path, interval_s=0, weights=tiny, attention="sdpa")
+    callbacks, _ = _cancel_after(9)
+    with pytest.raises(SamplingCancelled):
+        sample_avatar(Counting(tiny), conditioning(), CONFIG, callbacks=callbacks, resume=resume)
+    other = load_fixture_model(FIXTURES)
+    with torch.no_grad():
+        next(other.parameters()).view(-1)[0] += 1.0  # one value at the start of the first tensor
+    for changed in (replace(resume, weights=other), replace(resume, attention="sage")):
+        counting = Counting(tiny)
+        sample_avatar(counting, conditioning(), CONFIG, resume=changed)
+        assert counting.calls == _calls_total(), "other weights or another kernel must start from step 1"
 
 
 def test_killed_process_resumes_bitwise(tiny, reference, tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ file is removed when the run completes. Written with safetensors + JSON metadata
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import logging
@@ -41,6 +40,10 @@ class ResumeConfig:
 
     directory: str | Path
     interval_s: float = 600.0
+    # What keys the checkpoint besides the inputs: the weights (both ends of every tensor) and the attention
+    # kernel. The runner fills them in (runner.LocalRunner.sample); a bare sample_avatar call keys on inputs only.
+    weights: torch.nn.Module | None = None
+    attention: str = ""
 
     def __post_init__(self) -> None:
         if not self.interval_s >= 0:  # also refuses NaN
@@ -58,15 +61,12 @@ def _hash_tensor(h: Any, name: str, t: torch.Tensor | None) -> None:
         h.update(part.view(torch.uint8).numpy())  # hashed through the buffer protocol, no bytes copy
 
 
-def _hash_model(h: Any, denoise: Any) -> None:
-    """Class, attention kernel and both ends of every weight: tells checkpoints of different files apart
-    without reading 26 GB. ``denoise`` is the model, or the model bound to its RunOptions (a partial)."""
-    model, options = denoise, None
-    if isinstance(denoise, functools.partial):
-        model, options = denoise.func, denoise.keywords.get("options")
-    h.update(f"{type(model).__qualname__}:{getattr(options, 'attention', '')};".encode())
-    if callable(getattr(model, "state_dict", None)):
-        for name, t in model.state_dict().items():
+def _hash_model(h: Any, config: ResumeConfig) -> None:
+    """Attention kernel and both ends of every weight: tells checkpoints of different files apart without
+    reading 26 GB."""
+    h.update(f"attention:{config.attention};".encode())
+    if config.weights is not None:
+        for name, t in config.weights.state_dict().items():
             flat = t.detach().reshape(-1)
             _hash_tensor(h, name, flat if flat.numel() <= 2 * _SAMPLE else torch.cat([flat[:_SAMPLE], flat[-_SAMPLE:]]))
 
@@ -81,7 +81,7 @@ def run_settings(config: Any, plan: Any) -> dict[str, Any]:
     }
 
 
-def fingerprint(denoise: Any, cond: Any, settings: dict[str, Any], initial: torch.Tensor) -> str:
+def fingerprint(config: ResumeConfig, cond: Any, settings: dict[str, Any], initial: torch.Tensor) -> str:
     """sha256 of everything that decides the final latents of a run."""
     h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     for field in dataclasses.fields(cond):
@@ -95,7 +95,7 @@ def fingerprint(denoise: Any, cond: Any, settings: dict[str, Any], initial: torc
         else:
             _hash_tensor(h, field.name, value)
     _hash_tensor(h, "initial_latents", initial)
-    _hash_model(h, denoise)
+    _hash_model(h, config)
     return h.hexdigest()
 
 
@@ -151,7 +151,7 @@ class RingCheckpoint:
         self.path.with_name(self.path.name + ".partial").unlink(missing_ok=True)
 
 
-def open_checkpoint(config: ResumeConfig | None, denoise: Any, cond: Any, sampler_config: Any, plan: Any,
+def open_checkpoint(config: ResumeConfig | None, cond: Any, sampler_config: Any, plan: Any,
                     initial: torch.Tensor) -> RingCheckpoint | None:
     """The run's checkpoint, or None when resuming is off or cannot be bitwise (opt-in step cache)."""
     if config is None:
@@ -161,4 +161,4 @@ def open_checkpoint(config: ResumeConfig | None, denoise: Any, cond: Any, sample
                     "step_cache 0 to make long renders resumable)")
         return None
     settings = run_settings(sampler_config, plan)
-    return RingCheckpoint(config, fingerprint(denoise, cond, settings, initial), settings)
+    return RingCheckpoint(config, fingerprint(config, cond, settings, initial), settings)
