@@ -37,7 +37,8 @@ class AvatarLoraLoader(io.ComfyNode):
                         "musubi-tuner keys, or one trained with python -m avatar_core.train) to the Avatar model. "
                         "Chain several. Works with bf16, fp8, offloaded and multi-GPU models.",
             inputs=[
-                AvatarModel.Input("model"),
+                AvatarModel.Input("model", tooltip="From 'Load HunyuanVideo-Avatar Model' (or another Avatar LoRA: "
+                                                   "chain them)."),
                 io.Combo.Input("lora_name", options=_lora_files(),
                                tooltip="LoRA file in models/loras (.safetensors only)."),
                 io.Float.Input("strength", default=1.0, min=-4.0, max=4.0, step=0.01,

@@ -103,7 +103,8 @@ CACHE_SCRIPT = textwrap.dedent("""
 
     frames = torch.rand(23, 96, 128, 3)
     feats = AudioFeatures(torch.randn(1, 20, 10, 5, 384), 25.0)
-    positive = [[torch.randn(1, 600, 4096), {"pooled_output": torch.randn(1, 768)}]]
+    mask = torch.zeros(1, 831, dtype=torch.int64); mask[:, :30] = 1; mask[:, 256:] = 1  # official positional mask
+    positive = [[torch.randn(1, 831, 4096), {"pooled_output": torch.randn(1, 768), "attention_mask": mask}]]
     path = node.AvatarTrainingClip.execute(frames, feats, positive, Vae(), "c0", tmp, 128,
                                            emotion=torch.randn(1, 16, 1, 12, 16)).result[0]
     clip = data.read_clip(path)
