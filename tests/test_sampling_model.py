@@ -96,7 +96,7 @@ def _measured_run(model: torch.nn.Module, frames: int) -> tuple[int, list, Any]:
     windows_seen: list = []
 
     def denoise(x: torch.Tensor, t: torch.Tensor, **kw: Any) -> Any:
-        assert x.shape[2] == 33 and kw["audio"].shape[1] == 129  # the model only ever sees one window
+        assert x.shape[2] == 33 and kw["audio"].shape[2] == 129  # the model only ever sees one window ([B, N, F, ...])
         return model(x, t, **kw)
 
     cfg = SamplerConfig(steps=3, seed=5, deep_cache=DeepCacheConfig(cached_steps=(2,)))

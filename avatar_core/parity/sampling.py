@@ -133,7 +133,7 @@ class _Replay:
         fmax = [float(m.max()) for m in kw["face_mask"]]
         self._expect(all(abs(a - b) < 1e-6 for a, b in zip(fmax, call["face_mask_max"])), f"face mask max {fmax}")
         want = [r + 1 if r < self.audio_len else 0 for r in call["idx_list_audio"]]
-        got = kw["audio"][:, :, 0, 0, 0]  # [2B, rows] row markers (row + 1, 0 = padding)
+        got = kw["audio"][:, 0, :, 0, 0, 0]  # [2B, rows] row markers (row + 1, 0 = padding)
         self._expect(got[1].tolist() == want and not bool(got[0].any()), "audio rows differ")
         b = x.shape[0] // 2
         for j, frame in enumerate(call["idx_list"]):

@@ -75,9 +75,9 @@ class TextConditioning:
 class AvatarConditioning:
     """Everything the model is conditioned on, for the whole clip.
 
-    ``audio`` holds one row of whisper windows per VIDEO frame, as produced by the audio encoder
-    (``[B, N, F, 10, 5, 384]`` for N characters; the official 5-D ``[B, F, 10, 5, 384]`` of one character
-    is accepted too and passed on as it is, the model adds the axis); the sampler applies the official
+    ``audio`` holds one row of whisper windows per VIDEO frame, as produced by the audio encoder:
+    ``[B, N, F, 10, 5, 384]`` for N characters (the official 5-D ``[B, F, 10, 5, 384]`` of one character is
+    given the character axis here, as a view, so the core sees one layout); the sampler applies the official
     padding. ``face_mask`` is ``[B, N, Tm, H, W]`` at latent resolution, Tm = 1 or one mask
     per latent frame of the clip. ``emotion`` is passed unchanged to every call (both CFG halves).
     """
@@ -93,9 +93,11 @@ class AvatarConditioning:
     emotion: torch.Tensor | None = None
     freqs: tuple[torch.Tensor, torch.Tensor] | None = None  # RoPE (cos, sin); None: the model computes them
 
-    @property
-    def audio_frame_dim(self) -> int:
-        return 1 if self.audio.dim() == 5 else 2
+    def __post_init__(self) -> None:
+        if self.audio.dim() == 5:  # one character in the official layout
+            self.audio = self.audio.unsqueeze(1)  # [B, 1, F, 10, 5, 384]
+
+    audio_frame_dim = 2  # [B, N, F, 10, 5, 384]
 
 
 @dataclass
@@ -171,10 +173,10 @@ def check_conditioning(cond: AvatarConditioning, window: int) -> None:
         raise ValueError(f"ref_latents must be [B, C, {window}, H, W] (one window of reference latents), "
                          f"got {tuple(ref.shape)}; encode the reference image repeated to {4 * window - 3} frames")
     b = ref.shape[0]
-    if cond.audio.dim() not in (5, 6) or cond.audio.shape[0] != b:
+    if cond.audio.dim() != 6 or cond.audio.shape[0] != b:
         raise ValueError(f"audio must be [B, F, 10, 5, 384] or [B, N, F, 10, 5, 384] with B={b}, "
                          f"got {tuple(cond.audio.shape)}")
-    chars = 1 if cond.audio.dim() == 5 else cond.audio.shape[1]
+    chars = cond.audio.shape[1]
     fm = cond.face_mask
     if fm.dim() != 5 or fm.shape[0] != b or fm.shape[1] != chars or fm.shape[-2:] != ref.shape[-2:]:
         raise ValueError(f"face_mask must be [B={b}, N={chars}, Tm, {ref.shape[-2]}, {ref.shape[-1]}] "
@@ -238,7 +240,7 @@ def _call_model(run: _Run, x: torch.Tensor, step: int, step_in: ModelCall, guide
     cond, plan = run.cond, run.plan
     rows = window_audio_rows(start, plan.window, plan.audio_ring_rows)
     # The clip's features may stay in RAM (an hour is a 1.4 GB view): only this window's rows move.
-    audio = gather_audio(cond.audio, rows, cond.audio_frame_dim).to(x.device)  # [B, (N,) 4W-3, 10, 5, 384]
+    audio = gather_audio(cond.audio, rows, cond.audio_frame_dim).to(x.device)  # [B, N, 4W-3, 10, 5, 384]
     mask = _face_mask_for(cond, frames) * guide.mask_scale  # [B, N, Tm, H, W]
     call = replace(step_in, audio=torch.cat([torch.zeros_like(audio), audio]), face_mask=torch.cat([mask, mask]),
                    step_cache=run.step_cache)
