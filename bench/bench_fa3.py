@@ -32,7 +32,7 @@ from avatar_core.model import attention as A  # noqa: E402
 from avatar_core.model import attention_fa3  # noqa: E402
 from avatar_core.model.fp8 import enable_fp8_  # noqa: E402
 from avatar_core.model.options import RunOptions  # noqa: E402
-from bench.common import TEXT_LEN, TEXT_VALID, gib, make_inputs, parse_shape, timed  # noqa: E402
+from bench.common import TEXT_LEN, TEXT_VALID, cuda_time, gib, make_inputs, parse_shape, timed  # noqa: E402
 
 CONFIGS = (("bf16_sdpa", False, "sdpa"), ("bf16_fa3", False, "fa3"), ("fp8gemm_fa3", True, "fa3"),
            ("fast", True, "fa3_fp8"))          # name, fp8 GEMMs, attention kernel
@@ -41,19 +41,6 @@ SELECTED = {c[0] for c in CONFIGS}                # --configs; the first one run
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
-
-
-def _event_time(fn, reps: int = 5) -> float:
-    fn()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(reps):
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return sorted(times)[len(times) // 2]
 
 
 def _qkv(L: int, seed: int = 0) -> list[torch.Tensor]:
@@ -98,16 +85,16 @@ def kernels_stage(shape) -> list[dict]:
         for name in ("sdpa", "fa3", "fa3_fp8"):
             def fn(name=name):
                 return A.segmented_attention(q[None], k[None], v[None], [valid], name)
-            row[f"{name}_s"] = _event_time(fn)
+            row[f"{name}_s"] = cuda_time(fn)
             row[f"{name}_rel_err_vs_fp32"] = rel(fn()[0], ref.flatten(1))
         from avatar_core.model.fused import quantize_segments_fp8
         q8, qs = quantize_segments_fp8(q, cu)
         k8, ks = quantize_segments_fp8(k, cu, smooth=True)
         v8, vs = quantize_segments_fp8(v, cu)
         cu_t = torch.tensor(cu, dtype=torch.int32, device="cuda")
-        row["fa3_fp8_kernel_only_s"] = _event_time(lambda: attention_fa3._interface().flash_attn_varlen_func(
+        row["fa3_fp8_kernel_only_s"] = cuda_time(lambda: attention_fa3._interface().flash_attn_varlen_func(
             q8, k8, v8, cu_t, cu_t, valid, valid, q_descale=qs, k_descale=ks, v_descale=vs))
-        row["quantise_qkv_s"] = _event_time(lambda: [quantize_segments_fp8(t, cu, smooth=s) for t, s in ((q, 0), (k, 1), (v, 0))])
+        row["quantise_qkv_s"] = cuda_time(lambda: [quantize_segments_fp8(t, cu, smooth=s) for t, s in ((q, 0), (k, 1), (v, 0))])
         for mode in ("ours", "head", "tensor"):
             row[f"fp8_scales_{mode}_rel_err_vs_fp32"] = rel(_fp8_call(q, k, v, cu, mode), ref)
         flops = 4 * 24 * 128 * (valid ** 2 + (L - valid) ** 2)

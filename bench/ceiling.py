@@ -12,20 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from avatar_core.config import AvatarConfig
-from bench.common import TEXT_LEN, TEXT_VALID, Shape
-
-
-def _time(fn, reps: int = 5) -> float:
-    fn()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(reps):
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return sorted(times)[len(times) // 2]
+from bench.common import TEXT_LEN, TEXT_VALID, Shape, cuda_time
 
 
 def _gemms(rows: int, shapes: list[tuple[int, int]], fp8: bool = False) -> float:
@@ -37,10 +24,10 @@ def _gemms(rows: int, shapes: list[tuple[int, int]], fp8: bool = False) -> float
         if fp8:
             aq, wq = a.to(torch.float8_e4m3fn), w.to(torch.float8_e4m3fn)
             sa, sb = torch.ones(rows, 1, device="cuda"), torch.ones(1, N, device="cuda")  # row-wise, as FP8Linear
-            total += _time(lambda aq=aq, wq=wq, sa=sa, sb=sb: torch._scaled_mm(aq, wq.t(), scale_a=sa, scale_b=sb,
+            total += cuda_time(lambda aq=aq, wq=wq, sa=sa, sb=sb: torch._scaled_mm(aq, wq.t(), scale_a=sa, scale_b=sb,
                                                                          out_dtype=torch.bfloat16))
         else:
-            total += _time(lambda a=a, w=w: F.linear(a, w))
+            total += cuda_time(lambda a=a, w=w: F.linear(a, w))
         del a, w
     return total
 
@@ -52,7 +39,7 @@ def _attention(L: int, valid: int, heads: int, head_dim: int, backend) -> float:
     def run():
         for seg in (slice(0, valid), slice(valid, L)):
             out[:, seg] = backend(q[:, seg], k[:, seg], v[:, seg])
-    return _time(run, 3)
+    return cuda_time(run, 3)
 
 
 def sdpa_nhd(q, k, v):

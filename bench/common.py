@@ -64,5 +64,19 @@ def timed(fn, repeats: int, warmup: int = 1) -> tuple[float, list[float]]:
     return statistics.median(times), times
 
 
+def cuda_time(fn, reps: int = 5) -> float:
+    """Median seconds of ``fn`` over ``reps`` runs, timed with CUDA events after one warm-up call."""
+    fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(reps):
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return sorted(times)[len(times) // 2]
+
+
 def gib(n: int) -> float:
     return n / 2**30
