@@ -24,6 +24,16 @@ def prepare_base(base: Path) -> None:
         link.symlink_to(REPO, target_is_directory=True)
 
 
+def write_smoke_assets(base: Path, comfyui: str) -> dict:
+    """Tiny random weights and inputs in ``base`` (scripts/smoke_assets.py, run with ComfyUI's Python: TAEHV
+    comes from ComfyUI, so this Python need not import it). Returns what it wrote ({"models": ..., "inputs": ...})."""
+    proc = subprocess.run([env_python(), str(REPO / "scripts" / "smoke_assets.py"), str(base), comfyui],
+                          capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"smoke_assets.py failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -44,16 +44,11 @@ def _bad_files(models: Path, dit: str, whisper: str) -> None:
 
 @pytest.fixture(scope="module")
 def comfy(tmp_path_factory):
-    import subprocess
 
     import comfy_headless as ch
     base = tmp_path_factory.mktemp("comfy_bad")
     ch.prepare_base(base)
-    script = Path(__file__).resolve().parents[1] / "scripts" / "smoke_assets.py"
-    proc = subprocess.run([ch.env_python(), str(script), str(base), COMFYUI_PATH], capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    written = json.loads(proc.stdout.strip().splitlines()[-1])
+    written = ch.write_smoke_assets(base, COMFYUI_PATH)
     _bad_files(base / "models", written["models"]["dit"], written["models"]["whisper"])
     server = ch.Server(COMFYUI_PATH, base, python=ch.env_python())
     try:

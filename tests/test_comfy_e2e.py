@@ -34,18 +34,11 @@ NODES = {  # node -> (required input types subset, output types)
 
 @pytest.fixture(scope="module")
 def comfy(tmp_path_factory):
-    import json
-    import subprocess
 
     import comfy_headless as ch
     base = tmp_path_factory.mktemp("comfy_base")
     ch.prepare_base(base)
-    # ComfyUI's own Python writes the files (TAEHV comes from ComfyUI): this one need not import ComfyUI.
-    script = Path(__file__).resolve().parents[1] / "scripts" / "smoke_assets.py"
-    proc = subprocess.run([ch.env_python(), str(script), str(base), COMFYUI_PATH], capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    written = json.loads(proc.stdout.strip().splitlines()[-1])
+    written = ch.write_smoke_assets(base, COMFYUI_PATH)
     files, inputs = written["models"], written["inputs"]
     server = ch.Server(COMFYUI_PATH, base, python=ch.env_python())
     try:
