@@ -141,12 +141,7 @@ class AvatarSampler(io.ComfyNode):
             raise ValueError(f"{feats.shape[0]} audio tracks but {masks.shape[0]} character masks: give one mask per "
                              "audio (Avatar Character Masks, 'characters' input).")
         device = mm.get_torch_device()
-        pixels = comfy.utils.common_upscale(image[:1, :, :, :3].movedim(-1, 1), w, h, "lanczos", "disabled").movedim(1, -1)
-        ref = vae.encode(image_to_frames(pixels, windows.audio_rows)) * LATENT.scale_factor   # [1, 16, window, h/8, w/8]
-        if not torch.isfinite(ref).all():
-            raise ValueError("vae: encoding the reference image gave NaN/inf, so the video would be black. Load the "
-                             "HunyuanVideo VAE (hunyuan_video_vae_bf16.safetensors) with VAELoader, or a different "
-                             "VAE file; an fp16 VAE can overflow.")
+        ref = _reference_latents(image, vae, w, h, windows.audio_rows)                      # [1, 16, window, h/8, w/8]
         runner: Runner = model.model  # the loader's runner (one process, or a pool of GPU workers) in its patcher
         warning = emotion_warning(runner.info.emotion, emotion is not None)
         if warning:
@@ -192,6 +187,17 @@ class AvatarSampler(io.ComfyNode):
             del cond
             mm.soft_empty_cache()
         return io.NodeOutput({"samples": (result.latents / LATENT.scale_factor).float().cpu()})
+
+
+def _reference_latents(image, vae, w: int, h: int, frames: int) -> torch.Tensor:
+    """The reference image at the video size (LANCZOS), repeated over the window and VAE-encoded."""
+    pixels = comfy.utils.common_upscale(image[:1, :, :, :3].movedim(-1, 1), w, h, "lanczos", "disabled").movedim(1, -1)
+    ref = vae.encode(image_to_frames(pixels, frames)) * LATENT.scale_factor   # [1, 16, window, h/8, w/8]
+    if not torch.isfinite(ref).all():
+        raise ValueError("vae: encoding the reference image gave NaN/inf, so the video would be black. Load the "
+                         "HunyuanVideo VAE (hunyuan_video_vae_bf16.safetensors) with VAELoader, or a different "
+                         "VAE file; an fp16 VAE can overflow.")
+    return ref
 
 
 def _check_numbers(**values: float) -> None:
