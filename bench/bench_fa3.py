@@ -17,6 +17,7 @@ Not a test: it reports what it measured. Random weights: errors measure the arit
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -35,8 +36,23 @@ from avatar_core.model.options import RunOptions  # noqa: E402
 from bench.common import TEXT_LEN, TEXT_VALID, cuda_time, gib, make_inputs, parse_shape, timed  # noqa: E402
 
 CONFIGS = (("bf16_sdpa", False, "sdpa"), ("bf16_fa3", False, "fa3"), ("fp8gemm_fa3", True, "fa3"),
-           ("fast", True, "fa3_fp8"))          # name, fp8 GEMMs, attention kernel
+           ("fast_separate", True, "fa3_fp8"), ("fast", True, "fa3_fp8"))   # name, fp8 GEMMs, attention kernel
+# fast_separate: the fast preset with q and k quantised by their own pass after the qk-norm + RoPE pass (as
+# before that pass wrote e4m3 itself): the same-run baseline of that fusion.
 SELECTED = {c[0] for c in CONFIGS}                # --configs; the first one run is the error reference
+
+
+@contextlib.contextmanager
+def variant(name: str):
+    """Run config `name`: fast_separate turns off the e4m3 writes of the qk-norm + RoPE pass."""
+    from avatar_core.model import blocks
+    real = blocks.fp8_heads_ready
+    if name == "fast_separate":
+        blocks.fp8_heads_ready = lambda *a: False
+    try:
+        yield
+    finally:
+        blocks.fp8_heads_ready = real
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -118,7 +134,7 @@ def step_stage(model, cfg, shapes, repeats: int, fp8_now: bool, refs: dict) -> l
 
             def fwd(holder=holder, x=x, t=t, inp=inp):
                 holder["out"], holder["cache"] = model(x, t, **inp, return_cache=True)
-            with torch.no_grad():
+            with torch.no_grad(), variant(name):
                 med, times = timed(fwd, repeats[s], warmup=1 if repeats[s] > 1 else 0)
                 peak = gib(torch.cuda.max_memory_allocated())
                 cache = holder.pop("cache")
@@ -141,7 +157,7 @@ def clip_stage(model, cfg, size: str, steps: int, fp8_now: bool, refs: dict) -> 
         if fp8 != fp8_now or name not in SELECTED:
             continue
         inp["options"] = RunOptions(attention=kern)
-        with torch.no_grad():
+        with torch.no_grad(), variant(name):
             torch.cuda.synchronize()
             t0 = time.perf_counter()
             out = sample(model, inp, steps).float().cpu()
@@ -149,6 +165,41 @@ def clip_stage(model, cfg, size: str, steps: int, fp8_now: bool, refs: dict) -> 
         refs.setdefault("clip", out)
         rows.append(dict(stage="clip", shape=size, steps=steps, config=name, total_s=time.perf_counter() - t0,
                          rel_err_vs_bf16_sdpa=rel(out, refs["clip"])))
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+GROUPS = (("attention", ("flash", "fmha", "sdpa", "cudnn", "attn")), ("fp8 quantise", ("_seg_", "_quant")),
+          ("gemm", ("gemm", "sm90", "cutlass", "nvjet", "xmma")), ("qk-norm+rope", ("_heads",)),
+          ("ln+modulate", ("_ln_mod",)), ("gelu", ("_gelu",)))
+
+
+def profile_stage(model, cfg, shape: str, fp8_now: bool) -> list[dict]:
+    """Kernel time of one CFG-batch-2 forward per selected config (torch.profiler, CUDA kernels only)."""
+    from collections import defaultdict
+    inp = make_inputs(cfg, parse_shape(shape), 2, "cuda")
+    x, t = inp.pop("x"), inp.pop("t")
+    rows = []
+    for name, fp8, kern in CONFIGS:
+        if fp8 != fp8_now or name not in SELECTED:
+            continue
+        inp["options"] = RunOptions(attention=kern)
+        with torch.no_grad(), variant(name):
+            model(x, t, **inp)                                   # warm-up (Triton compiles, cuDNN plans)
+            torch.cuda.synchronize()
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+                model(x, t, **inp)
+                torch.cuda.synchronize()
+        kernels: dict[str, float] = defaultdict(float)
+        for ev in prof.key_averages():
+            if ev.device_type == torch.autograd.DeviceType.CUDA:
+                kernels[ev.key] += ev.self_device_time_total / 1e6
+        groups: dict[str, float] = defaultdict(float)
+        for k, sec in kernels.items():
+            groups[next((g for g, keys in GROUPS if any(w in k.lower() for w in keys)), "other")] += sec
+        top = dict(sorted(kernels.items(), key=lambda kv: -kv[1])[:12])
+        rows.append(dict(stage="profile", shape=shape, config=name, kernel_total_s=sum(kernels.values()),
+                         groups_s=dict(groups), top_kernels_s={k[:90]: v for k, v in top.items()}))
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -216,21 +267,22 @@ def variants_stage(model, cfg, size: str, refs: dict) -> list[dict]:
     """Whole-forward error (one forward each, after the fp8 conversion) of fast-preset variants."""
     inp = make_inputs(cfg, parse_shape(size), 2, "cuda")
     x, t = inp.pop("x"), inp.pop("t")
-    rows = []
+    rows, default = [], attention_fa3.SMOOTH_V
     for name, kern, sv in (("fp8gemm_fa3", "fa3", False), ("fast", "fa3_fp8", False), ("fast_smooth_v", "fa3_fp8", True)):
         inp["options"], attention_fa3.SMOOTH_V = RunOptions(attention=kern), sv
         with torch.no_grad():
             out = model(x, t, **inp).float().cpu()
         rows.append(dict(stage="variants", shape=size, config=name, rel_err_vs_bf16_sdpa=rel(out, refs[size])))
         print(json.dumps(rows[-1]), flush=True)
-    attention_fa3.SMOOTH_V = False
+    attention_fa3.SMOOTH_V = default
     return rows
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stages", nargs="+", default=["kernels", "step", "clip"],
-                    help="kernels, step, clip; decompose / variants: where the fp8 attention error comes from")
+                    help="kernels, step, clip, profile (kernel times of one forward); decompose / variants: where the "
+                         "fp8 attention error comes from")
     ap.add_argument("--shapes", nargs="+", default=["704x704", "704x1216"])
     ap.add_argument("--repeats", nargs="+", type=int, default=[2, 1], help="timed forwards per shape (1: no warm-up)")
     ap.add_argument("--clip-size", default="256x256")
@@ -266,6 +318,8 @@ def main() -> int:
             rows += step_stage(model, cfg, args.shapes, repeats, fp8_now, refs)
         if "clip" in args.stages:
             rows += clip_stage(model, cfg, args.clip_size, args.clip_steps, fp8_now, refs)
+        if "profile" in args.stages:
+            rows += profile_stage(model, cfg, args.shapes[0], fp8_now)
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)
             (args.out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -106,3 +106,38 @@ def test_per_head_smoothed_scales_beat_naive_per_tensor():
     v = torch.randn(T, H, D) * spread
     ours, naive = _fp8_attention_error(q, k, v, cu, False), _fp8_attention_error(q, k, v, cu, True)
     assert ours < 0.5 * naive, (ours, naive)
+
+
+def test_qk_fp8_scales_bound_every_head_vector():
+    """The data-free e4m3 scales of q and k (fast preset): the worst case (a one-hot head vector on the largest
+    norm weight) lands just under 448, and ordinary rows keep e4m3's relative precision (~2^-4)."""
+    from avatar_core.model.fused import qk_fp8_scales, qkv_to_heads
+    from avatar_core.model.layers import RMSNorm
+    torch.manual_seed(0)
+    H, D, R = 3, 16, 40
+    qn, kn = RMSNorm(D), RMSNorm(D)
+    with torch.no_grad():
+        qn.weight.copy_(1 + 0.5 * torch.randn(D))
+        kn.weight.copy_(0.2 * torch.randn(D))
+    qkv = torch.randn(R, 3 * H * D)
+    big = int(qn.weight.abs().argmax())
+    qkv[0, :H * D] = 0
+    qkv[0, big] = 5.0                                  # head 0 of q: one-hot where |w| is largest
+    theta = torch.rand(R, D // 2) * 6.3
+    rope = theta.cos().repeat_interleave(2, -1), theta.sin().repeat_interleave(2, -1)
+    scales = qk_fp8_scales([qn], [kn])
+    assert scales.shape == (2,) and torch.allclose(scales[1], kn.weight.abs().max() * D ** 0.5 * (1 + 1 / 128) / 448)
+    ref = tuple(torch.empty(R, H, D) for _ in range(3))
+    f8 = (torch.empty(R, H, D, dtype=torch.float8_e4m3fn), torch.empty(R, H, D, dtype=torch.float8_e4m3fn),
+          torch.empty(R, H, D))
+    with torch.no_grad():
+        qkv_to_heads(qkv, qn, kn, rope, 0, R, ref, 0)
+        qkv_to_heads(qkv, qn, kn, rope, 0, R, f8, 0, inv_scales=1.0 / scales)
+    for i in range(2):
+        codes = f8[i].float()
+        assert (ref[i] / scales[i]).abs().max() <= 448          # the bound holds: nothing was clamped
+        rel = ((codes * scales[i] - ref[i]).norm() / ref[i].norm()).item()
+        assert rel < 4e-2, rel
+    # the one-hot row: after RoPE its pair still has norm sqrt(D) * |w|, i.e. 448 / (1 + 1/128): the bound is tight
+    assert (ref[0][0, 0] / scales[0]).norm() > 440
+    assert torch.equal(f8[2], ref[2])

@@ -85,3 +85,91 @@ def test_fp8_with_grad_falls_back():
     q, k, v = _inputs(L=512, seed=3)
     q.requires_grad_(True)
     assert A.pick("fa3_fp8", q).name == "sdpa"            # the wheel has no backward
+
+
+def _norms(D: int, seed: int):
+    from avatar_core.model.layers import RMSNorm
+    g = torch.Generator("cuda").manual_seed(seed)
+    norms = [RMSNorm(D).cuda().to(torch.bfloat16) for _ in range(2)]
+    with torch.no_grad():
+        for n in norms:
+            n.weight.copy_(1 + 0.5 * torch.randn(D, generator=g, device="cuda"))
+    return norms
+
+
+def _rope(R: int, D: int, seed: int):
+    g = torch.Generator("cuda").manual_seed(seed)
+    theta = torch.rand(R, D // 2, generator=g, device="cuda") * 6.3
+    return theta.cos().repeat_interleave(2, -1), theta.sin().repeat_interleave(2, -1)   # pairs (2i, 2i + 1)
+
+
+def test_qk_norm_rope_pass_writes_e4m3_without_saturating():
+    """The fast preset's q/k: the Triton qk-norm + RoPE pass writes e4m3 with the norm-weight bound scales."""
+    from avatar_core.model.fused import qk_fp8_scales, qkv_to_heads
+    H, D, R = 24, 128, 3000
+    qn, kn = _norms(D, seed=4)
+    qkv = torch.randn(R, 3 * H * D, device="cuda", dtype=torch.bfloat16)
+    qkv[7, :2 * H * D] = 0              # row 7: one-hot q and k head 0 on the largest norm weight (the worst case)
+    qkv[7, int(qn.weight.abs().argmax())] = 3.0
+    qkv[7, H * D + int(kn.weight.abs().argmax())] = 3.0
+    rope = _rope(R, D, seed=5)
+    scales = qk_fp8_scales([qn], [kn])
+    bufs = lambda dt: tuple(torch.empty(R, H, D, dtype=t, device="cuda") for t in (dt, dt, torch.bfloat16))  # noqa: E731
+    fused, ref, ref8 = bufs(torch.float8_e4m3fn), bufs(torch.bfloat16), bufs(torch.float8_e4m3fn)
+    with torch.no_grad():                                                  # the Triton kernels serve inference only
+        qkv_to_heads(qkv, qn, kn, rope, 0, R, fused, 0, True, 1.0 / scales)
+        qkv_to_heads(qkv, qn, kn, rope, 0, R, ref, 0, False)               # bf16, the PyTorch reference
+        qkv_to_heads(qkv, qn, kn, rope, 0, R, ref8, 0, False, 1.0 / scales)  # the reference's own e4m3
+    for i in range(2):
+        assert (ref[i].float() / scales[i]).abs().max() <= 448            # the bound holds: never clamped
+        assert (ref[i][7, 0].float() / scales[i]).norm() > 420              # the one-hot row comes close
+        assert _rel(fused[i].float(), ref8[i].float()) < 1e-2               # Triton == reference (+- one code)
+        assert _rel(fused[i].float() * scales[i], ref[i]) < 4e-2            # e4m3: 3 mantissa bits
+    assert torch.equal(fused[2], ref[2])
+
+
+def test_prequantised_qk_attention_matches_float32():
+    from avatar_core.model.fused import qk_fp8_scales, qkv_to_heads
+    H, D, L, valid = 24, 128, 8448, 8292
+    qn, kn = _norms(D, seed=6)
+    qkv = torch.randn(L, 3 * H * D, device="cuda", dtype=torch.bfloat16)
+    rope = _rope(L, D, seed=7)
+    scales = qk_fp8_scales([qn], [kn])
+    b16 = tuple(torch.empty(L, H, D, dtype=torch.bfloat16, device="cuda") for _ in range(3))
+    b8 = (torch.empty(L, H, D, dtype=torch.float8_e4m3fn, device="cuda"),
+          torch.empty(L, H, D, dtype=torch.float8_e4m3fn, device="cuda"), torch.empty_like(b16[2]))
+    with torch.no_grad():            # as in the model: with autograd on, pick() would choose SDPA for `separate`
+        qkv_to_heads(qkv, qn, kn, rope, 0, valid, b16, 0)
+        qkv_to_heads(qkv, qn, kn, rope, 0, valid, b8, 0, True, 1.0 / scales)
+        ref = _reference(*(t[None] for t in b16), valid)
+        assert A.pick("fa3_fp8", b16[0]).name == "fa3_fp8"
+        pre = A.segmented_attention(*(t[None] for t in b8), [valid], "fa3_fp8", qk_scales=scales)
+        separate = A.segmented_attention(*(t[None] for t in b16), [valid], "fa3_fp8")
+    assert pre.dtype == torch.bfloat16 and torch.isfinite(pre).all()
+    assert _rel(pre, ref) < 8e-2, _rel(pre, ref)
+    assert _rel(pre, ref) < 1.5 * _rel(separate, ref), (_rel(pre, ref), _rel(separate, ref))
+
+
+def test_fast_forward_with_fused_qk_quantisation(monkeypatch):
+    """Whole forward (random weights, head dim 128): fused e4m3 q/k vs the separate quantisation pass vs SDPA."""
+    from avatar_core.config import AvatarConfig
+    from avatar_core.loading import build_random_transformer
+    from avatar_core.model import blocks
+    from avatar_core.model.options import RunOptions
+    from bench.common import make_inputs, parse_shape
+    cfg = AvatarConfig(hidden_size=256, num_heads=2, depth_double=2, depth_single=2, rope_dims=(32, 48, 48),
+                       text_dim=32, text_pooled_dim=16, audio_proj_dim=16, adapter_dim=32)
+    model = build_random_transformer(cfg, dtype=torch.bfloat16, device="cuda", seed=0)
+    inp = make_inputs(cfg, parse_shape("256x256"), 2, "cuda")
+    x, t = inp.pop("x"), inp.pop("t")
+    calls = []
+    real = blocks.fp8_heads_ready
+    monkeypatch.setattr(blocks, "fp8_heads_ready", lambda *a: calls.append(real(*a)) or calls[-1])
+    with torch.no_grad():
+        ref = model(x, t, **inp, options=RunOptions(attention="sdpa"))
+        fused = model(x, t, **inp, options=RunOptions(attention="fa3_fp8"))
+        assert calls and all(calls[-(cfg.depth_double + cfg.depth_single) * 2:])   # every block took the fused path
+        monkeypatch.setattr(blocks, "fp8_heads_ready", lambda *a: False)
+        separate = model(x, t, **inp, options=RunOptions(attention="fa3_fp8"))
+    assert torch.isfinite(fused).all()
+    assert _rel(fused, ref) < 8e-2 and _rel(fused, ref) < 1.5 * _rel(separate, ref), (_rel(fused, ref), _rel(separate, ref))

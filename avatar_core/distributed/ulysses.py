@@ -130,11 +130,15 @@ class SequenceShard:
         return torch.cat([p[:, :n] for p, n in zip(parts, counts)], dim=1)
 
     # ------------------------------------------------------------------ attention
+    accepts_fp8_heads = False  # q, k and v travel stacked in one all-to-all: one dtype
+
     def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: Sequence[int],
-                  backend: str) -> torch.Tensor:
+                  backend: str, qk_scales: torch.Tensor | None = None) -> torch.Tensor:
         """Segmented attention of the whole window. q, k, v: (B, n_local + Lt, H, Dh) with this rank's image
         tokens first, then every text token -> (B, n_local + Lt, H * Dh) for the same tokens. ``valid``:
         whole-window lengths of the first segment (as on one GPU)."""
+        if qk_scales is not None:
+            raise ValueError("sequence-parallel attention takes bf16 q and k (accepts_fp8_heads is False)")
         n_img = self.n_local
         deg, r = self.sp.degree, self.sp.rank
         B, _, H, Dh = q.shape

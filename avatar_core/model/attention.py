@@ -136,13 +136,17 @@ def _cu_seqlens(valid: Sequence[int], L: int) -> list[int]:
 
 
 def segmented_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: Sequence[int],
-                        backend: str = "auto") -> torch.Tensor:
+                        backend: str = "auto", qk_scales: torch.Tensor | None = None) -> torch.Tensor:
     """Attention where, per sample b, tokens [0, valid[b]) and [valid[b], L) attend only within their segment.
 
     q, k, v: (B, L, H, D) -> (B, L, H * D). This is the official varlen layout (see module docstring).
     Each segment's result is written once into the output (no concatenation copies).
+    qk_scales: q and k are already e4m3 with these (2,) scales (`fp8_heads_ready`); only "fa3_fp8" takes them.
     """
     B, L = q.shape[:2]
+    if qk_scales is not None:
+        packed = fa3.varlen_fp8(q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), _cu_seqlens(valid, L), qk_scales)
+        return packed.view(B, L, -1)
     kern = pick(backend, q)
     if kern.varlen is not None and all(t.is_contiguous() for t in (q, k, v)):
         packed = kern.varlen(q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), _cu_seqlens(valid, L))
@@ -154,6 +158,13 @@ def segmented_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid
             if seg.stop > seg.start:
                 out[rows, seg] = kern.dense(q[rows, seg], k[rows, seg], v[rows, seg])
     return out.flatten(2)
+
+
+def fp8_heads_ready(backend: str, like: torch.Tensor, head_dim: int) -> bool:
+    """Can the qk-norm + RoPE pass write q and k straight to e4m3 for a call on tensors like `like` (same
+    device and dtype)? Only for "fa3_fp8" (the fast preset), where it saves the separate q/k quantisation."""
+    return (backend == "fa3_fp8" and head_dim in fa3.HEAD_DIMS and _half_cuda(like) and _no_grad(like)
+            and KERNELS["fa3_fp8"].available() and fa3.supports(like.new_empty(0, 1, head_dim)))
 
 
 def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,10 @@ output (rows of P sum to 1, so P (v - m) + m = P v): FA3 rounds P to e4m3 before
 multiplies whatever v holds; on the model's own activations (values' mean ~0.3-0.6 of their RMS) it cost
 0.33-0.48 relative error per call unsmoothed and 3-5e-3 smoothed (bench/README.md, H200, random weights).
 The output is bf16, ready for the next linear.
+
+In the model (one process, Triton kernels on) q and k arrive already e4m3: the qk-norm + RoPE pass writes
+them with one data-free scale each (`fused.qk_fp8_scales`, a bound from the norm weights; no key smoothing
+there), and `varlen_fp8` gets those scales as `qk_scales`; only v is quantised here.
 """
 
 from __future__ import annotations
@@ -84,10 +88,20 @@ def varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: list[int]) -> 
     return _first(_interface().flash_attn_varlen_func(q, k, v, cu_t, cu_t, longest, longest))
 
 
-def varlen_fp8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: list[int]) -> torch.Tensor:
-    """As `varlen`, on e4m3 copies of q, k, v (module docstring); bf16 out."""
-    q8, qs = quantize_segments_fp8(q, cu)
-    k8, ks = quantize_segments_fp8(k, cu, smooth=True)
+def varlen_fp8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: list[int],
+               qk_scales: torch.Tensor | None = None) -> torch.Tensor:
+    """As `varlen`, on e4m3 copies of q, k, v (module docstring); bf16 out.
+
+    qk_scales: None, or the (2,) fp32 scales of q and k that are already e4m3 (written so by the qk-norm +
+    RoPE pass, `fused.qk_fp8_scales`: one bound-derived scale each, no smoothing); v is then still bf16.
+    """
+    S = len(cu) - 1
+    if qk_scales is None:
+        q8, qs = quantize_segments_fp8(q, cu)
+        k8, ks = quantize_segments_fp8(k, cu, smooth=True)
+    else:
+        q8, k8 = q, k
+        qs, ks = (s.expand(S, q.shape[1]) for s in qk_scales)
     v_means: list[torch.Tensor] = []
     v8, vs = quantize_segments_fp8(v, cu, smooth=SMOOTH_V, means=v_means)
     cu_t, longest = _cu(cu, q.device)
@@ -95,7 +109,7 @@ def varlen_fp8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: list[int])
                                                      q_descale=qs, k_descale=ks, v_descale=vs))
     for a, b, mean in zip(cu[:-1], cu[1:], v_means):
         out[a:b] += mean
-    return out.to(q.dtype)
+    return out.to(v.dtype)
 
 
 def dense_fp8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

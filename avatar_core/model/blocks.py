@@ -16,7 +16,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .fused import add_gated, gelu_tanh_, ln_modulate, qkv_to_heads
+from .attention import fp8_heads_ready
+from .fused import add_gated, gelu_tanh_, ln_modulate, qk_fp8_scales, qkv_to_heads
 from .layers import MLP, Modulation, RMSNorm
 from .linear import Linears, Operations
 
@@ -43,13 +44,40 @@ def _chunks(n: int, size: int):
         yield start, min(start + size, n)
 
 
-def _heads_buffers(n: int, heads: int, head_dim: int, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+@dataclass
+class Heads:
+    """The (L, H, Dh) q, k, v buffers of one sample; q and k are e4m3 when `inv_scales` is set."""
+
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    qk_scales: torch.Tensor | None = None     # (2,) fp32 scales of e4m3 q and k
+    inv_scales: torch.Tensor | None = None    # their inverses, what the qk-norm + RoPE pass multiplies by
+
+    @property
+    def out(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.q, self.k, self.v
+
+
+def _heads(n: int, heads: int, like: torch.Tensor, ctx: AttnContext, q_norms, k_norms) -> Heads:
+    """Buffers for n tokens. The fast preset (fa3_fp8, one process, Triton) gets e4m3 q and k with
+    data-independent scales from the norm weights (`qk_fp8_scales`), so no separate quantisation pass reads them."""
+    head_dim = like.shape[-1] // heads
     dtype = torch.get_autocast_dtype(like.device.type) if torch.is_autocast_enabled(like.device.type) else like.dtype
-    return tuple(torch.empty(n, heads, head_dim, dtype=dtype, device=like.device) for _ in range(3))
+
+    def buf(dt: torch.dtype) -> torch.Tensor:
+        return torch.empty(n, heads, head_dim, dtype=dt, device=like.device)
+    fp8 = ctx.kernels and getattr(ctx.sp, "accepts_fp8_heads", False)
+    if fp8 and fp8_heads_ready(ctx.backend, like.new_empty(0, dtype=dtype), head_dim):
+        scales = qk_fp8_scales(q_norms, k_norms).to(like.device)
+        return Heads(buf(torch.float8_e4m3fn), buf(torch.float8_e4m3fn), buf(dtype), scales, 1.0 / scales)
+    return Heads(buf(dtype), buf(dtype), buf(dtype))
 
 
-def _attend(qkv: tuple[torch.Tensor, ...], valid: int, ctx: AttnContext) -> torch.Tensor:
-    q, k, v = (t.unsqueeze(0) for t in qkv)                                      # (1, L, H, Dh)
+def _attend(heads: Heads, valid: int, ctx: AttnContext) -> torch.Tensor:
+    q, k, v = (t.unsqueeze(0) for t in heads.out)                                # (1, L, H, Dh)
+    if heads.qk_scales is not None:
+        return ctx.sp.attention(q, k, v, [valid], ctx.backend, heads.qk_scales)[0]
     return ctx.sp.attention(q, k, v, [valid], ctx.backend)[0]                   # (L, D)
 
 
@@ -67,13 +95,13 @@ class DoubleStreamBlock(nn.Module):
             self.add_module(f"{s}_attn_proj", operations.Linear(hidden, hidden, bias=qkv_bias))
             self.add_module(f"{s}_mlp", MLP(hidden, mlp_hidden, "gelu_tanh", operations))
 
-    def _qkv(self, s: str, x: torch.Tensor, mod: list[torch.Tensor], rope, buffers, dst: int, ctx: AttnContext):
-        """x (L, D) of one sample -> normalised, rotated heads in buffers[dst:dst + L]."""
+    def _qkv(self, s: str, x: torch.Tensor, mod: list[torch.Tensor], rope, heads: Heads, dst: int, ctx: AttnContext):
+        """x (L, D) of one sample -> normalised, rotated heads in heads[dst:dst + L]."""
         for a, b in _chunks(x.shape[0], ctx.chunk):
             h = ln_modulate(x[a:b], mod[0], mod[1], kernels=ctx.kernels)        # (n, D)
             qkv = getattr(self, f"{s}_attn_qkv")(h)                             # (n, 3D)
             qkv_to_heads(qkv, getattr(self, f"{s}_attn_q_norm"), getattr(self, f"{s}_attn_k_norm"), rope, a,
-                         x.shape[0] if rope is not None else 0, buffers, dst + a, ctx.kernels)
+                         x.shape[0] if rope is not None else 0, heads.out, dst + a, ctx.kernels, heads.inv_scales)
 
     def _post(self, s: str, x: torch.Tensor, attn: torch.Tensor, mod: list[torch.Tensor], out: torch.Tensor,
               ctx: AttnContext) -> None:
@@ -92,11 +120,12 @@ class DoubleStreamBlock(nn.Module):
         n = img.shape[1]
         for i in range(img.shape[0]):
             im, tm = [m[i, 0] for m in img_mod], [m[i, 0] for m in txt_mod]
-            buffers = _heads_buffers(n + txt.shape[1], self.heads, img.shape[-1] // self.heads, img)
-            self._qkv("img", img[i], im, ctx.rope, buffers, 0, ctx)
-            self._qkv("txt", txt[i], tm, None, buffers, n, ctx)
-            attn = _attend(buffers, ctx.valid[i], ctx)                          # (Li + Lt, D)
-            del buffers
+            heads = _heads(n + txt.shape[1], self.heads, img, ctx, (self.img_attn_q_norm, self.txt_attn_q_norm),
+                           (self.img_attn_k_norm, self.txt_attn_k_norm))
+            self._qkv("img", img[i], im, ctx.rope, heads, 0, ctx)
+            self._qkv("txt", txt[i], tm, None, heads, n, ctx)
+            attn = _attend(heads, ctx.valid[i], ctx)                            # (Li + Lt, D)
+            del heads
             self._post("img", img[i], attn[:n], im, img_out[i], ctx)
             self._post("txt", txt[i], attn[n:], tm, txt_out[i], ctx)
         return img_out, txt_out
@@ -119,13 +148,13 @@ class SingleStreamBlock(nn.Module):
                 ctx: AttnContext) -> None:
         """One sample: x (L, D) -> out (L, D)."""
         D, L = self.hidden, x.shape[0]
-        buffers = _heads_buffers(L, self.heads, D // self.heads, x)
+        heads = _heads(L, self.heads, x, ctx, (self.q_norm,), (self.k_norm,))
         for a, b in _chunks(L, ctx.chunk):
             h = ln_modulate(x[a:b], shift, scale, kernels=ctx.kernels)
             qkv_to_heads(self.linear1.rows(h, 0, 3 * D), self.q_norm, self.k_norm, ctx.rope, a, n_rope,
-                         buffers, a, ctx.kernels)
-        attn = _attend(buffers, valid, ctx)                                      # (L, D)
-        del buffers
+                         heads.out, a, ctx.kernels, heads.inv_scales)
+        attn = _attend(heads, valid, ctx)                                        # (L, D)
+        del heads
         for a, b in _chunks(L, ctx.chunk):
             h = ln_modulate(x[a:b], shift, scale, kernels=ctx.kernels)          # recomputed: cheaper than keeping
             mlp = self.linear1.rows(h, 3 * D)                           # (n, 4D)

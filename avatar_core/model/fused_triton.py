@@ -55,7 +55,8 @@ def _norm_rope(x_ptr, w_ptr, h, d, hm, cos, sin, D: tl.constexpr, eps, dtype):
 
 @triton.jit
 def _heads_kernel(src_ptr, s_row, qw_ptr, kw_ptr, eps, cos_ptr, sin_ptr, first, n_rope,
-                  q_ptr, k_ptr, v_ptr, H: tl.constexpr, HP: tl.constexpr, D: tl.constexpr):
+                  q_ptr, k_ptr, v_ptr, inv_ptr, fmax, H: tl.constexpr, HP: tl.constexpr, D: tl.constexpr,
+                  QUANT: tl.constexpr):
     i = tl.program_id(0)
     tok = first + i
     h = tl.arange(0, HP)[:, None]
@@ -66,22 +67,31 @@ def _heads_kernel(src_ptr, s_row, qw_ptr, kw_ptr, eps, cos_ptr, sin_ptr, first, 
     sin = tl.load(sin_ptr + tok.to(tl.int64) * D + d, mask=rope & (d < D), other=0.0)
     src = src_ptr + i.to(tl.int64) * s_row
     dst = i.to(tl.int64) * (H * D) + h * D + d
-    dtype = q_ptr.dtype.element_ty
-    tl.store(q_ptr + dst, _norm_rope(src, qw_ptr, h, d, hm, cos, sin, D, eps, dtype), mask=hm)
-    tl.store(k_ptr + dst, _norm_rope(src + H * D, kw_ptr, h, d, hm, cos, sin, D, eps, dtype), mask=hm)
+    dtype = v_ptr.dtype.element_ty                      # the compute dtype (bf16 / fp16); q, k may be e4m3
+    q = _norm_rope(src, qw_ptr, h, d, hm, cos, sin, D, eps, dtype)
+    k = _norm_rope(src + H * D, kw_ptr, h, d, hm, cos, sin, D, eps, dtype)
+    if QUANT:                                           # e4m3 with one scale each: x / scale, saturated
+        q = tl.minimum(tl.maximum(q.to(tl.float32) * tl.load(inv_ptr), -fmax), fmax)
+        k = tl.minimum(tl.maximum(k.to(tl.float32) * tl.load(inv_ptr + 1), -fmax), fmax)
+    tl.store(q_ptr + dst, q.to(q_ptr.dtype.element_ty), mask=hm)
+    tl.store(k_ptr + dst, k.to(k_ptr.dtype.element_ty), mask=hm)
     v = tl.load(src + 2 * H * D + h * D + d, mask=hm, other=0.0)
     tl.store(v_ptr + dst, v.to(dtype), mask=hm)
 
 
-def qkv_to_heads(qkv, q_weight, k_weight, eps, cos, sin, first, n_rope, q_out, k_out, v_out) -> None:
+def qkv_to_heads(qkv, q_weight, k_weight, eps, cos, sin, first, n_rope, q_out, k_out, v_out, inv_scales=None,
+                 fmax: float = 448.0) -> None:
+    """inv_scales: None, or a (2,) fp32 tensor (1 / q scale, 1 / k scale) for e4m3 q_out and k_out."""
     R = qkv.shape[0]
     H, D = q_out.shape[-2:]
     if R == 0:
         return
     if cos is None:
-        cos = sin = q_out  # never read: n_rope = 0
+        cos = sin = v_out  # never read: n_rope = 0
+    quant = inv_scales is not None
     _heads_kernel[(R,)](qkv, qkv.stride(0), q_weight, k_weight, eps, cos, sin, first, n_rope, q_out, k_out, v_out,
-                        H=H, HP=triton.next_power_of_2(H), D=D, num_warps=8)
+                        inv_scales if quant else v_out, fmax, H=H, HP=triton.next_power_of_2(H), D=D, QUANT=quant,
+                        num_warps=8)
 
 
 @triton.jit

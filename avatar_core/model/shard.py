@@ -43,9 +43,11 @@ class WholeWindow:
     def gather_video(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
+    accepts_fp8_heads = True  # attention() takes e4m3 q and k with their scales (qk_scales)
+
     def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: Sequence[int],
-                  backend: str) -> torch.Tensor:
-        return segmented_attention(q, k, v, valid, backend)
+                  backend: str, qk_scales: torch.Tensor | None = None) -> torch.Tensor:
+        return segmented_attention(q, k, v, valid, backend, qk_scales)
 
 
 @dataclass(frozen=True)
