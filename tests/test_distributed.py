@@ -205,6 +205,29 @@ def test_worker_pool_sample_cancel_and_clean_shutdown() -> None:
         pool.sample_avatar(cond(frames), sampler)
 
 
+@pytest.mark.parametrize("parallel", [ParallelConfig(window=2), ParallelConfig(cfg=2)], ids=["window", "cfg"])
+def test_pool_render_resumes_bitwise_from_rank0s_checkpoint(parallel: ParallelConfig, tmp_path: Path) -> None:
+    """Cancelled on a pool, queued again: every worker restores the checkpoint rank 0 wrote, the result equals the
+    uninterrupted pool run bitwise, and the file is gone afterwards."""
+    from avatar_core.sampling.resume import ResumeConfig
+    frames, sampler = WINDOWS3, SamplerConfig(steps=8, seed=3, deep_cache=DeepCacheConfig(cached_steps=(3, 5)))
+    resume = ResumeConfig(tmp_path, interval_s=0)
+    with WorkerPool(SPEC, parallel, device="cpu", threads=1) as pool:
+        runner = PooledRunner(pool)
+        ref = runner.sample(cond(frames), sampler).ring_latents
+        seen: list = []
+        stop = SamplerCallbacks(on_progress=seen.append, should_cancel=lambda: any(p.step >= 4 for p in seen))
+        with pytest.raises(SamplingCancelled):
+            runner.sample(cond(frames), sampler, callbacks=stop, resume=resume)
+        assert [p.suffix for p in tmp_path.iterdir()] == [".safetensors"]   # one file, no partial write left
+        resumed: list = []
+        res = runner.sample(cond(frames), sampler, callbacks=SamplerCallbacks(on_progress=resumed.append),
+                            resume=resume)
+    assert min(p.step for p in resumed) >= 3, "the workers restarted from step 1 instead of resuming"
+    assert torch.equal(res.ring_latents, ref)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_worker_error_is_raised_in_the_parent() -> None:
     with pytest.raises(RuntimeError, match="rank \\d failed(.|\n)*does not divide the model's 4 attention heads"):
         WorkerPool(SPEC, ParallelConfig(sequence=3), device="cpu", threads=1)  # Ulysses degree 3 vs 4 heads

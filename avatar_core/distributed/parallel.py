@@ -31,6 +31,7 @@ import torch.distributed as dist
 from ..model.options import RunOptions
 from ..sampling.calls import ModelCall
 from ..sampling.deepcache import FrameTokenCache
+from ..sampling.resume import ResumeConfig
 from ..sampling.sampler import AvatarConditioning, SamplerCallbacks, SamplerConfig, SampleResult, sample_avatar
 from ..sampling.stepcache import ReducedStepCache, StepCacheStats
 from .group import ParallelConfig, ParallelGroups
@@ -161,11 +162,15 @@ def rank_options(options: RunOptions, groups: ParallelGroups, heads: int) -> Run
 
 def sample_on_rank(model: Callable[..., Any], groups: ParallelGroups, cond: AvatarConditioning,
                    config: SamplerConfig, device: torch.device, *, options: RunOptions | None = None,
-                   noise: torch.Tensor | None = None, callbacks: SamplerCallbacks | None = None) -> SampleResult:
+                   noise: torch.Tensor | None = None, callbacks: SamplerCallbacks | None = None,
+                   resume: ResumeConfig | None = None) -> SampleResult:
     """Run the sampler on this rank with its share of the work; every rank returns the same latents.
 
     ``model``: an AvatarTransformer; it is called with ``options`` plus this rank's Ulysses group.
     With CFG parallelism each call is one half, so ``split_cfg`` is turned off (it would split again).
+    ``resume``: every rank holds the whole ring after each step, so every rank restores the same checkpoint;
+    only ``resume.writer`` (rank 0, set by the pool) writes it. The ranks meet in a collective before the
+    first window (the cancel check, the CFG exchange), so no rank reads a file rank 0 has begun to replace.
     """
     check_step_cache(groups.config, config)
     denoise: Callable[..., Any] = partial(model, options=rank_options(options or RunOptions(), groups,
@@ -174,7 +179,7 @@ def sample_on_rank(model: Callable[..., Any], groups: ParallelGroups, cond: Avat
         denoise = CFGParallel(denoise, groups.cfg_group, groups.coords[0])
         config = replace(config, split_cfg=False)
     parallel = WindowParallel(groups.window_group, device) if groups.config.window > 1 else None
-    result = sample_avatar(denoise, cond, config, noise=noise, callbacks=callbacks, parallel=parallel)
+    result = sample_avatar(denoise, cond, config, noise=noise, callbacks=callbacks, parallel=parallel, resume=resume)
     if result.step_cache is not None and parallel is not None:  # each window rank counted its own windows
         result = replace(result, step_cache=_whole_run_stats(result.step_cache, groups.window_group))
     return result

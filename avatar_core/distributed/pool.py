@@ -19,7 +19,6 @@ and is raised in the parent with the worker's traceback.
 from __future__ import annotations
 
 import datetime
-import logging
 import os
 import queue
 import runpy
@@ -98,8 +97,10 @@ def worker_main(rank: int, config: Any, spec: Any, device_kind: str, init_method
 
 def _serve(rank: int, runner, groups, device, req: tuple, results: Any, cancel: Any) -> bool:
     """One sampling request. Returns False after an error (the pool is then torn down)."""
-    cond, config, noise, want_preview, loras = decode(req)
+    cond, config, noise, want_preview, loras, resume = decode(req)
     lead = rank == 0
+    if resume is not None:  # keyed by this worker's weights and kernel, as a LocalRunner does; rank 0 writes
+        resume = replace(resume, weights=runner.diffusion_model, attention=runner.options.attention, writer=lead)
     callbacks = SamplerCallbacks(
         on_progress=(lambda p: results.put(("progress", rank, encode(p)))) if lead else None,
         on_preview=(lambda s, x: results.put(("preview", rank, (s, x.cpu())))) if lead and want_preview else None,
@@ -112,7 +113,7 @@ def _serve(rank: int, runner, groups, device, req: tuple, results: Any, cancel: 
         with torch.no_grad():
             res = sample_on_rank(runner.diffusion_model, groups, _move(cond, device), config, device,
                                  options=runner.options, noise=None if noise is None else noise.to(device),
-                                 callbacks=callbacks)
+                                 callbacks=callbacks, resume=resume)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
@@ -206,9 +207,10 @@ class WorkerPool:
 
     def sample_avatar(self, cond: AvatarConditioning, config: SamplerConfig | None = None, *,
                       noise: torch.Tensor | None = None, callbacks: SamplerCallbacks | None = None,
-                      loras: tuple[tuple[str, float], ...] = ()) -> SampleResult:
+                      loras: tuple[tuple[str, float], ...] = (), resume: ResumeConfig | None = None) -> SampleResult:
         """Same contract as :func:`avatar_core.sampling.sample_avatar`; the latents come back on ``cond``'s device.
-        ``loras``: (LoRA file, strength) pairs every worker applies first (avatar_core.lora.set_lora_files)."""
+        ``loras``: (LoRA file, strength) pairs every worker applies first (avatar_core.lora.set_lora_files).
+        ``resume``: checkpoint the ring (rank 0 writes, every rank restores; see parallel.sample_on_rank)."""
         config = config or SamplerConfig()
         check_step_cache(self.config, config)
         if not self.alive:
@@ -216,7 +218,8 @@ class WorkerPool:
         callbacks = callbacks or SamplerCallbacks()
         out_device = cond.ref_latents.device
         req = encode((_move(cond, torch.device("cpu")), config, None if noise is None else noise.cpu(),
-                      callbacks.on_preview is not None, tuple(loras)))
+                      callbacks.on_preview is not None, tuple(loras),
+                      None if resume is None else replace(resume, weights=None)))
         self._cancel.clear()
         for q in self._requests:
             q.put(req)
@@ -289,11 +292,9 @@ class PooledRunner(torch.nn.Module):
                noise: torch.Tensor | None = None, callbacks: SamplerCallbacks | None = None,
                loras: tuple[tuple[str, float], ...] = (), resume: ResumeConfig | None = None) -> SampleResult:
         """``loras``: (LoRA file, strength) pairs every worker applies before the run (none: base weights).
-        ``resume`` is not supported across processes yet: the run starts from step 1 (said in the log)."""
-        if resume is not None:
-            logging.getLogger(__name__).info("Avatar resume: off with several GPUs (the ring lives in the workers); "
-                                             "this run is not checkpointed")
-        return self.pool.sample_avatar(cond, config, noise=noise, callbacks=callbacks, loras=tuple(loras))
+        ``resume``: checkpoints written by rank 0 and restored by every worker (keyed by the workers' weights)."""
+        return self.pool.sample_avatar(cond, config, noise=noise, callbacks=callbacks, loras=tuple(loras),
+                                       resume=resume)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("this Avatar model runs in worker processes (multi-GPU): sample it with the Avatar "

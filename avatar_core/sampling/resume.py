@@ -44,6 +44,9 @@ class ResumeConfig:
     # kernel. The runner fills them in (runner.LocalRunner.sample); a bare sample_avatar call keys on inputs only.
     weights: torch.nn.Module | None = None
     attention: str = ""
+    # On a multi-GPU pool every rank holds the same ring after each step: every rank reads the checkpoint, only
+    # the writer (rank 0) writes and removes it (the pool sets this per rank).
+    writer: bool = True
 
     def __post_init__(self) -> None:
         if not self.interval_s >= 0:  # also refuses NaN
@@ -132,7 +135,7 @@ class RingCheckpoint:
 
     def after_step(self, step: int, latents: torch.Tensor, shift: int, *, allowed: bool) -> None:
         """Write the state before step ``step + 1`` when the interval has passed (and the step allows it)."""
-        if not allowed or step + 1 >= self.settings["steps"]:
+        if not self.config.writer or not allowed or step + 1 >= self.settings["steps"]:
             return
         if time.monotonic() - self._last < self.config.interval_s:
             return
@@ -147,6 +150,8 @@ class RingCheckpoint:
 
     def finish(self) -> None:
         """The run completed: its checkpoint is no longer needed."""
+        if not self.config.writer:
+            return
         self.path.unlink(missing_ok=True)
         self.path.with_name(self.path.name + ".partial").unlink(missing_ok=True)
 

@@ -347,7 +347,7 @@ def sample_avatar(denoise: Denoiser, cond: AvatarConditioning, config: SamplerCo
         step_cache=None if config.step_cache is None else StepCache(config.step_cache),
     )
     latents = _prepare_noise(noise, plan, cond, config.seed)  # [B, C, ring, H, W]
-    ring = open_checkpoint(resume, cond, config, plan, latents) if parallel is None else None
+    ring = open_checkpoint(resume, cond, config, plan, latents)  # on a pool: every rank reads, rank 0 writes
     latents, first, shift = ring.restore(latents) if ring is not None else (latents, 0, 0)
     run.calls_done = first * plan.windows_per_step
     with torch.no_grad():
