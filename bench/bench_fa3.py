@@ -55,6 +55,11 @@ def variant(name: str):
         blocks.fp8_heads_ready = real
 
 
+def selected(fp8_now: bool) -> list[tuple[str, str]]:
+    """(name, attention kernel) of the --configs whose GEMM precision is the model's now."""
+    return [(name, kern) for name, fp8, kern in CONFIGS if fp8 == fp8_now and name in SELECTED]
+
+
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
@@ -124,9 +129,7 @@ def step_stage(model, cfg, shapes, repeats: int, fp8_now: bool, refs: dict) -> l
         shape = parse_shape(s)
         inp = make_inputs(cfg, shape, 2, "cuda")
         x, t = inp.pop("x"), inp.pop("t")
-        for name, fp8, kern in CONFIGS:
-            if fp8 != fp8_now or name not in SELECTED:
-                continue
+        for name, kern in selected(fp8_now):
             inp["options"] = RunOptions(attention=kern)
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
@@ -153,9 +156,7 @@ def clip_stage(model, cfg, size: str, steps: int, fp8_now: bool, refs: dict) -> 
     inp = make_inputs(cfg, parse_shape(size), 2, "cuda")
     inp.pop("t")
     rows = []
-    for name, fp8, kern in CONFIGS:
-        if fp8 != fp8_now or name not in SELECTED:
-            continue
+    for name, kern in selected(fp8_now):
         inp["options"] = RunOptions(attention=kern)
         with torch.no_grad(), variant(name):
             torch.cuda.synchronize()
@@ -180,9 +181,7 @@ def profile_stage(model, cfg, shape: str, fp8_now: bool) -> list[dict]:
     inp = make_inputs(cfg, parse_shape(shape), 2, "cuda")
     x, t = inp.pop("x"), inp.pop("t")
     rows = []
-    for name, fp8, kern in CONFIGS:
-        if fp8 != fp8_now or name not in SELECTED:
-            continue
+    for name, kern in selected(fp8_now):
         inp["options"] = RunOptions(attention=kern)
         with torch.no_grad(), variant(name):
             model(x, t, **inp)                                   # warm-up (Triton compiles, cuDNN plans)
