@@ -67,8 +67,7 @@ def _heads(n: int, heads: int, like: torch.Tensor, ctx: AttnContext, q_norms, k_
 
     def buf(dt: torch.dtype) -> torch.Tensor:
         return torch.empty(n, heads, head_dim, dtype=dt, device=like.device)
-    fp8 = ctx.kernels and getattr(ctx.sp, "accepts_fp8_heads", False)
-    if fp8 and fp8_heads_ready(ctx.backend, like.new_empty(0, dtype=dtype), head_dim):
+    if ctx.kernels and ctx.sp.accepts_fp8_heads and fp8_heads_ready(ctx.backend, like.new_empty(0, dtype=dtype), head_dim):
         scales = qk_fp8_scales(q_norms, k_norms).to(like.device)
         return Heads(buf(torch.float8_e4m3fn), buf(torch.float8_e4m3fn), buf(dtype), scales, 1.0 / scales)
     return Heads(buf(dtype), buf(dtype), buf(dtype))
@@ -76,9 +75,7 @@ def _heads(n: int, heads: int, like: torch.Tensor, ctx: AttnContext, q_norms, k_
 
 def _attend(heads: Heads, valid: int, ctx: AttnContext) -> torch.Tensor:
     q, k, v = (t.unsqueeze(0) for t in heads.out)                                # (1, L, H, Dh)
-    if heads.qk_scales is not None:
-        return ctx.sp.attention(q, k, v, [valid], ctx.backend, heads.qk_scales)[0]
-    return ctx.sp.attention(q, k, v, [valid], ctx.backend)[0]                   # (L, D)
+    return ctx.sp.attention(q, k, v, [valid], ctx.backend, heads.qk_scales)[0]  # (L, D)
 
 
 class DoubleStreamBlock(nn.Module):
