@@ -141,3 +141,19 @@ def test_qk_fp8_scales_bound_every_head_vector():
     # the one-hot row: after RoPE its pair still has norm sqrt(D) * |w|, i.e. 448 / (1 + 1/128): the bound is tight
     assert (ref[0][0, 0] / scales[0]).norm() > 440
     assert torch.equal(f8[2], ref[2])
+
+
+def test_fp8_heads_only_for_fa3_fp8_inference(monkeypatch):
+    """The e4m3 q/k path is taken only for fa3_fp8, on a half-precision tensor of a head size FA3 was built for,
+    with autograd off (FA3 has no backward: training keeps bf16 heads and falls back to another kernel)."""
+    from dataclasses import replace
+    monkeypatch.setitem(A.KERNELS, "fa3_fp8", replace(A.KERNELS["fa3_fp8"], available=lambda: True))
+    monkeypatch.setattr(A.fa3, "supports", lambda q: q.dtype in (torch.float16, torch.bfloat16))  # as on a Hopper
+    monkeypatch.setattr(A, "_half_cuda", lambda q: q.dtype in (torch.float16, torch.bfloat16))
+    like = torch.empty(0, dtype=torch.bfloat16)
+    with torch.no_grad():
+        assert A.fp8_heads_ready("fa3_fp8", like, 128)
+        assert not A.fp8_heads_ready("fa3", like, 128) and not A.fp8_heads_ready("auto", like, 128)
+        assert not A.fp8_heads_ready("fa3_fp8", like, 96)
+        assert not A.fp8_heads_ready("fa3_fp8", like.float(), 128)
+    assert not A.fp8_heads_ready("fa3_fp8", like, 128)                         # autograd on
