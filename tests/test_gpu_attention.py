@@ -105,7 +105,7 @@ def _rope(R: int, D: int, seed: int):
 
 def test_qk_norm_rope_pass_writes_e4m3_without_saturating():
     """The fast preset's q/k: the Triton qk-norm + RoPE pass writes e4m3 with the norm-weight bound scales."""
-    from avatar_core.model.fused import qk_fp8_scales, qkv_to_heads
+    from avatar_core.model.fused import qk_fp8_scales, qkv_to_heads, use_kernels
     H, D, R = 24, 128, 3000
     qn, kn = _norms(D, seed=4)
     qkv = torch.randn(R, 3 * H * D, device="cuda", dtype=torch.bfloat16)
@@ -117,6 +117,7 @@ def test_qk_norm_rope_pass_writes_e4m3_without_saturating():
     bufs = lambda dt: tuple(torch.empty(R, H, D, dtype=t, device="cuda") for t in (dt, dt, torch.bfloat16))  # noqa: E731
     fused, ref, ref8 = bufs(torch.float8_e4m3fn), bufs(torch.bfloat16), bufs(torch.float8_e4m3fn)
     with torch.no_grad():                                                  # the Triton kernels serve inference only
+        assert use_kernels(qkv)                                            # so `fused` really is the Triton pass
         qkv_to_heads(qkv, qn, kn, rope, 0, R, fused, 0, True, 1.0 / scales)
         qkv_to_heads(qkv, qn, kn, rope, 0, R, ref, 0, False)               # bf16, the PyTorch reference
         qkv_to_heads(qkv, qn, kn, rope, 0, R, ref8, 0, False, 1.0 / scales)  # the reference's own e4m3
