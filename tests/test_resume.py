@@ -16,7 +16,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import avatar_core.parity.sampling as sp  # noqa: E402
+from fixture_clips import fixture_clip  # noqa: E402
+
 from avatar_core.parity.transformer import load_fixture_model  # noqa: E402
 from avatar_core.sampling import (  # noqa: E402
     AvatarConditioning,
@@ -24,7 +25,6 @@ from avatar_core.sampling import (  # noqa: E402
     SamplerCallbacks,
     SamplerConfig,
     SamplingCancelled,
-    TextConditioning,
     plan_clip,
     sample_avatar,
 )
@@ -41,16 +41,7 @@ CONFIG = SamplerConfig(steps=5, seed=7, deep_cache=DeepCacheConfig(cached_steps=
 
 
 def conditioning(audio_seed: int = 3) -> AvatarConditioning:
-    common = sp.load_fixture(FIXTURES / "sampler_common.safetensors")
-    g = torch.Generator().manual_seed(audio_seed)
-    text = lambda s, p: TextConditioning(common[s][:, :24], torch.ones(1, 24, dtype=torch.int64), common[p])  # noqa: E731
-    return AvatarConditioning(
-        ref_latents=common["ref_latents_from_vae"], text=text("text_states_pos", "text_states_2_pos"),
-        negative_text=text("text_states_neg", "text_states_2_neg"),
-        audio=0.1 * torch.randn(1, FRAMES, 10, 5, 384, generator=g),
-        face_mask=common["model_in.face_masks_pipeline_arg"],
-        motion_exp=common["model_in.motion_exp"][:1], motion_pose=common["model_in.motion_pose"][:1],
-        fps=common["model_in.fps"][:1])
+    return fixture_clip(FIXTURES, FRAMES, audio_seed)
 
 
 class Counting:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import torch
+from fixture_clips import fixture_clip
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
@@ -22,7 +23,6 @@ from avatar_core.sampling import (
     DeepCacheConfig,
     SamplerCallbacks,
     SamplerConfig,
-    TextConditioning,
     plan_clip,
     sample_avatar,
 )
@@ -80,16 +80,7 @@ class LiveTensorBytes(TorchDispatchMode):
 
 
 def _clip_conditioning(frames: int) -> AvatarConditioning:
-    common = sp.load_fixture(FIXTURES / "sampler_common.safetensors")
-    g = torch.Generator().manual_seed(3)
-    text = lambda s, p: TextConditioning(common[s][:, :24], torch.ones(1, 24, dtype=torch.int64), common[p])  # noqa: E731
-    return AvatarConditioning(
-        ref_latents=common["ref_latents_from_vae"], text=text("text_states_pos", "text_states_2_pos"),
-        negative_text=text("text_states_neg", "text_states_2_neg"),
-        audio=0.1 * torch.randn(1, frames, 10, 5, 384, generator=g),
-        face_mask=common["model_in.face_masks_pipeline_arg"],
-        motion_exp=common["model_in.motion_exp"][:1], motion_pose=common["model_in.motion_pose"][:1],
-        fps=common["model_in.fps"][:1])
+    return fixture_clip(FIXTURES, frames)
 
 
 def _measured_run(model: torch.nn.Module, frames: int) -> tuple[int, list, Any]:
