@@ -148,8 +148,8 @@ def test_fp8_heads_only_for_fa3_fp8_inference(monkeypatch):
     with autograd off (FA3 has no backward: training keeps bf16 heads and falls back to another kernel)."""
     from dataclasses import replace
     monkeypatch.setitem(A.KERNELS, "fa3_fp8", replace(A.KERNELS["fa3_fp8"], available=lambda: True))
-    monkeypatch.setattr(A.fa3, "supports", lambda q: q.dtype in (torch.float16, torch.bfloat16))  # as on a Hopper
-    monkeypatch.setattr(A, "_half_cuda", lambda q: q.dtype in (torch.float16, torch.bfloat16))
+    monkeypatch.setattr(A.fa3, "supports", lambda q: q.dtype in (torch.float16, torch.bfloat16)   # as on a Hopper
+                        and q.shape[-1] in A.fa3.HEAD_DIMS)
     like = torch.empty(0, dtype=torch.bfloat16)
     with torch.no_grad():
         assert A.fp8_heads_ready("fa3_fp8", like, 128)
@@ -157,3 +157,4 @@ def test_fp8_heads_only_for_fa3_fp8_inference(monkeypatch):
         assert not A.fp8_heads_ready("fa3_fp8", like, 96)
         assert not A.fp8_heads_ready("fa3_fp8", like.float(), 128)
     assert not A.fp8_heads_ready("fa3_fp8", like, 128)                         # autograd on
+

@@ -169,7 +169,7 @@ def test_fast_forward_with_fused_qk_quantisation(monkeypatch):
     with torch.no_grad():
         ref = model(x, t, **inp, options=RunOptions(attention="sdpa"))
         fused = model(x, t, **inp, options=RunOptions(attention="fa3_fp8"))
-        assert calls and all(calls[-(cfg.depth_double + cfg.depth_single) * 2:])   # every block took the fused path
+        assert calls and all(calls[-(cfg.depth_double + cfg.depth_single):])   # every block took the fused path
         monkeypatch.setattr(blocks, "fp8_heads_ready", lambda *a: False)
         separate = model(x, t, **inp, options=RunOptions(attention="fa3_fp8"))
     assert torch.isfinite(fused).all()

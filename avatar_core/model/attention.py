@@ -161,10 +161,11 @@ def segmented_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid
 
 
 def fp8_heads_ready(backend: str, like: torch.Tensor, head_dim: int) -> bool:
-    """Can the qk-norm + RoPE pass write q and k straight to e4m3 for a call on tensors like `like` (same
-    device and dtype)? Only for "fa3_fp8" (the fast preset), where it saves the separate q/k quantisation."""
-    return (backend == "fa3_fp8" and not torch.is_grad_enabled() and head_dim in fa3.HEAD_DIMS  # FA3: no backward
-            and _half_cuda(like) and KERNELS["fa3_fp8"].available() and fa3.supports(like.new_empty(0, 1, head_dim)))
+    """Can the qk-norm + RoPE pass write q and k straight to e4m3 for heads of `head_dim` on `like`'s device and
+    dtype? Only for "fa3_fp8" (the fast preset), where it saves the separate q/k quantisation; never with
+    autograd on (FA3 has no backward)."""
+    return (backend == "fa3_fp8" and not torch.is_grad_enabled() and KERNELS["fa3_fp8"].available()
+            and fa3.supports(like.new_empty(0, 1, head_dim)))
 
 
 def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

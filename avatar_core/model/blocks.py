@@ -46,29 +46,40 @@ def _chunks(n: int, size: int):
 
 @dataclass
 class Heads:
-    """The (L, H, Dh) q, k, v buffers of one sample; q and k are e4m3 when `inv_scales` is set."""
+    """The (L, H, Dh) q, k, v buffers of one sample; q and k are e4m3 when `qk_scales` is set."""
 
     q: torch.Tensor
     k: torch.Tensor
     v: torch.Tensor
     qk_scales: torch.Tensor | None = None     # (2,) fp32 scales of e4m3 q and k
-    inv_scales: torch.Tensor | None = None    # their inverses, what the qk-norm + RoPE pass multiplies by
+    inv_scales: torch.Tensor | None = None    # 1 / qk_scales, what the qk-norm + RoPE pass multiplies by
 
     @property
     def out(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.q, self.k, self.v
 
 
-def _heads(n: int, heads: int, like: torch.Tensor, ctx: AttnContext, q_norms, k_norms) -> Heads:
-    """Buffers for n tokens. The fast preset (fa3_fp8, one process, Triton) gets e4m3 q and k with
-    data-independent scales from the norm weights (`qk_fp8_scales`), so no separate quantisation pass reads them."""
-    head_dim = like.shape[-1] // heads
-    dtype = torch.get_autocast_dtype(like.device.type) if torch.is_autocast_enabled(like.device.type) else like.dtype
+def _fp8_scales(heads: int, like: torch.Tensor, ctx: AttnContext, q_norms, k_norms) -> torch.Tensor | None:
+    """Once per block call: the e4m3 scales of q and k when this call takes the fast preset's fp8-heads path
+    (fa3_fp8, one process, Triton kernels), else None. Data-free (`qk_fp8_scales`): no pass reads q or k for them."""
+    dtype = _compute_dtype(like)
+    if ctx.kernels and ctx.sp.accepts_fp8_heads and fp8_heads_ready(ctx.backend, like.new_empty(0, dtype=dtype),
+                                                                    like.shape[-1] // heads):
+        return qk_fp8_scales(q_norms, k_norms)
+    return None
+
+
+def _compute_dtype(like: torch.Tensor) -> torch.dtype:
+    return torch.get_autocast_dtype(like.device.type) if torch.is_autocast_enabled(like.device.type) else like.dtype
+
+
+def _heads(n: int, heads: int, like: torch.Tensor, scales: torch.Tensor | None) -> Heads:
+    """Buffers for n tokens: q and k in e4m3 when `scales` (from `_fp8_scales`) is given."""
+    dtype = _compute_dtype(like)
 
     def buf(dt: torch.dtype) -> torch.Tensor:
-        return torch.empty(n, heads, head_dim, dtype=dt, device=like.device)
-    if ctx.kernels and ctx.sp.accepts_fp8_heads and fp8_heads_ready(ctx.backend, like.new_empty(0, dtype=dtype), head_dim):
-        scales = qk_fp8_scales(q_norms, k_norms).to(like.device)
+        return torch.empty(n, heads, like.shape[-1] // heads, dtype=dt, device=like.device)
+    if scales is not None:
         return Heads(buf(torch.float8_e4m3fn), buf(torch.float8_e4m3fn), buf(dtype), scales, 1.0 / scales)
     return Heads(buf(dtype), buf(dtype), buf(dtype))
 
@@ -115,10 +126,11 @@ class DoubleStreamBlock(nn.Module):
         img_mod, txt_mod = self.img_mod(vec), self.txt_mod(vec)                 # 6 x (B, 1, D)
         img_out, txt_out = torch.empty_like(img), torch.empty_like(txt)
         n = img.shape[1]
+        scales = _fp8_scales(self.heads, img, ctx, (self.img_attn_q_norm, self.txt_attn_q_norm),
+                             (self.img_attn_k_norm, self.txt_attn_k_norm))
         for i in range(img.shape[0]):
             im, tm = [m[i, 0] for m in img_mod], [m[i, 0] for m in txt_mod]
-            heads = _heads(n + txt.shape[1], self.heads, img, ctx, (self.img_attn_q_norm, self.txt_attn_q_norm),
-                           (self.img_attn_k_norm, self.txt_attn_k_norm))
+            heads = _heads(n + txt.shape[1], self.heads, img, scales)
             self._qkv("img", img[i], im, ctx.rope, heads, 0, ctx)
             self._qkv("txt", txt[i], tm, None, heads, n, ctx)
             attn = _attend(heads, ctx.valid[i], ctx)                            # (Li + Lt, D)
@@ -142,10 +154,10 @@ class SingleStreamBlock(nn.Module):
         self.modulation = Modulation(hidden, 3, operations)
 
     def _sample(self, x: torch.Tensor, shift, scale, gate, n_rope: int, valid: int, out: torch.Tensor,
-                ctx: AttnContext) -> None:
-        """One sample: x (L, D) -> out (L, D)."""
+                ctx: AttnContext, scales: torch.Tensor | None) -> None:
+        """One sample: x (L, D) -> out (L, D); `scales`: e4m3 q/k scales from `_fp8_scales` (or None)."""
         D, L = self.hidden, x.shape[0]
-        heads = _heads(L, self.heads, x, ctx, (self.q_norm,), (self.k_norm,))
+        heads = _heads(L, self.heads, x, scales)
         for a, b in _chunks(L, ctx.chunk):
             h = ln_modulate(x[a:b], shift, scale, kernels=ctx.kernels)
             qkv_to_heads(self.linear1.rows(h, 0, 3 * D), self.q_norm, self.k_norm, ctx.rope, a, n_rope,
@@ -164,6 +176,8 @@ class SingleStreamBlock(nn.Module):
     def forward(self, x: torch.Tensor, vec: torch.Tensor, txt_len: int, ctx: AttnContext) -> torch.Tensor:
         shift, scale, gate = self.modulation(vec)                               # 3 x (B, 1, D)
         out = torch.empty_like(x)
+        scales = _fp8_scales(self.heads, x, ctx, (self.q_norm,), (self.k_norm,))
         for i in range(x.shape[0]):
-            self._sample(x[i], shift[i, 0], scale[i, 0], gate[i, 0], x.shape[1] - txt_len, ctx.valid[i], out[i], ctx)
+            self._sample(x[i], shift[i, 0], scale[i, 0], gate[i, 0], x.shape[1] - txt_len, ctx.valid[i], out[i], ctx,
+                         scales)
         return out
