@@ -1,9 +1,13 @@
 """GPU run of the whole sampler (13B, random weights): a 50-step, 2-window clip at 704x704, default schedule.
 
     python bench/bench_sampler.py --size 704x704 --audio-frames 130 --steps 50 --log run.jsonl
+    python bench/bench_sampler.py --audio-frames 129 --preset fast --save-latents fast.safetensors  # one window
 
 Prints one JSON line per step (wall time, cached or not) and a summary (total, per full / cached step, peak
 memory). The numbers time the sampler end to end (every window, CFG batch, deep cache, Euler, fusion).
+--preset: bf16 weights with the attention kernel the loader's `auto` picks (FA3 on Hopper when installed, else
+cuDNN SDPA), bf16 with SDPA, or `fast` (fp8 weights + fp8 GEMMs + FA3 fp8 attention). --save-latents writes the
+final latents; --reference compares them with an earlier run's (relative Frobenius error in the summary).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import argparse
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -19,7 +24,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from avatar_core.config import AvatarConfig  # noqa: E402
 from avatar_core.loading import build_random_transformer  # noqa: E402
+from avatar_core.model.fp8 import enable_fp8_  # noqa: E402
+from avatar_core.model.options import RunOptions  # noqa: E402
 from avatar_core.sampling import AvatarConditioning, SamplerCallbacks, SamplerConfig, TextConditioning, sample_avatar  # noqa: E402
+from avatar_core.sampling.stepcache import StepCacheConfig  # noqa: E402
 from bench.common import TEXT_LEN, TEXT_VALID, gib, parse_shape  # noqa: E402
 
 
@@ -45,18 +53,42 @@ def conditioning(cfg: AvatarConfig, height: int, width: int, audio_frames: int, 
         fps=torch.full((1,), 25.0, device=device))
 
 
+PRESETS = {"bf16": (False, "auto"), "bf16_sdpa": (False, "sdpa"), "fast": (True, "fa3_fp8")}  # fp8 GEMMs, kernel
+
+
+def _compare(latents: torch.Tensor, args: argparse.Namespace) -> dict:
+    """Save the final latents and/or their relative error against a reference run's."""
+    from safetensors.torch import load_file, save_file
+    out = {}
+    if args.save_latents:
+        save_file({"latents": latents.float().cpu().contiguous()}, str(args.save_latents))
+    if args.reference:
+        ref = load_file(str(args.reference))["latents"]
+        out["rel_err_vs_reference"] = ((latents.float().cpu() - ref).norm() / ref.norm()).item()
+        out["reference"] = args.reference.name
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="704x704")
     ap.add_argument("--audio-frames", type=int, default=130, help="130 video frames -> a 65-frame ring, 2 windows")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--characters", type=int, default=1, help="speakers: one audio track and face mask each")
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="bf16")
+    ap.add_argument("--step-cache", type=float, help="opt-in step cache threshold (default: off)")
+    ap.add_argument("--save-latents", type=Path, help="write the final latents (safetensors)")
+    ap.add_argument("--reference", type=Path, help="latents of an earlier run to compare with")
     ap.add_argument("--log", type=Path)
     ap.add_argument("--tiny", action="store_true", help="tiny model on the CPU: checks the script, times nothing real")
     args = ap.parse_args()
     shape = parse_shape(args.size)
     cfg, device = (AvatarConfig.tiny(), "cpu") if args.tiny else (AvatarConfig.avatar_13b(), "cuda")
     model = build_random_transformer(cfg, dtype=torch.bfloat16, device=device, seed=0)
+    fp8, attention = PRESETS[args.preset]
+    if fp8:
+        enable_fp8_(model, fast=True)
+    denoise = partial(model, options=RunOptions(attention=attention))
     cond = conditioning(cfg, shape.height, shape.width, args.audio_frames, device, args.characters)
     if args.tiny:  # make the CUDA calls below harmless
         torch.cuda.synchronize = lambda: None
@@ -83,16 +115,19 @@ def main() -> int:
 
     torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    result = sample_avatar(model, cond, SamplerConfig(steps=args.steps, seed=0),
+    step_cache = None if args.step_cache is None else StepCacheConfig(args.step_cache)
+    result = sample_avatar(denoise, cond, SamplerConfig(steps=args.steps, seed=0, step_cache=step_cache),
                            callbacks=SamplerCallbacks(on_progress=on_progress, on_preview=on_preview))
     torch.cuda.synchronize()
     total = time.perf_counter() - t0
     summary = dict(device=torch.cuda.get_device_name(), size=str(shape), audio_frames=args.audio_frames,
-                   characters=args.characters,
+                   characters=args.characters, preset=args.preset, attention=attention, step_cache=args.step_cache,
+                   step_cache_calls=None if result.step_cache is None else result.step_cache.calls,
+                   step_cache_skipped=None if result.step_cache is None else result.step_cache.skipped,
                    windows_per_step=result.plan.windows_per_step, ring=result.plan.ring_frames, steps=args.steps,
                    cached_steps=sorted(marks["cached"]), total_s=total, peak_alloc_gib=gib(torch.cuda.max_memory_allocated()),
                    peak_reserved_gib=gib(torch.cuda.max_memory_reserved()), finite=bool(torch.isfinite(result.latents).all()),
-                   date=time.strftime("%Y-%m-%d"))
+                   date=time.strftime("%Y-%m-%d"), **_compare(result.latents, args))
     print("SUMMARY " + json.dumps(summary), flush=True)
     if log:
         log.write("SUMMARY " + json.dumps(summary) + "\n")

@@ -41,47 +41,59 @@ def ln_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: 
 
 
 @triton.jit
-def _norm_rope(x_ptr, w_ptr, h, d, hm, cos, sin, D: tl.constexpr, eps, dtype):
-    x = tl.load(x_ptr + h * D + d, mask=hm, other=0.0).to(tl.float32)            # (HP, D)
-    xp = tl.load(x_ptr + h * D + (d ^ 1), mask=hm, other=0.0).to(tl.float32)     # pair partner
-    r = tl.rsqrt(tl.sum(x * x, axis=1) / D + eps)[:, None]
-    w = tl.load(w_ptr + d).to(tl.float32)
-    wp = tl.load(w_ptr + (d ^ 1)).to(tl.float32)
-    n = ((x * r).to(dtype).to(tl.float32) * w).to(dtype).to(tl.float32)          # RMSNorm -> dtype, * weight -> dtype
-    n_p = ((xp * r).to(dtype).to(tl.float32) * wp).to(dtype).to(tl.float32)
-    rot = tl.where((d % 2) == 0, -n_p, n_p)
-    return (n * cos + rot * sin).to(dtype)
+def _pairs(x, BR: tl.constexpr, D: tl.constexpr):
+    """(BR, D) -> the even and the odd channels, (BR, D / 2) each (RoPE rotates adjacent pairs)."""
+    return tl.split(tl.reshape(x, (BR, D // 2, 2)))
 
 
 @triton.jit
-def _heads_kernel(src_ptr, s_row, qw_ptr, kw_ptr, eps, cos_ptr, sin_ptr, first, n_rope,
-                  q_ptr, k_ptr, v_ptr, inv_ptr, fmax, H: tl.constexpr, HP: tl.constexpr, D: tl.constexpr,
-                  QUANT: tl.constexpr):
-    i = tl.program_id(0)
-    tok = first + i
-    h = tl.arange(0, HP)[:, None]
+def _norm_rope(src, w_ptr, cos_e, cos_o, sin_e, sin_o, m, eps, dtype, BR: tl.constexpr, D: tl.constexpr):
+    """RMSNorm (fp32, rounded to dtype), * weight (rounded), RoPE in fp32 of a (BR, D) tile of head rows."""
     d = tl.arange(0, D)[None, :]
-    hm = h < H
-    rope = tok < n_rope
-    cos = tl.load(cos_ptr + tok.to(tl.int64) * D + d, mask=rope & (d < D), other=1.0)
-    sin = tl.load(sin_ptr + tok.to(tl.int64) * D + d, mask=rope & (d < D), other=0.0)
-    src = src_ptr + i.to(tl.int64) * s_row
-    dst = i.to(tl.int64) * (H * D) + h * D + d
+    xe, xo = _pairs(tl.load(src + d, mask=m, other=0.0).to(tl.float32), BR, D)
+    we, wo = _pairs(tl.load(w_ptr + d).to(tl.float32), 1, D)
+    r = tl.rsqrt((tl.sum(xe * xe, axis=1) + tl.sum(xo * xo, axis=1)) / D + eps)[:, None]
+    ne = ((xe * r).to(dtype).to(tl.float32) * we).to(dtype).to(tl.float32)
+    no = ((xo * r).to(dtype).to(tl.float32) * wo).to(dtype).to(tl.float32)
+    return ne * cos_e - no * sin_e, no * cos_o + ne * sin_o           # (even, odd) outputs, fp32
+
+
+@triton.jit
+def _heads_kernel(src_ptr, s_row, R, qw_ptr, kw_ptr, eps, cos_ptr, sin_ptr, first, n_rope,
+                  q_ptr, k_ptr, v_ptr, inv_ptr, fmax, H: tl.constexpr, D: tl.constexpr, BR: tl.constexpr,
+                  QUANT: tl.constexpr):
+    """One program: BR consecutive (token, head) rows of the R x H rows; row j = token j // H, head j % H."""
+    j = tl.program_id(0).to(tl.int64) * BR + tl.arange(0, BR)[:, None]       # (BR, 1)
+    tok = j // H
+    m = j < R * H
+    d = tl.arange(0, D)[None, :]
+    rope = m & (first + tok < n_rope)
+    trig = (first + tok) * D + d
+    cos_e, cos_o = _pairs(tl.load(cos_ptr + trig, mask=rope, other=1.0), BR, D)
+    sin_e, sin_o = _pairs(tl.load(sin_ptr + trig, mask=rope, other=0.0), BR, D)
+    src = src_ptr + tok * s_row + (j % H) * D
     dtype = v_ptr.dtype.element_ty                      # the compute dtype (bf16 / fp16); q, k may be e4m3
-    q = _norm_rope(src, qw_ptr, h, d, hm, cos, sin, D, eps, dtype)
-    k = _norm_rope(src + H * D, kw_ptr, h, d, hm, cos, sin, D, eps, dtype)
+    qe, qo = _norm_rope(src, qw_ptr, cos_e, cos_o, sin_e, sin_o, m, eps, dtype, BR, D)
+    ke, ko = _norm_rope(src + H * D, kw_ptr, cos_e, cos_o, sin_e, sin_o, m, eps, dtype, BR, D)
+    q = tl.reshape(tl.join(qe.to(dtype), qo.to(dtype)), (BR, D)).to(tl.float32)
+    k = tl.reshape(tl.join(ke.to(dtype), ko.to(dtype)), (BR, D)).to(tl.float32)
     if QUANT:                                           # e4m3 with one scale each: x / scale, saturated
-        q = tl.minimum(tl.maximum(q.to(tl.float32) * tl.load(inv_ptr), -fmax), fmax)
-        k = tl.minimum(tl.maximum(k.to(tl.float32) * tl.load(inv_ptr + 1), -fmax), fmax)
-    tl.store(q_ptr + dst, q.to(q_ptr.dtype.element_ty), mask=hm)
-    tl.store(k_ptr + dst, k.to(k_ptr.dtype.element_ty), mask=hm)
-    v = tl.load(src + 2 * H * D + h * D + d, mask=hm, other=0.0)
-    tl.store(v_ptr + dst, v.to(dtype), mask=hm)
+        q = tl.minimum(tl.maximum(q * tl.load(inv_ptr), -fmax), fmax)
+        k = tl.minimum(tl.maximum(k * tl.load(inv_ptr + 1), -fmax), fmax)
+    dst = j * D + d
+    tl.store(q_ptr + dst, q.to(q_ptr.dtype.element_ty), mask=m)
+    tl.store(k_ptr + dst, k.to(k_ptr.dtype.element_ty), mask=m)
+    tl.store(v_ptr + dst, tl.load(src + 2 * H * D + d, mask=m, other=0.0).to(dtype), mask=m)
+
+
+HEADS_ROWS, HEADS_WARPS = 32, 4     # (token, head) rows per program; warps (bench/bench_heads.py)
 
 
 def qkv_to_heads(qkv, q_weight, k_weight, eps, cos, sin, first, n_rope, q_out, k_out, v_out, inv_scales=None,
-                 fmax: float = 448.0) -> None:
-    """inv_scales: None, or a (2,) fp32 tensor (1 / q scale, 1 / k scale) for e4m3 q_out and k_out."""
+                 fmax: float = 448.0, rows: int | None = None, warps: int | None = None) -> None:
+    """inv_scales: None, or a (2,) fp32 tensor (1 / q scale, 1 / k scale) for e4m3 q_out and k_out.
+    rows / warps: launch shape (default HEADS_ROWS / HEADS_WARPS); it can change only the order of the fp32 sum of
+    squares inside a head row."""
     R = qkv.shape[0]
     H, D = q_out.shape[-2:]
     if R == 0:
@@ -89,9 +101,10 @@ def qkv_to_heads(qkv, q_weight, k_weight, eps, cos, sin, first, n_rope, q_out, k
     if cos is None:
         cos = sin = v_out  # never read: n_rope = 0
     quant = inv_scales is not None
-    _heads_kernel[(R,)](qkv, qkv.stride(0), q_weight, k_weight, eps, cos, sin, first, n_rope, q_out, k_out, v_out,
-                        inv_scales if quant else v_out, fmax, H=H, HP=triton.next_power_of_2(H), D=D, QUANT=quant,
-                        num_warps=8)
+    br = rows or HEADS_ROWS
+    _heads_kernel[(triton.cdiv(R * H, br),)](qkv, qkv.stride(0), R, q_weight, k_weight, eps, cos, sin, first, n_rope,
+                                            q_out, k_out, v_out, inv_scales if quant else v_out, fmax, H=H, D=D,
+                                            BR=br, QUANT=quant, num_warps=warps or HEADS_WARPS)
 
 
 @triton.jit
