@@ -86,7 +86,7 @@ def _heads_kernel(src_ptr, s_row, R, qw_ptr, kw_ptr, eps, cos_ptr, sin_ptr, firs
     tl.store(v_ptr + dst, tl.load(src + 2 * H * D + d, mask=m, other=0.0).to(dtype), mask=m)
 
 
-HEADS_ROWS, HEADS_WARPS = 32, 4     # (token, head) rows per program; warps (bench/bench_heads.py)
+HEADS_ROWS, HEADS_WARPS = 32, 8     # (token, head) rows per program, warps: fastest in bench/bench_heads.py (H200)
 
 
 def qkv_to_heads(qkv, q_weight, k_weight, eps, cos, sin, first, n_rope, q_out, k_out, v_out, inv_scales=None,
