@@ -33,8 +33,9 @@ def _gemms(rows: int, shapes: list[tuple[int, int]], fp8: bool = False) -> float
 
 
 def _attention(L: int, valid: int, heads: int, head_dim: int, backend) -> float:
-    q, k, v = (torch.randn(1, L, heads, head_dim, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-    out = torch.empty_like(q)
+    dtype = getattr(backend, "input_dtype", torch.bfloat16)
+    q, k, v = (torch.randn(1, L, heads, head_dim, device="cuda").to(dtype) for _ in range(3))
+    out = torch.empty(1, L, heads, head_dim, device="cuda", dtype=torch.bfloat16)
 
     def run():
         for seg in (slice(0, valid), slice(valid, L)):
@@ -44,6 +45,23 @@ def _attention(L: int, valid: int, heads: int, head_dim: int, backend) -> float:
 
 def sdpa_nhd(q, k, v):
     return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
+
+
+def fa3_nhd(q, k, v):
+    from avatar_core.model import attention_fa3
+    return attention_fa3.dense(q, k, v)
+
+
+def fa3_fp8_nhd(q, k, v):
+    """The FA3 fp8 kernel alone on e4m3 inputs (unit descales): no quantisation pass, no value smoothing."""
+    from avatar_core.model import attention_fa3
+    one = torch.ones(1, q.shape[2], device=q.device)
+    return attention_fa3._first(attention_fa3._interface().flash_attn_func(q, k, v, q_descale=one, k_descale=one,
+                                                                          v_descale=one))
+
+
+fa3_fp8_nhd.input_dtype = torch.float8_e4m3fn
+KERNELS = {"bf16_sdpa": (False, sdpa_nhd), "bf16_fa3": (False, fa3_nhd), "fast": (True, fa3_fp8_nhd)}
 
 
 def ceiling(cfg: AvatarConfig, shape: Shape, batch: int, fp8: bool = False, attention=sdpa_nhd) -> dict:
@@ -57,3 +75,27 @@ def ceiling(cfg: AvatarConfig, shape: Shape, batch: int, fp8: bool = False, atte
     attn = sum(_attention(n_vid + TEXT_LEN, n_vid + TEXT_VALID[b % 2], cfg.num_heads, cfg.head_dim, attention)
                for b in range(batch)) * (cfg.depth_double + cfg.depth_single)
     return dict(shape=str(shape), batch=batch, fp8=fp8, gemm_s=gemm, attention_s=attn, ceiling_s=gemm + attn)
+
+
+def main() -> int:
+    """python bench/ceiling.py --shapes 704x704 704x1216 [--configs bf16_sdpa bf16_fa3 fast]: one JSON row each."""
+    import argparse
+    import json
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench.common import parse_shape
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shapes", nargs="+", default=["704x704"])
+    ap.add_argument("--configs", nargs="+", default=list(KERNELS), choices=list(KERNELS))
+    args = ap.parse_args()
+    for s in args.shapes:
+        for name in args.configs:
+            fp8, kernel = KERNELS[name]
+            print(json.dumps(dict(config=name, **ceiling(AvatarConfig.avatar_13b(), parse_shape(s), 2, fp8, kernel))),
+                  flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
