@@ -120,6 +120,32 @@ def test_qkv_to_heads_matches_block_math():
     assert torch.isnan(bufs[1][:2]).all()
 
 
+def test_a_failing_triton_kernel_falls_back_once_and_stays_off(monkeypatch, caplog):
+    """A Triton too old for a kernel (or a build problem) logs once and leaves the PyTorch path, same result."""
+    calls = []
+
+    class Broken:
+        def qkv_to_heads(self, *a):
+            calls.append(1)
+            raise RuntimeError("tl.split is not supported")
+    monkeypatch.setattr(fused, "use_kernels", lambda *a, **k: True)
+    monkeypatch.setattr(fused, "_load_kernels", lambda: Broken())
+    monkeypatch.setattr(fused, "_failed", {})
+    torch.manual_seed(3)
+    qn, kn = RMSNorm(8), RMSNorm(8)
+    qkv = torch.randn(5, 3 * 2 * 8)
+    rope = (torch.randn(5, 8).cos(), torch.randn(5, 8).sin())
+    bufs = [tuple(torch.empty(5, 2, 8) for _ in range(3)) for _ in range(3)]
+    with caplog.at_level("WARNING", logger=fused.__name__):
+        fused.qkv_to_heads(qkv, qn, kn, rope, 0, 5, bufs[0], 0)
+        fused.qkv_to_heads(qkv, qn, kn, rope, 0, 5, bufs[1], 0)
+    fused.qkv_to_heads(qkv, qn, kn, rope, 0, 5, bufs[2], 0, kernels=False)     # the reference
+    assert len(calls) == 1 and "qk-norm + RoPE" in fused._failed
+    assert sum("Triton qk-norm + RoPE kernel failed" in r.message for r in caplog.records) == 1
+    for got in bufs[:2]:
+        assert all(torch.equal(a, b) for a, b in zip(got, bufs[2]))
+
+
 def test_segmented_attention_equals_per_segment_sdpa():
     torch.manual_seed(2)
     q, k, v = (torch.randn(2, 9, 2, 4) for _ in range(3))

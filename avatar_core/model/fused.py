@@ -22,7 +22,7 @@ from .rope import apply_rope
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 FP8_MAX = 448.0  # largest finite e4m3 value
 _kernels = None
-_failed: list[str] = []
+_failed: dict[str, str] = {}   # kernel name -> the error that turned it off for this process
 log = logging.getLogger(__name__)
 
 
@@ -32,6 +32,22 @@ def _load_kernels():
         from . import fused_triton
         _kernels = fused_triton
     return _kernels
+
+
+def _run_kernel(name: str, call) -> bool:
+    """Run one Triton launch; False (and the PyTorch path for the caller) once that kernel has failed here.
+
+    A Triton too old for a kernel, or a build problem, must not stop sampling: the first failure is logged
+    once and that kernel is off for the rest of the process. A failed build writes nothing."""
+    if name in _failed:
+        return False
+    try:
+        call()
+        return True
+    except Exception as e:  # noqa: BLE001
+        _failed[name] = repr(e)
+        log.warning("Triton %s kernel failed (%s); using PyTorch's", name, e)
+        return False
 
 
 def use_kernels(x: torch.Tensor, enabled: bool = True) -> bool:
@@ -73,10 +89,10 @@ def qkv_to_heads(qkv: torch.Tensor, q_norm: nn.Module, k_norm: nn.Module, rope: 
     R = qkv.shape[0]
     if use_kernels(qkv, kernels) and qkv.stride(-1) == 1 and all(o.is_contiguous() for o in out):
         cos, sin = (rope[0].contiguous(), rope[1].contiguous()) if rope is not None else (None, None)
-        _load_kernels().qkv_to_heads(qkv, q_norm.weight, k_norm.weight, q_norm.eps, cos, sin, first,
-                                     n_rope if rope is not None else 0, q_out[dst:dst + R], k_out[dst:dst + R],
-                                     v_out[dst:dst + R], inv_scales, FP8_MAX)
-        return
+        if _run_kernel("qk-norm + RoPE", lambda: _load_kernels().qkv_to_heads(
+                qkv, q_norm.weight, k_norm.weight, q_norm.eps, cos, sin, first, n_rope if rope is not None else 0,
+                q_out[dst:dst + R], k_out[dst:dst + R], v_out[dst:dst + R], inv_scales, FP8_MAX)):
+            return
     q, k, v = qkv.unflatten(-1, (3, H, Dh)).unbind(1)                       # (R, H, Dh)
     q, k = q_norm(q).to(v), k_norm(k).to(v)
     n = max(0, min(n_rope - first, R)) if rope is not None else 0
@@ -145,12 +161,10 @@ def gelu_tanh_(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor
         y = F.gelu(x, approximate="tanh")
         return y if out is None else out.copy_(y)
     out = x if out is None else out
-    if use_kernels(x) and x.dim() == 2 and x.stride(1) == 1 and out.stride(1) == 1 and not _failed:
-        try:  # PyTorch's GELU into a row-strided output takes its slow non-vectorised path
-            return _load_kernels().gelu_tanh(x, out)
-        except Exception as e:  # noqa: BLE001  (a Triton build problem must not stop sampling)
-            _failed.append(repr(e))
-            log.warning("Triton GELU failed (%s); using PyTorch's", e)
+    # PyTorch's GELU into a row-strided output takes its slow non-vectorised path
+    if (use_kernels(x) and x.dim() == 2 and x.stride(1) == 1 and out.stride(1) == 1
+            and _run_kernel("GELU", lambda: _load_kernels().gelu_tanh(x, out))):
+        return out
     return torch.ops.aten.gelu.out(x, approximate="tanh", out=out)
 
 
