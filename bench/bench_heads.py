@@ -56,6 +56,7 @@ def main() -> int:
     rows = []
     for fp8 in (False, True):
         inv = (1.0 / fused.qk_fp8_scales([qn], [kn])).contiguous() if fp8 else None
+        extra = (inv, fused.FP8_MAX) if fp8 else ()
         ref = _bufs(fp8)
         with torch.no_grad():
             fused.qkv_to_heads(qkv, qn, kn, rope, 0, R, ref, 0, False, inv)             # PyTorch reference
@@ -68,8 +69,6 @@ def main() -> int:
             runs.insert(0, ("baseline", base, {}))
         for name, mod, kw in runs:
             out = _bufs(fp8)
-
-            extra = (inv, fused.FP8_MAX) if inv is not None else ()
 
             def call(mod=mod, out=out, kw=kw, extra=extra):
                 mod.qkv_to_heads(qkv, qn.weight, kn.weight, qn.eps, *rope, 0, R, *out, *extra, **kw)

@@ -50,7 +50,9 @@ WINDOWS4 = 400  # audio frames -> ring 129 = 4 windows of 33 per step (the last 
 WINDOWS3 = 300  # ring 97, 3 windows
 
 
-def cond(frames: int, chars: int = 1) -> AvatarConditioning:
+def cond(frames: int = 100, chars: int = 1, window: int = 33, motion_exp: float = 30.0, motion_pose: float = 25.0,
+         fps: float = 25.0, emotion: bool = False) -> AvatarConditioning:
+    """Tiny conditioning for CFG; one character's audio in the official 5-D layout, several in the 6-D one."""
     g = torch.Generator().manual_seed(1)
     r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
 
@@ -58,10 +60,13 @@ def cond(frames: int, chars: int = 1) -> AvatarConditioning:
         mask = torch.zeros(1, 6, dtype=torch.int64)
         mask[:, :valid] = 1
         return TextConditioning(r(1, 6, CFG.text_dim), mask, r(1, CFG.text_pooled_dim))
-    audio = 0.3 * r(1, frames, 10, 5, 384) if chars == 1 else 0.3 * r(1, chars, frames, 10, 5, 384)
-    return AvatarConditioning(ref_latents=r(1, 16, 33, 4, 6), text=text(4), negative_text=text(2), audio=audio,
-                              face_mask=torch.rand(1, chars, 1, 4, 6, generator=g), motion_exp=torch.full((1, 4), 30.),
-                              motion_pose=torch.full((1, 4), 25.), fps=torch.tensor([25.0]))
+    ref, pos, neg = r(1, 16, 33, 4, 6)[:, :, :window], text(4), text(2)
+    audio = 0.3 * (r(1, frames, 10, 5, 384) if chars == 1 else r(1, chars, frames, 10, 5, 384))
+    return AvatarConditioning(
+        ref_latents=ref, text=pos, negative_text=neg, audio=audio,
+        face_mask=torch.rand(1, chars, 1, 4, 6, generator=g), motion_exp=torch.full((1, 4), motion_exp),
+        motion_pose=torch.full((1, 4), motion_pose), fps=torch.tensor([fps]),
+        emotion=r(1, 16, 1, 4, 6) if emotion else None)
 
 
 def forward_inputs(T: int = 6) -> dict[str, Any]:

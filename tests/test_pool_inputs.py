@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from test_distributed import CFG, _port
+from test_distributed import cond as conditioning
 
 from avatar_core.distributed import ParallelConfig, WorkerPool, build_groups, check_step_cache, sample_on_rank
 from avatar_core.distributed.pool import PooledRunner
@@ -26,7 +27,7 @@ from avatar_core.loading import build_random_transformer, init_random_, save_emo
 from avatar_core.model.emotion import AudioEmotionModule, EmotionConfig
 from avatar_core.parity.sampling import latent_check
 from avatar_core.runner import LoadSpec
-from avatar_core.sampling import AvatarConditioning, DeepCacheConfig, GuidanceConfig, SamplerConfig, TextConditioning
+from avatar_core.sampling import DeepCacheConfig, GuidanceConfig, SamplerConfig
 from avatar_core.sampling.stepcache import StepCacheConfig
 from avatar_core.sampling.windows import WindowConfig
 
@@ -60,23 +61,6 @@ SAMPLER = {
     "step_cache_window": ("fp32", WINDOW2, {"window": 9, "frames": 120},
                           replace(BASE, steps=4, windows=WindowConfig(9, 3), step_cache=StepCacheConfig(0.77, 1))),
 }
-
-
-def conditioning(window: int = 33, frames: int = 100, chars: int = 1, motion_exp: float = 30.0,
-                 motion_pose: float = 25.0, fps: float = 25.0, emotion: bool = False) -> AvatarConditioning:
-    g = torch.Generator().manual_seed(1)
-    r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
-
-    def text(valid: int) -> TextConditioning:
-        mask = torch.zeros(1, 6, dtype=torch.int64)
-        mask[:, :valid] = 1
-        return TextConditioning(r(1, 6, CFG.text_dim), mask, r(1, CFG.text_pooled_dim))
-    ref, pos, neg = r(1, 16, 33, 4, 6)[:, :, :window], text(4), text(2)
-    return AvatarConditioning(
-        ref_latents=ref, text=pos, negative_text=neg, audio=0.3 * r(1, chars, frames, 10, 5, 384),
-        face_mask=torch.rand(1, chars, 1, 4, 6, generator=g), motion_exp=torch.full((1, 4), motion_exp),
-        motion_pose=torch.full((1, 4), motion_pose), fps=torch.tensor([fps]),
-        emotion=r(1, 16, 1, 4, 6) if emotion else None)
 
 
 def spec(name: str, files: dict[str, str]) -> LoadSpec:
