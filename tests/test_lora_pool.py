@@ -30,9 +30,14 @@ def test_pool_workers_apply_the_requested_loras_and_restore(tmp_path):
     path = _lora_file(tmp_path / "l.safetensors")
     sampler = dataclasses.replace(SHORT, split_cfg=True)  # CFG-parallel runs each half as a batch-1 call
     single = SPEC.build(torch.device("cpu")).diffusion_model
-    base = sample_avatar(single, cond(FRAMES), sampler).ring_latents
-    set_loras(single, [(load_lora(path, single), 0.8)])
-    patched = sample_avatar(single, cond(FRAMES), sampler).ring_latents
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # like the workers: a bitwise comparison needs the same CPU reduction order
+    try:
+        base = sample_avatar(single, cond(FRAMES), sampler).ring_latents
+        set_loras(single, [(load_lora(path, single), 0.8)])
+        patched = sample_avatar(single, cond(FRAMES), sampler).ring_latents
+    finally:
+        torch.set_num_threads(threads)
     assert not torch.equal(base, patched)
     with WorkerPool(SPEC, ParallelConfig(cfg=2), device="cpu", threads=1) as pool:
         runner = PooledRunner(pool)
