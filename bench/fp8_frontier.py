@@ -11,13 +11,15 @@ runs one untimed and one timed forward with the fast preset's fp8 attention, is 
 (relative L2, max abs, per CFG half) and the bf16 layers are put back. Variants:
 
   bf16              no fp8 linears (the attention kernel alone: fp8 attention's share of the error)
+  bf16_fa3          no fp8 linears, bf16 FlashAttention-3 (the bf16 preset's time in the same run)
   fast              every block linear in fp8, per-tensor weight scale (today's fast preset)
   only:C[+C...]     only the named classes in fp8 (a class's own error: the sensitivity)
   keep:C[+C...]     every block linear in fp8 except the named classes (kept in bf16)
   rowscale[+keep:..] as fast / keep, with one weight scale per output channel instead of per tensor
 Classes: mod (all modulation linears), img_qkv, img_proj, img_fc1, img_fc2, txt (every text-stream linear of the
 double blocks), single_l1, single_l2.
-`--attention` picks the kernel of every variant (default fa3_fp8, the fast preset's; fa3 = bf16 FA3).
+`--attention` picks the kernel of every variant but bf16_fa3 (default fa3_fp8, the fast preset's). `only:` variants
+measure an error, so they run one forward without a warm-up (their time_s includes a first call's overheads).
 Writes one JSON object (reference, per-variant rows); prints one line per variant.
 """
 
@@ -54,8 +56,8 @@ def parse_variant(text: str) -> tuple[bool, bool, set[str]]:
     """'keep:mod+txt' -> (rowscale, only, classes). Unknown classes are refused before anything runs."""
     rowscale = text.startswith("rowscale")
     rest = text.removeprefix("rowscale").lstrip("+")
-    if text in ("bf16", "fast") or rest == "":
-        return rowscale, text == "bf16", set()
+    if text in ("bf16", "bf16_fa3", "fast") or rest == "":
+        return rowscale, text.startswith("bf16"), set()
     kind, _, names = rest.partition(":")
     classes = set(names.split("+"))
     if kind not in ("only", "keep") or not classes <= set(CLASSES):
@@ -221,24 +223,27 @@ def main() -> int:
         os.unlink(ckpt)
         os.rmdir(tmp)
     model = runner.diffusion_model
-    options = RunOptions(attention=opt.attention if cuda else "sdpa")
-    res["attention_used"] = options.attention
+    fast_options = RunOptions(attention=opt.attention if cuda else "sdpa")
+    bf16_options = RunOptions(attention="fa3" if cuda else "sdpa")
+    res["attention_used"] = fast_options.attention
     names = fp8_linear_names(model)
     a = inp["additional"]
 
-    def forward():
+    def forward(options: RunOptions) -> torch.Tensor:
         return model(inp["x"], inp["t"], ref_latents=inp["ref_latents"], text_states=inp["text_states"],
                      text_mask=inp["text_mask"], text_pooled=inp["text_states_2"], motion_exp=a["motion_exp"],
                      motion_pose=a["motion_pose"], fps=a["fps"], audio=a["audio_prompts"], face_mask=a["face_mask"],
                      freqs=(inp["freqs_cos"], inp["freqs_sin"]), options=options)
 
     for variant, (rowscale, only, classes) in plans.items():
-        chosen = [] if variant == "bf16" else selected(names, only, classes)
+        chosen = [] if variant.startswith("bf16") else selected(names, only, classes)
+        options = bf16_options if variant == "bf16_fa3" else fast_options
         originals = swap(model, chosen, rowscale)
         try:
             with torch.no_grad():
-                out, secs, peak = timed(forward, cuda)
-            rec = dict(fp8_linears=len(chosen), of=len(names), time_s=secs, peak_GiB=peak,
+                out, secs, peak = timed(functools.partial(forward, options), cuda,
+                                        warmup=0 if variant.startswith("only:") else 1)
+            rec = dict(fp8_linears=len(chosen), of=len(names), attention=options.attention, time_s=secs, peak_GiB=peak,
                        **compare(out.float().cpu(), ref))
             del out
         finally:
