@@ -1,8 +1,9 @@
-"""Checks and fixes applied to a transformer state dict right after it is read (see loading.py).
+"""Transformer-specific checks and fixes applied to a transformer state dict right after it is read (see loading.py).
 
-Non-finite weights: a full ``isfinite`` pass over 13B CPU weights costs ~100 s on a 2-core CPU (measured: 0.5 s
-per 64M bf16 elements; tests/test_bad_inputs.py prints the number for the tiny file), which is too much to
-add to every load. So every tensor is checked where that is cheap: whole, when it is small (norms, biases,
+Non-finite weights (weight_files.first_non_finite, with SMALL / SAMPLE there, run by weight_files.read_tensors
+for the TRANSFORMER kind): a full ``isfinite`` pass over 13B CPU weights costs ~100 s on a 2-core CPU (measured:
+0.5 s per 64M bf16 elements; tests/test_bad_inputs.py prints the number for the tiny file), which is too much
+to add to every load. So every tensor is checked where that is cheap: whole, when it is small (norms, biases,
 modulation, all under 1M elements) or already on a GPU; otherwise its first and last ``SAMPLE`` elements,
 which catches the usual damage (a zero-filled / garbage tail, a NaN-filled tensor). A single NaN inside a big
 CPU matrix is caught at first use instead: the first window then gives NaN latents and the sampler stops at
@@ -15,9 +16,9 @@ from pathlib import Path
 
 import torch
 
+from .weight_files import first_non_finite  # noqa: F401  (its home before weight_files)
+
 COMFY_PREFIX = "model.diffusion_model."  # ComfyUI's key prefix in repackaged diffusion-model files
-SMALL = 1 << 20  # elements: tensors up to this size are checked whole
-SAMPLE = 4096  # elements checked at each end of a large CPU tensor
 
 
 def strip_comfy_prefix(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -25,37 +26,6 @@ def strip_comfy_prefix(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if not any(k.startswith(COMFY_PREFIX) for k in sd):
         return sd
     return {k[len(COMFY_PREFIX) :] if k.startswith(COMFY_PREFIX) else k: v for k, v in sd.items()}
-
-
-def _non_finite(t: torch.Tensor) -> bool:
-    if t.dtype in (torch.float8_e4m3fn, torch.float8_e5m2):  # isfinite has no fp8 kernel everywhere
-        t = t.to(torch.float16)
-    return not bool(torch.isfinite(t).all())
-
-
-def first_non_finite(sd: dict[str, torch.Tensor]) -> str | None:
-    """Name of the first floating tensor found holding NaN/inf (whole or sampled, see the module docstring)."""
-    for name, t in sd.items():
-        if not (t.is_floating_point()) or t.numel() == 0:
-            continue
-        if t.numel() <= SMALL or t.device.type == "cuda":
-            part = t
-        else:
-            flat = t.reshape(-1)
-            part = torch.cat([flat[:SAMPLE], flat[-SAMPLE:]])
-        if _non_finite(part):
-            return name
-    return None
-
-
-def non_finite_message(sd: dict[str, torch.Tensor], path: Path) -> str | None:
-    """Message naming the file and the damaged tensor, or None when the weights look finite."""
-    bad = first_non_finite(sd)
-    if bad is None:
-        return None
-    return (f"{path.name}: weight {bad} holds NaN/inf values, so every video would be black. The file "
-                         "is damaged (an interrupted download or conversion): re-download it, or re-convert it from "
-                         "the official mp_rank_00_model_states.pt.")
 
 
 def fp8_scales_missing(path: Path) -> str:

@@ -11,52 +11,37 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
-from .checkpoint_checks import fp8_scales_missing, non_finite_message, strip_comfy_prefix
+from .checkpoint_checks import fp8_scales_missing, strip_comfy_prefix
 from .config import AvatarConfig
 from .model import AvatarTransformer
 from .model.fp8 import FP8, FP8FastLinears, FP8Linears, fp8_linear_names, quantize_weight
 from .model.linear import Linears
+from .weight_files import (
+    EMOTION,
+    FP8_MAP,
+    TRANSFORMER,
+    FileKind,
+    WeightFileError,
+    check_layout,
+    layout_problems,
+    read_tensors,
+    refuse,
+    sniff,
+)
 
 AVATAR_ONLY_PREFIXES = ("audio_proj.", "audio_adapter_blocks.", "ref_in.", "before_proj.", "motion_exp.", "fps_proj.")
 SAFETENSORS_FORMAT = "hyavatar"
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file is not a usable HunyuanVideo-Avatar transformer."""
+# The transformer's errors are weight-file errors (InputError, ValueError): old `except CheckpointError` still works.
+CheckpointError = WeightFileError
 
 
-def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read tensors (+ safetensors metadata) from .safetensors or a torch .pt (weights_only, mmap)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            with safe_open(str(path), framework="pt") as f:
-                return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as e:
-            if "mmap" not in str(e):
-                raise
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except CheckpointError:
-        raise
-    except Exception as e:  # truncated / corrupt / pickled code: all unusable
-        if "weights_only" in str(e) or "Unpickl" in type(e).__name__:
-            raise CheckpointError(f"{path.name}: holds pickled Python objects, which are never loaded (they could run "
-                                  "code). Use the official mp_rank_00_model_states.pt (a plain state dict) or a "
-                                  ".safetensors file.") from e
-        raise CheckpointError(f"{path.name}: cannot be read as a checkpoint ({type(e).__name__}: {e}). "
-                              "Is the download complete? Re-download the file.") from e
-    if isinstance(obj, dict) and "module" in obj and isinstance(obj["module"], dict):
-        obj = obj["module"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path.name}: expected a state dict of tensors (optionally under 'module'); this is "
-                              "not a model checkpoint: choose the Avatar DiT file mp_rank_00_model_states.pt")
-    return obj, {}
+def read_state_dict(path: str | Path, kind: FileKind = TRANSFORMER) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors (+ safetensors metadata) of a checkpoint, checked by weight_files (format by content, safe load,
+    dtypes, finiteness)."""
+    return read_tensors(path, kind)
 
 
 def read_fp8_scales(path: Path) -> dict[str, torch.Tensor]:
@@ -65,14 +50,17 @@ def read_fp8_scales(path: Path) -> dict[str, torch.Tensor]:
     if not map_path.is_file():
         raise CheckpointError(f"{path.name} holds fp8 weights but its scale map {map_path.name} is missing; "
                               f"put {map_path.name} in the same folder ({path.parent})")
-    scales, _ = read_state_dict(map_path)
+    scales, _ = read_state_dict(map_path, FP8_MAP)
     return scales
 
 
 def infer_config(sd: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> AvatarConfig:
     """Config from safetensors metadata, else from the tensor shapes (official head layout)."""
     if "config" in metadata:
-        return AvatarConfig.from_dict(json.loads(metadata["config"]))
+        try:
+            return AvatarConfig.from_dict(json.loads(metadata["config"]))
+        except (ValueError, TypeError, KeyError) as e:
+            raise refuse(TRANSFORMER, path, f"its metadata 'config' is not a valid Avatar config ({e})") from e
     _check_is_avatar(sd, path)
     hidden = sd["img_in.proj.weight"].shape[0]
     head_dim = sd["double_blocks.0.img_attn_q_norm.weight"].shape[0]
@@ -103,17 +91,12 @@ def _check_is_avatar(sd: dict[str, torch.Tensor], path: Path) -> None:
 
 def _validate(expected: dict[str, torch.Tensor], sd: dict[str, torch.Tensor], path: Path) -> None:
     """Keys and shapes of `sd` against the model's (meta) state dict; fp8 scale keys are not compared."""
-    want = {k: v for k, v in expected.items() if not k.endswith(".scale_weight")}
+    want = {k: tuple(v.shape) for k, v in expected.items() if not k.endswith(".scale_weight")}
     got = {k: v for k, v in sd.items() if not k.endswith(".scale_weight")}
-    missing, unexpected = sorted(set(want) - set(got)), sorted(set(got) - set(want))
-    bad = [f"{k}: file {tuple(got[k].shape)} vs model {tuple(want[k].shape)}"
-           for k in want if k in got and got[k].shape != want[k].shape]
-    if not (missing or unexpected or bad):
+    parts = layout_problems(got, want)
+    if not parts:
         return
     _check_is_avatar(sd, path)
-    parts = [f"{len(missing)} missing keys (e.g. {missing[:3]})"] if missing else []
-    parts += [f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"] if unexpected else []
-    parts += [f"{len(bad)} shape mismatches (e.g. {bad[:2]})"] if bad else []
     raise CheckpointError(f"{path.name}: does not match the Avatar transformer: " + "; ".join(parts) + ". Choose the "
                           "13B Avatar DiT (mp_rank_00_model_states.pt, its fp8 version, or a .safetensors converted "
                           "from it); a file with other sizes needs its config (write it with save_transformer).")
@@ -137,9 +120,6 @@ def load_transformer(path: str | Path, *, config: AvatarConfig | None = None, dt
     path = Path(path)
     sd, meta = read_state_dict(path)
     sd = strip_comfy_prefix(sd)  # ComfyUI-repackaged files
-    problem = non_finite_message(sd, path)
-    if problem:
-        raise CheckpointError(problem)
     cfg = config or infer_config(sd, meta, path)
     scales = _collect_fp8_scales(sd, path, meta)
     keep_fp8 = bool((fp8 == "auto" and scales) or fp8 == "quantize")
@@ -161,7 +141,7 @@ def _collect_fp8_scales(sd, path: Path, meta) -> dict[str, torch.Tensor]:
     own = {k[: -len(".scale_weight")]: v for k, v in sd.items() if k.endswith(".scale_weight")}
     if own:
         return own
-    if path.suffix == ".safetensors":  # the _map.pt only ever accompanies the official fp8 .pt
+    if sniff(path) == "safetensors":  # the _map.pt only ever accompanies the official fp8 .pt (by content: .sft too)
         raise CheckpointError(fp8_scales_missing(path))
     return {k: (v if isinstance(v, torch.Tensor) else torch.tensor(v)) for k, v in read_fp8_scales(path).items()}
 
@@ -243,20 +223,38 @@ def save_emotion_module(aem, path: str | Path) -> None:
     save_file(sd, str(path), metadata={"format": "hyavatar-aem", "config": json.dumps(aem.cfg.to_dict())})
 
 
-def load_emotion_module(model: AvatarTransformer, path: str | Path) -> AvatarTransformer:
-    """Attach AEM weights to a loaded transformer (emotion control needs them; the release has none)."""
-    from .model.emotion import AudioEmotionModule, EmotionConfig
-    path = Path(path)
-    sd, meta = read_state_dict(path)
-    if meta.get("format") != "hyavatar-aem" or "config" not in meta:
-        raise CheckpointError(f"{path.name}: not an Audio Emotion Module file (no hyavatar-aem metadata)")
-    raw = json.loads(meta["config"])
-    cfg = EmotionConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+def _emotion_config(meta: dict[str, str], path: Path, model: AvatarTransformer):
+    """The AEM config stored in the file's metadata, checked against the loaded transformer."""
+    from .model.emotion import EmotionConfig
+    try:
+        raw = json.loads(meta["config"])
+        cfg = EmotionConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+        ok = all(isinstance(getattr(cfg, k), int) and getattr(cfg, k) > 0
+                 for k in ("hidden_size", "num_heads", "latent_channels", "patch"))
+    except (KeyError, ValueError, TypeError, AttributeError) as e:
+        raise refuse(EMOTION, path, f"its metadata 'config' is missing or not an emotion-module config ({e})") from e
+    if not ok or cfg.hidden_size % cfg.num_heads:
+        raise refuse(EMOTION, path, f"its metadata 'config' is not usable ({cfg})")
     if cfg.hidden_size != model.cfg.hidden_size:
-        raise CheckpointError(f"{path.name}: AEM width {cfg.hidden_size} does not match the model's {model.cfg.hidden_size}")
+        raise refuse(EMOTION, path, f"AEM width {cfg.hidden_size} does not match the loaded transformer's "
+                                    f"{model.cfg.hidden_size} (an AEM trained for another model)")
+    if any(not 0 <= i < model.cfg.depth_double for i in cfg.after_double):
+        raise refuse(EMOTION, path, f"AEM layers after double blocks {list(cfg.after_double)}, but the model has "
+                                    f"{model.cfg.depth_double} double blocks (an AEM trained for another model)")
+    return cfg
+
+
+def load_emotion_module(model: AvatarTransformer, path: str | Path) -> AvatarTransformer:
+    """Attach AEM weights to a loaded transformer (emotion control needs them; the release has none).
+    The file is checked as every weight file is (weight_files.EMOTION): errors name it, never the transformer."""
+    from .model.emotion import AudioEmotionModule
+    path = Path(path)
+    sd, meta = read_state_dict(path, EMOTION)
+    cfg = _emotion_config(meta, path, model)
     with torch.device("meta"):
         aem = AudioEmotionModule(cfg)
-    _validate(aem.state_dict(), sd, path)
+    check_layout(sd, {k: tuple(v.shape) for k, v in aem.state_dict().items()}, path, EMOTION,
+                 model="the Audio Emotion Module its config describes")
     device = model.img_in.proj.weight.device
     dtype = model.img_in.proj.weight.dtype
     aem.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in sd.items()}, assign=True, strict=True)

@@ -148,7 +148,7 @@ def test_checkpoint_with_nan_weights_is_refused(tiny_file, tmp_path: Path, where
     sd = load_file(str(path))
     key = "img_in.proj.bias" if where == "small tensor" else "double_blocks.0.img_mlp.fc1.weight"
     if where != "small tensor":
-        monkeypatch.setattr("avatar_core.checkpoint_checks.SMALL", 16)  # the tiny matrix counts as large here
+        monkeypatch.setattr("avatar_core.weight_files.SMALL", 16)  # the tiny matrix counts as large here
     sd[key] = sd[key].clone()
     sd[key].view(-1)[-1] = NAN
     save_file(sd, str(tmp_path / "damaged.safetensors"))
@@ -167,9 +167,9 @@ def test_finite_check_cost_on_the_tiny_file(tiny_file) -> None:
 
 
 @pytest.mark.parametrize("content,message", [
-    ("pickled code", r"evil\.pt: holds pickled Python objects, which are never loaded.*\.safetensors file"),
-    ("tensor list", r"list\.pt: expected a state dict of tensors.*mp_rank_00_model_states\.pt"),
-    ("random bytes", r"random\.safetensors: cannot be read as a checkpoint.*Re-download the file"),
+    ("pickled code", r"evil\.pt: holds pickled Python objects, which are never loaded.*\.safetensors"),
+    ("tensor list", r"list\.pt: holds a list, not a state dict of named tensors.*mp_rank_00_model_states\.pt"),
+    ("random bytes", r"random\.safetensors: is of no known weight format.*re-download it"),
 ])
 def test_unusable_checkpoint_file(tmp_path: Path, content: str, message: str) -> None:
     class Evil:
@@ -224,8 +224,9 @@ def test_damaged_whisper_file(whisper_tiny_file: Path, tmp_path: Path, damage: s
     data = whisper_tiny_file.read_bytes()
     path = tmp_path / "model.safetensors"
     path.write_bytes(data[: len(data) // 2] if damage == "truncated" else bytes(range(256)) * 64)
-    with pytest.raises(ValueError, match=r"Whisper file model\.safetensors cannot be read.*truncated or not a weight "
-                                         r"file.*openai/whisper-tiny's model\.safetensors again"):
+    told = "is truncated: its header lists" if damage == "truncated" else "is of no known weight format"
+    with pytest.raises(ValueError, match=rf"Whisper file model\.safetensors: {told}.*"
+                                         r"openai/whisper-tiny's model\.safetensors again"):
         load_whisper_encoder(path)
 
 

@@ -11,13 +11,13 @@ axis stays exact, and the per-frame windows are cut from the joined sequence aft
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..weight_files import WHISPER, WHISPER_CONFIG, WeightFileNotFound, check_layout, read_json, read_tensors, refuse
 from .waveform import WHISPER_SAMPLE_RATE
 
 CHUNK_SAMPLES = 30 * WHISPER_SAMPLE_RATE  # one Whisper window (official: 750 * 640)
@@ -44,10 +44,6 @@ def chunk_plan(num_positions: int, chunk: int = POSITIONS_PER_CHUNK,
         keep_from, start = keep_to, keep_to - margin
     return plan
 
-# Whisper's head count is not visible in the weight shapes: the standard sizes by model width.
-_HEADS_BY_WIDTH = {384: 6, 512: 8, 768: 12, 1024: 16, 1280: 20}
-
-
 def _encoder_state(state: dict[str, torch.Tensor], source: Path) -> dict[str, torch.Tensor]:
     """Keep the encoder keys, accepting WhisperModel ('encoder.') and ForConditionalGeneration ('model.encoder.')."""
     out = {}
@@ -57,104 +53,103 @@ def _encoder_state(state: dict[str, torch.Tensor], source: Path) -> dict[str, to
                 out[key[len(prefix) :]] = value
                 break
     if "conv1.weight" not in out:
-        raise ValueError(
-            f"{source}: no Whisper encoder weights found (expected keys like 'encoder.conv1.weight'). "
-            "Point the loader at a whisper-tiny folder or its model.safetensors."
-        )
+        raise refuse(WHISPER, source, "no Whisper encoder weights found (expected keys like 'encoder.conv1.weight')",
+                     "Point the loader at a whisper-tiny folder or its model.safetensors.")
     return out
 
 
-def _config_from_state(state: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """Whisper encoder hyper-parameters read off the weight shapes (for a bare safetensors file)."""
-    d_model, n_mels = state["conv1.weight"].shape[:2]
-    layer_ids = [int(k.split(".")[1]) for k in state if k.startswith("layers.")]
-    if not layer_ids or "layers.0.fc1.weight" not in state:
-        raise ValueError(f"the Whisper encoder weights have no layers (width {d_model}); the file is incomplete: "
-                         f"{_REFETCH}")
-    n_layers = 1 + max(layer_ids)
-    return {
-        "d_model": int(d_model),
-        "num_mel_bins": int(n_mels),
-        "encoder_layers": n_layers,
-        "encoder_attention_heads": _HEADS_BY_WIDTH.get(int(d_model), int(d_model) // 64),
-        "encoder_ffn_dim": int(state["layers.0.fc1.weight"].shape[0]),
-        "max_source_positions": int(state["embed_positions.weight"].shape[0]) if "embed_positions.weight" in state
-        else POSITIONS_PER_CHUNK,
-    }
+def _config_from_state(state: dict[str, torch.Tensor], source: Path) -> dict[str, Any]:
+    """Width and depth read off the weight shapes (to name a larger Whisper before the key-by-key check)."""
+    width = int(state["conv1.weight"].shape[0]) if state["conv1.weight"].dim() == 3 else -1
+    layer_ids = [int(k.split(".")[1]) for k in state if k.startswith("layers.") and k.split(".")[1].isdigit()]
+    return {"d_model": width, "encoder_layers": 1 + max(layer_ids, default=-1)}
 
 
-_REFETCH = "Download openai/whisper-tiny's model.safetensors again (complete) into models/audio_encoders."
-TINY_WIDTH, TINY_LAYERS = 384, 4  # the encoder the Avatar model was trained with (its audio input is 5 x 384)
+# whisper-tiny's encoder, the one the Avatar model was trained with (its audio input is 5 x 384); the numbers of
+# the official checkpoint's config (transformers WhisperConfig defaults == whisper-tiny), checked against
+# /work/shared/reference/whisper_tiny_config.json and whisper_tiny_keys.tsv by tests/test_weight_files.py.
+TINY_CONFIG: dict[str, Any] = {"d_model": 384, "encoder_layers": 4, "encoder_attention_heads": 6,
+                               "encoder_ffn_dim": 1536, "num_mel_bins": 80, "max_source_positions": 1500,
+                               "activation_function": "gelu"}
+TINY_WIDTH, TINY_LAYERS = TINY_CONFIG["d_model"], TINY_CONFIG["encoder_layers"]
+_NAMES_BY_WIDTH = {384: "tiny", 512: "base", 768: "small", 1024: "medium", 1280: "large"}
 
 
-def _load_file(path: Path) -> dict[str, torch.Tensor]:
-    """One weight file, with a message naming it and the fix for every way it can be unusable."""
-    from safetensors.torch import load_file
-
-    try:
-        if path.suffix == ".safetensors":
-            return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated, random bytes, pickled objects: all unusable
-        if "weights_only" in str(e) or "Unpickl" in type(e).__name__:
-            raise ValueError(f"Whisper file {path.name}: holds pickled Python objects, which are never loaded (they "
-                             f"could run code). Use model.safetensors instead. {_REFETCH}") from e
-        raise ValueError(f"Whisper file {path.name} cannot be read ({type(e).__name__}: {e}); it is truncated or not "
-                         f"a weight file. {_REFETCH}") from e
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"Whisper file {path.name}: not a state dict of tensors. {_REFETCH}")
-    return state
+def tiny_layout(cfg: dict[str, Any] = TINY_CONFIG) -> dict[str, tuple[int, ...]]:
+    """Encoder key -> shape of whisper-tiny (keys without the 'encoder.' prefix)."""
+    d, f = cfg["d_model"], cfg["encoder_ffn_dim"]
+    out: dict[str, tuple[int, ...]] = {
+        "conv1.weight": (d, cfg["num_mel_bins"], 3), "conv1.bias": (d,), "conv2.weight": (d, d, 3), "conv2.bias": (d,),
+        "embed_positions.weight": (cfg["max_source_positions"], d), "layer_norm.weight": (d,), "layer_norm.bias": (d,)}
+    for i in range(cfg["encoder_layers"]):
+        p = f"layers.{i}."
+        out |= {p + f"self_attn.{n}_proj.weight": (d, d) for n in ("k", "v", "q", "out")}
+        out |= {p + f"self_attn.{n}_proj.bias": (d,) for n in ("v", "q", "out")}  # k_proj has no bias
+        out |= {p + f"{n}.{w}": (d,) for n in ("self_attn_layer_norm", "final_layer_norm") for w in ("weight", "bias")}
+        out |= {p + "fc1.weight": (f, d), p + "fc1.bias": (f,), p + "fc2.weight": (d, f), p + "fc2.bias": (d,)}
+    return out
 
 
-def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
-    """(state dict, config.json dict or None) from a folder or a single weight file."""
-    if path.is_file():
-        return _load_file(path), None
+def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None, Path]:
+    """(state dict, config.json dict or None, the weight file) from a folder or a single weight file."""
     if not path.is_dir():
-        raise FileNotFoundError(f"Whisper weights not found at {path}: give a whisper-tiny folder or a .safetensors file.")
+        if not path.exists():
+            raise WeightFileNotFound(f"Whisper weights not found at {path}: give a whisper-tiny folder or a "
+                                     f".safetensors file. {WHISPER.fix}")
+        return read_tensors(path, WHISPER)[0], None, path
     config_file = path / "config.json"
-    try:
-        config = json.loads(config_file.read_text()) if config_file.is_file() else None
-    except ValueError as e:
-        raise ValueError(f"{config_file}: not valid JSON ({e}); download whisper-tiny's config.json again.") from e
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        if (path / name).is_file():
-            return _load_file(path / name), config
-    raise FileNotFoundError(f"{path}: neither model.safetensors nor pytorch_model.bin is in this Whisper folder.")
+    config = read_json(config_file, WHISPER_CONFIG) if config_file.exists() else None
+    for name in ("model.safetensors", "model.sft", "pytorch_model.bin"):
+        if (path / name).exists():
+            return read_tensors(path / name, WHISPER)[0], config, path / name
+    raise WeightFileNotFound(f"Whisper folder {path}: neither model.safetensors nor pytorch_model.bin is in it. "
+                             f"{WHISPER.fix}")
 
 
 def _check_is_tiny(cfg: dict[str, Any], source: Path) -> None:
     """The Avatar audio projection takes 5 hidden states of width 384: only whisper-tiny's encoder fits."""
     width, layers = cfg["d_model"], cfg["encoder_layers"]
     if (width, layers) != (TINY_WIDTH, TINY_LAYERS):
-        raise ValueError(f"{source.name}: this Whisper encoder has width {width} and {layers} layers, but the Avatar "
-                         f"model was trained on whisper-tiny ({TINY_WIDTH} wide, {TINY_LAYERS} layers; base and small "
-                         "are larger): use whisper-tiny (openai/whisper-tiny model.safetensors).")
+        raise refuse(WHISPER, source, f"this Whisper encoder has width {width} and {layers} layers, but the Avatar "
+                                      f"model was trained on whisper-tiny ({TINY_WIDTH} wide, {TINY_LAYERS} layers; "
+                                      "base and small are larger)",
+                     "Download and use whisper-tiny (openai/whisper-tiny model.safetensors).")
+
+
+def check_config(config: dict[str, Any], source: Path) -> None:
+    """A config.json beside the weights must describe whisper-tiny: another model's config is refused, never
+    used (it would silently change the head count, and so every feature)."""
+    if config.get("model_type", "whisper") != "whisper":
+        raise refuse(WHISPER_CONFIG, source, f"is the config of a {config['model_type']!r} model, not Whisper")
+    bad = [f"{k} {config[k]!r} (whisper-tiny: {v!r})" for k, v in TINY_CONFIG.items() if k in config and config[k] != v]
+    if bad:
+        name = _NAMES_BY_WIDTH.get(config.get("d_model"), "another Whisper size")
+        raise refuse(WHISPER_CONFIG, source, f"describes another model than whisper-tiny (looks like {name}): "
+                                             + "; ".join(bad))
 
 
 def load_whisper_encoder(path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
     """Load a transformers ``WhisperEncoder`` in fp32 from local files only (never from a hub).
 
     ``path``: a folder (config.json + model.safetensors or pytorch_model.bin, e.g. openai/whisper-tiny) or one
-    .safetensors file with WhisperModel keys ('encoder.conv1.weight', ...; decoder keys are ignored).
+    weight file with WhisperModel keys ('encoder.conv1.weight', ...; decoder keys are ignored). Every file is
+    checked by weight_files (format by content, dtypes, NaN/inf), the keys and shapes against whisper-tiny's,
+    and a config.json against whisper-tiny's config.
     """
     from transformers import WhisperConfig
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
     path = Path(path)
-    state, config = _read_weights(path)
-    enc_state = _encoder_state(state, path)
-    shape_cfg = _config_from_state(enc_state)
-    _check_is_tiny(shape_cfg, path)
-    if config is not None:  # a config.json wins for what shapes cannot tell (head count)
-        shape_cfg.update({k: config[k] for k in ("encoder_attention_heads", "activation_function") if k in config})
-    cfg = WhisperConfig(**shape_cfg)
-    encoder = WhisperEncoder(cfg)
-    missing, unexpected = encoder.load_state_dict(enc_state, strict=False)
+    state, config, file = _read_weights(path)
+    enc_state = _encoder_state(state, file)
+    _check_is_tiny(_config_from_state(enc_state, file), file)
     # embed_positions is a fixed sinusoid some exports omit; everything else must be present.
-    missing = [k for k in missing if k != "embed_positions.weight"]
-    if missing or unexpected:
-        raise ValueError(f"{path}: Whisper encoder weights do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}.")
+    check_layout(enc_state, tiny_layout(), file, WHISPER, optional=("embed_positions.weight",),
+                 model="whisper-tiny's encoder")
+    if config is not None:
+        check_config(config, path / "config.json")
+    encoder = WhisperEncoder(WhisperConfig(**TINY_CONFIG))
+    encoder.load_state_dict(enc_state, strict=False)  # complete but for embed_positions (checked above)
     return encoder.to(device=device, dtype=torch.float32).eval()
 
 
