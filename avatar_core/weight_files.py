@@ -94,9 +94,10 @@ INSIGHTFACE = FileKind(
     "own folder: ComfyUI/models/insightface/models/<pack>/.", formats=("onnx",), finite="off", folder=True)
 TRAIN_CLIP = FileKind(
     "training clip cache", "Write the clip again with the Avatar Training Clip node (or "
-    "avatar_core.train.data.write_clip).", int_keys=("text_mask",), metadata_format="hyavatar-train-clip")
+    "avatar_core.train.data.write_clip).", int_keys=("text_mask", "motion_exp", "motion_pose", "fps"),
+    metadata_format="hyavatar-train-clip")
 TEXT_CONDITIONING = FileKind(
-    "saved conditioning", "Choose a file written by Avatar Save Conditioning, or encode the prompt with Avatar Text "
+    "Avatar conditioning file", "Choose a file written by Avatar Save Conditioning, or encode the prompt with Avatar Text "
     "Encode.", int_keys=("*.mask",), metadata_format="hyavatar-conditioning")
 RESUME = FileKind(
     "resume checkpoint", "It is removed and the render starts afresh.", int_keys=("rng_cpu",),
@@ -232,7 +233,8 @@ def read_tensors(path: str | Path, kind: FileKind) -> tuple[dict[str, torch.Tens
         from safetensors import safe_open
         _, meta = safetensors_header(path, kind)
         if kind.metadata_format is not None and meta.get("format") != kind.metadata_format:
-            raise refuse(kind, path, f"is not a {kind.what} (its metadata format is {meta.get('format')!r}, "
+            article = "an" if kind.what[0].lower() in "aeiou" else "a"
+            raise refuse(kind, path, f"is not {article} {kind.what} (its metadata format is {meta.get('format')!r}, "
                                      f"not {kind.metadata_format!r})")
         try:
             with safe_open(str(path), framework="pt") as f:
@@ -319,6 +321,11 @@ def read_json(path: str | Path, kind: FileKind) -> dict:
     if not isinstance(data, dict):
         raise refuse(kind, path, f"holds a JSON {type(data).__name__}, not an object of settings")
     return data
+
+
+def read_lora_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """The entry of the LoRA reader (lora/apply.py): exists, safetensors by content, float, finite."""
+    return read_tensors(path, LORA)[0]
 
 
 def check_torchscript(path: str | Path, kind: FileKind = DETFACE) -> Path:

@@ -100,9 +100,10 @@ def test_insightface_folder_lookup(tmp_path):
     with pytest.raises(FileNotFoundError, match="buffalo_l"):
         find_insightface_detector(tmp_path)
     (tmp_path / "models" / "antelopev2").mkdir(parents=True)
-    (tmp_path / "models" / "antelopev2" / "scrfd_10g_bnkps.onnx").write_bytes(b"")
+    onnx = b"\x08\x07\x12\x07pytorch"  # the start of an ONNX ModelProto (ir_version, producer_name): told by content
+    (tmp_path / "models" / "antelopev2" / "scrfd_10g_bnkps.onnx").write_bytes(onnx)
     assert find_insightface_detector(tmp_path).name == "scrfd_10g_bnkps.onnx"
     (tmp_path / "models" / "buffalo_l").mkdir()
-    (tmp_path / "models" / "buffalo_l" / "det_10g.onnx").write_bytes(b"")
+    (tmp_path / "models" / "buffalo_l" / "det_10g.onnx").write_bytes(onnx)
     assert find_insightface_detector(tmp_path).name == "det_10g.onnx"  # buffalo_l first, as ComfyUI packs use it
     assert find_insightface_detector(tmp_path, "antelopev2").parent.name == "antelopev2"

@@ -10,6 +10,7 @@ from safetensors.torch import save_file
 from test_model import call, tiny_inputs
 
 from avatar_core.config import AvatarConfig
+from avatar_core.errors import InputError
 from avatar_core.loading import build_random_transformer
 from avatar_core.lora import LoraError, load_lora, set_loras
 from avatar_core.lora.weights import read_weight
@@ -184,7 +185,7 @@ def test_partial_match_warns_with_counts(caplog):
 def test_pickled_files_are_refused(tmp_path):
     path = tmp_path / "x.pt"
     path.write_bytes(b"not read")
-    with pytest.raises(LoraError, match="safetensors only"):
+    with pytest.raises(InputError, match="safetensors only"):  # the file-level checks: weight_files.LORA
         load_lora(path, _model())
 
 

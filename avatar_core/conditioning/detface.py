@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..weight_files import DETFACE, check_torchscript, refuse
 from .faces import FaceBox
 
 SHORT_SIDE = 416
@@ -113,15 +114,12 @@ class DetFaceDetector:
                  conf_threshold: float = CONF_THRESHOLD, iou_threshold: float = IOU_THRESHOLD) -> None:
         self.path, self.device = Path(path), torch.device(device)
         self.conf_threshold, self.iou_threshold = conf_threshold, iou_threshold
-        if not self.path.is_file():
-            raise FileNotFoundError(f"face detector {self.path} not found: copy detface.pt from the official weights "
-                                    "(ckpts/det_align/detface.pt) into ComfyUI/models/face_detection/.")
+        check_torchscript(self.path, DETFACE)  # exists, one file, TorchScript by content (any name)
         try:
             self.model = torch.jit.load(str(self.path), map_location=self.device).eval()
         except RuntimeError as exc:
-            raise ValueError(f"{self.path.name} is not a TorchScript archive ({str(exc).splitlines()[0][:200]}); use "
-                             "detface.pt from the official weights (ckpts/det_align/detface.pt), unchanged. Pickled "
-                             ".pt files are never loaded.") from exc
+            raise refuse(DETFACE, self.path, f"is a TorchScript archive that does not load "
+                                             f"({str(exc).splitlines()[0][:200]})") from exc
 
     @torch.no_grad()
     def detect(self, image: np.ndarray) -> list[FaceBox]:

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..weight_files import INSIGHTFACE, WeightFileNotFound, check_format, describe, refuse, sniff
+
 OFFICIAL_AREA = 3.0  # official get_facemask(area=3.0) call in sample_inference_audio.py
 LATENT_STRIDE = 8  # VAE spatial compression
 
@@ -257,16 +259,21 @@ _DETECTOR_FILES = {"buffalo_l": "det_10g.onnx", "antelopev2": "scrfd_10g_bnkps.o
 def find_insightface_detector(insightface_dir: str | Path, pack: str | None = None) -> Path:
     """The detection ONNX of an InsightFace pack (buffalo_l, antelopev2, ...) under ``insightface_dir``."""
     root = Path(insightface_dir)
+    if root.exists() and not root.is_dir():
+        raise refuse(INSIGHTFACE, root, "is a file, but the InsightFace models folder is expected here")
     packs = [pack] if pack else list(_DETECTOR_FILES)
     for name in packs:
         for folder in (root / "models" / name, root / name):
+            if folder.exists() and not folder.is_dir():  # e.g. det_10g.onnx put straight into models/
+                raise refuse(INSIGHTFACE, folder, f"is a file ({describe(sniff(folder))}), but an InsightFace "
+                                                  "pack is a folder of .onnx files")
             known = folder / _DETECTOR_FILES.get(name, "")
-            if known.is_file():
-                return known
-            found = sorted(folder.glob("det_*.onnx")) + sorted(folder.glob("scrfd*.onnx")) if folder.is_dir() else []
+            found = [known] if known.is_file() else (
+                sorted(folder.glob("det_*.onnx")) + sorted(folder.glob("scrfd*.onnx")) if folder.is_dir() else [])
             if found:
+                check_format(found[0], INSIGHTFACE)  # an LFS pointer or a saved web page is named as such
                 return found[0]
-    raise FileNotFoundError(
+    raise WeightFileNotFound(
         f"no InsightFace face detector found under {root} (looked for {packs} in {root / 'models'}): put the "
         "buffalo_l pack (det_10g.onnx) or antelopev2 (scrfd_10g_bnkps.onnx) in ComfyUI/models/insightface/models/."
     )

@@ -12,9 +12,10 @@ import re
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save
 
+from ..errors import InputError
+from ..weight_files import TEXT_CONDITIONING, read_tensors, refuse
 from .text import check_official_conditioning
 
 FORMAT, VERSION = "hyavatar-conditioning", "2"
@@ -55,15 +56,14 @@ def write_new(folder: str | Path, name: str, positive: Prompt, negative: Prompt)
 
 def read(path: str | Path) -> tuple[Prompt, Prompt]:
     """(positive, negative) from a file written by `write_new`; older or foreign files raise with the fix."""
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    name = Path(path).name
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{name} is not an Avatar conditioning file (made by 'Avatar Save Conditioning'): "
-                         "choose another file, or encode the prompt with Avatar Text Encode.")
+    path = Path(path)
+    tensors, meta = read_tensors(path, TEXT_CONDITIONING)  # format by content, metadata, dtypes, NaN/inf
+    name = path.name
+    if meta.get("version", "1").isdigit() and int(meta.get("version", "1")) > int(VERSION):
+        raise refuse(TEXT_CONDITIONING, path, f"was saved by a newer version of this pack (format version "
+                                              f"{meta['version']})", "Update this pack, or re-encode the prompt.")
     if meta.get("version") != VERSION:
-        raise ValueError(
+        raise InputError(
             f"{name} was saved by an older version of this pack (format version {meta.get('version', '1')}): "
             "its text states lack the official pad states and cannot be upgraded exactly. Re-encode the prompt "
             "with Avatar Text Encode and save it again with Avatar Save Conditioning.")
@@ -71,7 +71,8 @@ def read(path: str | Path) -> tuple[Prompt, Prompt]:
     for side in ("pos", "neg"):
         keys = [f"{side}.states", f"{side}.mask", f"{side}.pooled"]
         if not set(keys) <= set(tensors):
-            raise ValueError(f"{name} is incomplete (missing {sorted(set(keys) - set(tensors))}): save it again.")
+            raise refuse(TEXT_CONDITIONING, path, f"is incomplete (missing {sorted(set(keys) - set(tensors))})",
+                         "Save it again with Avatar Save Conditioning.")
         states, mask, pooled = (tensors[k] for k in keys)
         check_official_conditioning(states, mask, f"{name} ({side})")
         out.append((states, mask, pooled))

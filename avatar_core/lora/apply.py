@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from ..weight_files import read_lora_file
 from .keys import Target, alias_table, group_factors, resolve
 from .weights import Snapshot, get_linear, linear_layers, read_weight, restore, snapshot, write_weight
 
@@ -57,13 +58,7 @@ class LoraFile:
 def _read(source: str | Path | dict[str, torch.Tensor]) -> tuple[str, dict[str, torch.Tensor]]:
     if isinstance(source, dict):
         return "<state dict>", source
-    path = Path(source)
-    if not path.is_file():
-        raise LoraError(f"LoRA file not found: {path}")
-    if path.suffix != ".safetensors":
-        raise LoraError(f"{path.name}: LoRA files are read as .safetensors only (no pickled .pt/.ckpt)")
-    from safetensors.torch import load_file
-    return path.name, load_file(str(path))
+    return Path(source).name, read_lora_file(source)  # the file-level checks (weight_files.LORA)
 
 
 def load_lora(source: str | Path | dict[str, torch.Tensor], model: nn.Module) -> LoraFile:

@@ -27,6 +27,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ..errors import InputError
+from ..weight_files import TRAIN_CLIP, read_tensors, refuse
+
 FORMAT = "hyavatar-train-clip"
 VERSION = "1"
 LATENT_SCALE = 0.476986  # HunyuanVideo VAE scale factor (ComfyUI latent_formats.HunyuanVideo)
@@ -79,19 +82,21 @@ def write_clip(path: str | Path, clip: ClipSample) -> None:
 
 
 def read_clip(path: str | Path) -> ClipSample:
+    """One clip cache, checked as every weight file is (weight_files.TRAIN_CLIP: format by content, metadata,
+    float dtypes but the mask, NaN/inf by key), then its shapes against each other."""
     path = Path(path)
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{path.name}: not a training clip cache (format {meta.get('format')!r}, want {FORMAT!r}); "
-                             "write caches with avatar_core.train.data.write_clip")
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    tensors, meta = read_tensors(path, TRAIN_CLIP)
+    if meta.get("version") != VERSION:
+        raise refuse(TRAIN_CLIP, path, f"has cache format version {meta.get('version')!r}; this pack reads {VERSION!r}")
     names = {f.name for f in fields(ClipSample)} - {"caption"}
     missing = sorted(names - set(tensors) - {"emotion"})
     if missing:
-        raise ValueError(f"{path.name}: clip cache lacks {missing}")
+        raise refuse(TRAIN_CLIP, path, f"lacks {missing}")
     clip = ClipSample(**{k: v for k, v in tensors.items() if k in names}, caption=meta.get("caption", ""))
-    clip.check(path.name)
+    try:
+        clip.check(path.name)
+    except ValueError as e:
+        raise refuse(TRAIN_CLIP, path, str(e).removeprefix(f"{path.name}: ")) from e
     return clip
 
 
@@ -101,14 +106,19 @@ class ClipFolder:
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         if not self.folder.is_dir():
-            raise ValueError(f"training data folder not found: {self.folder}")
+            what = "is a file, not a folder" if self.folder.exists() else "not found"
+            raise InputError(f"training data folder {self.folder} {what}: give the folder the Avatar Training Clip "
+                             "node wrote its caches into (output/avatar_training/<set>).")
         self.files = sorted(self.folder.glob("*.safetensors"))
         if not self.files:
-            raise ValueError(f"{self.folder} holds no clip caches (*.safetensors written by write_clip)")
-        for p in self.files:  # headers only: fail before training starts, not at step 5000
-            with safe_open(str(p), framework="pt") as f:
-                if (f.metadata() or {}).get("format") != FORMAT:
-                    raise ValueError(f"{p.name}: not a training clip cache (see avatar_core/train/data.py)")
+            raise InputError(f"{self.folder} holds no clip caches (*.safetensors written by the Avatar Training Clip "
+                             "node or write_clip)")
+        emotion = []
+        for p in self.files:  # every clip read and checked once: fail before training starts, not at step 5000
+            emotion.append(read_clip(p).emotion is not None)
+        if len(set(emotion)) > 1:
+            raise InputError(f"{self.folder}: {emotion.count(True)} clips have an emotion latent and "
+                             f"{emotion.count(False)} do not; give every clip one (to train the AEM) or none")
 
     def __len__(self) -> int:
         return len(self.files)
