@@ -14,12 +14,14 @@ from .types import Resume
 
 FOLDERS = ("output", "temp", "off")
 DEFAULT_MINUTES = 10.0
+IF_UNWRITABLE = {"stop": "error", "continue without checkpoints": "warn"}  # choice -> ResumeConfig.on_unwritable
 
 
 @dataclass(frozen=True)
 class ResumeSettings:
     folder: str = "output"  # output survives a restart; temp is cleared when ComfyUI starts
     minutes: float = DEFAULT_MINUTES
+    if_unwritable: str = "stop"
 
 
 def resume_config(settings: ResumeSettings | None) -> ResumeConfig | None:
@@ -27,10 +29,14 @@ def resume_config(settings: ResumeSettings | None) -> ResumeConfig | None:
     s = settings or ResumeSettings()
     if s.folder not in FOLDERS:
         raise ValueError(f"resume folder {s.folder!r} is not one of {list(FOLDERS)}; pick one in Avatar Resume.")
+    if s.if_unwritable not in IF_UNWRITABLE:
+        raise ValueError(f"if_unwritable {s.if_unwritable!r} is not one of {list(IF_UNWRITABLE)}; pick one in "
+                         "Avatar Resume.")
     if s.folder == "off":
         return None
     root = folder_paths.get_output_directory() if s.folder == "output" else folder_paths.get_temp_directory()
-    return ResumeConfig(os.path.join(root, "avatar_resume"), interval_s=60 * s.minutes)
+    return ResumeConfig(os.path.join(root, "avatar_resume"), interval_s=60 * s.minutes,
+                        on_unwritable=IF_UNWRITABLE[s.if_unwritable])
 
 
 class AvatarResume(io.ComfyNode):
@@ -48,14 +54,18 @@ class AvatarResume(io.ComfyNode):
                 io.Float.Input("every_minutes", default=DEFAULT_MINUTES, min=0.0, max=600.0, step=0.5,
                                tooltip="Minutes between checkpoints (each writes the clip's latents once; a 90 s "
                                        "clip at 704 px is ~280 MB). 0: before every step."),
+                io.Combo.Input("if_unwritable", options=list(IF_UNWRITABLE), default="stop", optional=True,
+                               tooltip="When the folder cannot hold a checkpoint (read-only, full, a file): stop "
+                                       "before the first step with the reason, or render without checkpoints (a "
+                                       "warning in the log; a crash then loses the progress)."),
             ],
             outputs=[Resume.Output(display_name="resume")],
         )
 
     @classmethod
-    def execute(cls, folder: str, every_minutes: float) -> io.NodeOutput:
+    def execute(cls, folder: str, every_minutes: float, if_unwritable: str = "stop") -> io.NodeOutput:
         minutes = check_number("every_minutes", every_minutes, lo=0.0, hi=600.0,
                                fix="Set Avatar Resume's every_minutes (default 10).")
-        settings = ResumeSettings(folder, minutes)
+        settings = ResumeSettings(folder, minutes, if_unwritable)
         resume_config(settings)  # refuse a bad folder here, not after the model has loaded
         return io.NodeOutput(settings)

@@ -49,6 +49,7 @@ class Counting:
 
     def __init__(self, model: torch.nn.Module, on_call: Any = None):
         self.model, self.calls, self.on_call = model, 0, on_call
+        self.__wrapped__ = model  # what the checkpoint keys on (resume.weights_of follows __wrapped__)
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, **kw: Any) -> Any:
         self.calls += 1

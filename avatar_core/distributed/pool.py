@@ -40,7 +40,7 @@ import torch.multiprocessing as mp
 
 from ..lora import set_lora_files
 from ..runner import RunChoices, RunnerInfo
-from ..sampling.resume import ResumeConfig
+from ..sampling.resume import ResumeConfig, check_folder_for
 from ..sampling.sampler import AvatarConditioning, SamplerCallbacks, SamplerConfig, SampleResult, SamplingCancelled
 from .group import ParallelConfig, build_groups, check_devices
 from .parallel import CollectiveCancel, check_step_cache, sample_on_rank
@@ -216,6 +216,7 @@ class WorkerPool:
         if not self.alive:
             raise RuntimeError("the worker pool is closed (a worker failed or close() was called); load the model again")
         callbacks = callbacks or SamplerCallbacks()
+        resume = check_folder_for(resume, cond, config)  # once, before any worker starts (checked: they skip it)
         out_device = cond.ref_latents.device
         req = encode((_move(cond, torch.device("cpu")), config, None if noise is None else noise.cpu(),
                       callbacks.on_preview is not None, tuple(loras),

@@ -347,7 +347,9 @@ def sample_avatar(denoise: Denoiser, cond: AvatarConditioning, config: SamplerCo
         step_cache=None if config.step_cache is None else StepCache(config.step_cache),
     )
     latents = _prepare_noise(noise, plan, cond, config.seed)  # [B, C, ring, H, W]
-    ring = open_checkpoint(resume, cond, config, plan, latents)  # on a pool: every rank reads, rank 0 writes
+    # Before step 1: the folder is usable and the key holds the weights behind `denoise` (on a pool: every rank
+    # reads, rank 0 writes).
+    ring = open_checkpoint(resume, cond, config, plan, latents, denoise, cached)
     latents, first, shift = ring.restore(latents) if ring is not None else (latents, 0, 0)
     run.calls_done = first * plan.windows_per_step
     with torch.no_grad():
