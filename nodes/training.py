@@ -15,7 +15,8 @@ import torch
 from comfy_api.latest import io
 
 from ..avatar_core.conditioning.faces import to_latent
-from ..avatar_core.train.data import ClipSample, write_clip
+from ..avatar_core.output_files import check_name
+from ..avatar_core.train.data import ClipSample, write_clip_new
 from .convert import MOTION_EXP, MOTION_POSE, check_image, image_to_frames, official_size, resize_masks
 from .sampler import text_conditioning
 from .types import AudioFeatures, CharacterMasks, Emotion
@@ -36,7 +37,8 @@ class AvatarTrainingClip(io.ComfyNode):
                 AudioFeatures.Input("audio_features", tooltip="Avatar Audio Encode of the clip's own audio."),
                 io.Conditioning.Input("positive", tooltip="Avatar Text Encode of the clip's caption."),
                 io.Vae.Input("vae", tooltip="The HunyuanVideo VAE."),
-                io.String.Input("name", default="clip000", tooltip="File name (no extension) in the dataset folder."),
+                io.String.Input("name", default="clip", tooltip="File name prefix in the dataset folder: each run "
+                                "writes a new <name>_00001.safetensors, <name>_00002, ... (never over a clip)."),
                 io.String.Input("dataset", default="avatar_training/my_set",
                                 tooltip="Dataset folder, relative to ComfyUI's output folder (or absolute)."),
                 io.Int.Input("image_size", default=704, min=256, max=1280, step=64,
@@ -52,6 +54,7 @@ class AvatarTrainingClip(io.ComfyNode):
     def execute(cls, frames, audio_features, positive, vae, name: str, dataset: str, image_size: int,
                 character_masks=None, emotion=None) -> io.NodeOutput:
         check_image(frames, "frames")
+        check_name(name, "name")  # before the VAE work
         feats = audio_features.features                                          # [N, F, 10, 5, 384]
         n = min(frames.shape[0], feats.shape[1])
         n = 4 * ((n - 1) // 4) + 1                                              # 4T - 3 video frames
@@ -74,7 +77,4 @@ class AvatarTrainingClip(io.ComfyNode):
             fps=torch.tensor(float(audio_features.fps)), emotion=None if emotion is None else emotion[0].float().cpu(),
             caption=name)
         folder = dataset if os.path.isabs(dataset) else os.path.join(folder_paths.get_output_directory(), dataset)
-        os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, f"{name}.safetensors")
-        write_clip(path, clip)
-        return io.NodeOutput(path)
+        return io.NodeOutput(str(write_clip_new(folder, name, clip)))  # name_00001, ...: never over a clip

@@ -111,6 +111,17 @@ CACHE_SCRIPT = textwrap.dedent("""
     assert clip.latents.shape[1] == 5 and clip.audio.shape[0] == 17, (clip.latents.shape, clip.audio.shape)
     assert clip.text_states.shape[0] == 831 and int(clip.text_mask.sum()) > 0
     assert clip.face_mask.shape[:2] == (1, 1) and clip.emotion is not None and float(clip.fps) == 25.0
+    import os
+    first = open(path, "rb").read()  # the same graph again: a new numbered file, the first clip untouched
+    again = node.AvatarTrainingClip.execute(frames, feats, positive, Vae(), "c0", tmp, 128).result[0]
+    names = [os.path.basename(p) for p in (path, again)]
+    assert names == ["c0_00001.safetensors", "c0_00002.safetensors"], names
+    assert open(path, "rb").read() == first, "the first clip must never be overwritten"
+    try:
+        node.AvatarTrainingClip.execute(frames, feats, positive, Vae(), "../c0", tmp, 128)
+        raise AssertionError("a name with folder parts must be refused")
+    except ValueError as e:
+        assert "plain file name" in str(e), e
     print("CACHE_NODE_OK")
 """)
 

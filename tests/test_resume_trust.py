@@ -215,7 +215,7 @@ def test_an_unusable_folder_stops_before_the_first_step(tiny, tmp_path: Path, mo
     if case == "read-only":
         folder = _unwritable_dir(tmp_path)
     if case == "full":
-        monkeypatch.setattr(resume_mod.shutil, "disk_usage", FULL_DISK)
+        monkeypatch.setattr("avatar_core.output_files.shutil.disk_usage", FULL_DISK)
     counting = Counting(tiny)
     why = {"a file": "is a file", "read-only": "cannot be written", "full": "MiB free", "inside a file": "cannot be written"}
     with pytest.raises(InputError, match=rf"resume folder: .*{why[case]}.*on_unwritable='warn'"):
@@ -224,7 +224,7 @@ def test_an_unusable_folder_stops_before_the_first_step(tiny, tmp_path: Path, mo
 
 
 def test_the_user_may_render_on_without_checkpoints(tiny, reference, tmp_path: Path, monkeypatch, caplog) -> None:
-    monkeypatch.setattr(resume_mod.shutil, "disk_usage", FULL_DISK)
+    monkeypatch.setattr("avatar_core.output_files.shutil.disk_usage", FULL_DISK)
     with caplog.at_level(logging.WARNING):
         out = sample_avatar(tiny, conditioning(), CONFIG, resume=ResumeConfig(tmp_path / "r", 0, on_unwritable="warn"))
     assert torch.equal(out.ring_latents, reference) and "WITHOUT checkpoints" in caplog.text

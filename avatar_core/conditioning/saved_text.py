@@ -7,13 +7,12 @@ positions' LLM states, which cannot be rebuilt from the file: they are refused w
 
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
 
 import torch
 from safetensors.torch import save
 
+from .. import output_files
 from ..errors import InputError
 from ..weight_files import TEXT_CONDITIONING, read_tensors, refuse
 from .text import check_official_conditioning
@@ -33,25 +32,14 @@ def pack(positive: Prompt, negative: Prompt) -> tuple[dict[str, torch.Tensor], d
 
 def next_free_path(folder: str | Path, name: str) -> Path:
     """`<folder>/<name>_NNNNN.safetensors` one above the highest number there (ComfyUI's savers' naming)."""
-    pattern = re.compile(re.escape(name) + r"_(\d{5,})\.safetensors$")
-    taken = [int(m.group(1)) for f in os.listdir(folder) if (m := pattern.match(f))]
-    return Path(folder) / f"{name}_{max(taken, default=0) + 1:05d}.safetensors"
+    return output_files.next_free_path(folder, name, ".safetensors")
 
 
 def write_new(folder: str | Path, name: str, positive: Prompt, negative: Prompt) -> Path:
     """Write a new numbered file; never replaces an existing one (exclusive create, next number on a race)."""
     tensors, metadata = pack(positive, negative)
-    data = save(tensors, metadata=metadata)
-    os.makedirs(folder, exist_ok=True)
-    for _ in range(100):
-        path = next_free_path(folder, name)
-        try:
-            with open(path, "xb") as f:
-                f.write(data)
-            return path
-        except FileExistsError:
-            continue  # another save took this number between the listing and the open
-    raise FileExistsError(f"could not find a free file name for {name} in {folder}")
+    return output_files.write_new(folder, name, save(tensors, metadata=metadata),
+                                  pick=lambda f, n: next_free_path(f, n))
 
 
 def read(path: str | Path) -> tuple[Prompt, Prompt]:

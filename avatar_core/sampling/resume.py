@@ -27,8 +27,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,6 +36,7 @@ import torch
 from safetensors.torch import save_file
 
 from ..errors import InputError
+from ..output_files import folder_problem
 from ..weight_files import RESUME, WeightFileError, read_tensors
 
 FORMAT = "hyavatar-resume"
@@ -45,7 +44,6 @@ VERSION = 2  # 2: content hash, every field validated
 UNWRITABLE = ("error", "warn")  # an unusable folder: stop before step 1, or render without checkpoints
 _CHUNK = 1 << 24  # elements hashed per host copy: a 7 GB feature tensor is never copied whole
 _SAMPLE = 256  # elements hashed from each end of every weight tensor (a cheap model identity)
-_MARGIN = 16 << 20  # bytes of free space kept beyond one checkpoint (header, RNG state, the file system)
 log = logging.getLogger(__name__)
 
 
@@ -179,25 +177,6 @@ def content_hash(latents: torch.Tensor, rng: torch.Tensor, meta: dict[str, str])
 
 
 # ---------------------------------------------------------------- the folder
-def folder_problem(directory: str | Path, need_bytes: int) -> str | None:
-    """Why `directory` cannot hold a checkpoint of `need_bytes` (None: it can). Tries a real write: a
-    permission bit says nothing for root or a read-only mount."""
-    d = Path(directory)
-    if d.exists() and not d.is_dir():
-        return f"{d} is a file, not a folder"
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=d, prefix=".hyavatar_probe_") as f:
-            f.write(b"0")
-            f.flush()
-    except OSError as e:
-        return f"{d} cannot be written ({e.strerror or e})"
-    free = shutil.disk_usage(d).free
-    if free < need_bytes + _MARGIN:
-        return f"{d} has {free / 2**20:.0f} MiB free, a checkpoint of this render needs {(need_bytes + _MARGIN) / 2**20:.0f} MiB"
-    return None
-
-
 def checkpoint_bytes(cond: Any, plan: Any) -> int:
     """Bytes of one checkpoint's latents: the float32 ring [B, C, ring, H, W]."""
     b, c, _, h, w = cond.ref_latents.shape
@@ -209,7 +188,7 @@ def check_folder(config: ResumeConfig | None, need_bytes: int) -> ResumeConfig |
     "warn"), or an InputError naming the folder, why, and both fixes."""
     if config is None or config.folder_checked or not config.writer:
         return config
-    problem = folder_problem(config.directory, need_bytes)
+    problem = folder_problem(config.directory, need_bytes)  # a folder, a real write, room for one checkpoint
     if problem is None:
         return replace(config, folder_checked=True)
     if config.on_unwritable == "warn":

@@ -25,9 +25,10 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save, save_file
 
 from ..errors import InputError
+from ..output_files import write_new
 from ..weight_files import TRAIN_CLIP, read_tensors, refuse
 
 FORMAT = "hyavatar-train-clip"
@@ -79,6 +80,16 @@ def write_clip(path: str | Path, clip: ClipSample) -> None:
     tensors = {f.name: getattr(clip, f.name) for f in fields(clip) if f.name != "caption"}
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items() if v is not None}
     save_file(tensors, str(path), metadata={"format": FORMAT, "version": VERSION, "caption": clip.caption})
+
+
+def write_clip_new(folder: str | Path, name: str, clip: ClipSample) -> Path:
+    """Write one cached clip as `<folder>/<name>_NNNNN.safetensors` (ComfyUI's counter naming): never over an
+    existing file, so a second run of the same graph adds a clip instead of replacing one."""
+    clip.check(name)
+    tensors = {f.name: getattr(clip, f.name) for f in fields(clip) if f.name != "caption"}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items() if v is not None}
+    data = save(tensors, metadata={"format": FORMAT, "version": VERSION, "caption": clip.caption})
+    return write_new(folder, name, data)
 
 
 def read_clip(path: str | Path) -> ClipSample:

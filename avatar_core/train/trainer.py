@@ -21,8 +21,10 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from ..errors import InputError
 from ..loading import save_emotion_module
 from ..model.options import RunOptions
+from ..output_files import folder_problem, refuse_non_empty
 from .adapters import add_lora, attach_new_aem, enable_gradient_checkpointing, lora_state_dict
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .data import ClipFolder
@@ -130,12 +132,14 @@ def train(cfg: TrainConfig, model: torch.nn.Module | None = None,
     adapters afterwards); `decoder`: latents -> frames [F, H, W, 3] in 0..1 for sample videos (else samples
     are saved as latents)."""
     cfg.check()
-    data = ClipFolder(cfg.data)
     out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
+    check_output(out, cfg.resume)  # before any clip or weight is read: never over another run, never a late error
+    data = ClipFolder(cfg.data)
     device = torch.device(cfg.device)
     model = build_base(cfg) if model is None else model
     params, adapters, aem = prepare(model, cfg, data)
+    # room for one checkpoint (parameters + two fp32 AdamW moments) and the adapter files, before step 1
+    check_room(out, 4 * sum(p.numel() for p in params.values()) * 4)
     opt = _optimizer(list(params.values()), cfg)
     step, losses = 0, []
     resume = _resume_point(out, cfg.resume)
@@ -163,6 +167,30 @@ def train(cfg: TrainConfig, model: torch.nn.Module | None = None,
     bar.close()
     lora_path, aem_path = _save_adapters(out, adapters, aem, cfg)
     return TrainResult(lora_path, aem_path, losses, step, seconds)
+
+
+def _resumes_from(out: Path, resume: str | None) -> bool:
+    """True when this run continues a checkpoint of `out` itself."""
+    if resume == "latest":
+        return latest_checkpoint(out / "checkpoints") is not None
+    return bool(resume) and (out / "checkpoints").resolve() in Path(resume).resolve().parents
+
+
+def check_output(out: Path, resume: str | None) -> None:
+    """The output folder: a new run refuses one that holds files (it would overwrite its lora.safetensors,
+    aem.safetensors and checkpoints) unless it resumes from it; and it must take files."""
+    if not _resumes_from(out, resume):
+        refuse_non_empty(out, "output folder", "Give a new or empty folder (--output), or continue the training "
+                                                "that wrote it with --resume latest.")
+    check_room(out, 0)
+
+
+def check_room(out: Path, need_bytes: int) -> None:
+    """Writable with room for `need_bytes`: checked before step 1, not at the first save after hours of steps."""
+    problem = folder_problem(out, need_bytes)
+    if problem is not None:
+        raise InputError(f"output folder: {problem}, so no checkpoint or adapter could be saved. Choose another "
+                         "folder (--output) or free some space.")
 
 
 def _resume_point(out: Path, resume: str | None) -> Path | None:
