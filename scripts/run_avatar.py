@@ -8,7 +8,8 @@ else a venv inside the ComfyUI folder, else this Python. ComfyUI is found from C
 place in ComfyUI/custom_nodes/. Real runs use that ComfyUI's models/ folders and name every missing model file
 with its folder, layout and download page. --smoke writes tiny RANDOM weights to a temporary ComfyUI base folder
 and renders on the CPU: it proves the install works end to end; its video is noise.
-Nothing is left behind but the video: the input copies and ComfyUI's log are removed when the run ends.
+Nothing is left behind but the video: the input copies and ComfyUI's log are removed when the run ends. Nothing
+is overwritten: the inputs are copied under names of their own, --out refuses an existing file (--overwrite).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -29,7 +31,7 @@ import comfy_headless as ch  # noqa: E402
 import ui_to_api  # noqa: E402
 
 sys.path.insert(0, str(ch.REPO))
-from avatar_core import model_files  # noqa: E402  (plain data, no torch)
+from avatar_core import model_files, output_files  # noqa: E402  (plain data and the standard library, no torch)
 
 WORKFLOWS = ch.REPO / "example_workflows"
 MODEL_INPUTS = {("AvatarModelLoader", "ckpt_name"): "diffusion_models", ("AvatarWhisperLoader", "whisper_name"): "audio_encoders",
@@ -131,7 +133,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--prompt", help="what happens in the video (default: the workflow's)")
     ap.add_argument("--workflow", default="avatar_single_portrait", help="an example_workflows/ name")
     ap.add_argument("--out", type=Path, help="where to put the mp4 (default: ComfyUI's output folder for real runs, "
-                                             "the system temp folder for --smoke)")
+                                             "the system temp folder for --smoke); an existing file is never "
+                                             "overwritten unless --overwrite")
+    ap.add_argument("--overwrite", action="store_true", help="let --out replace an existing file")
     ap.add_argument("--steps", type=int, help="denoising steps (workflow default 50; smoke 2)")
     ap.add_argument("--image-size", type=int, help="short side of the video (workflow default 704; smoke 128)")
     ap.add_argument("--smoke", action="store_true", help="tiny random weights on the CPU: proves the install, output is noise")
@@ -146,6 +150,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         src = getattr(args, key)
         if src is not None and not src.is_file():
             ap.error(f"--{key} {src}: no such file")
+    check_out(args)
     return args
 
 
@@ -169,20 +174,71 @@ def finish_smoke_assets(proc: subprocess.Popen) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def copy_inputs(args: argparse.Namespace, base: Path) -> list[Path]:
-    """--image / --audio into <base>/input (LoadImage and LoadAudio read from there); returns what we created."""
-    created = []
-    for src in (args.image, args.audio):
+def copy_inputs(args: argparse.Namespace, base: Path, created: list[Path]) -> dict[str, str]:
+    """--image / --audio into <base>/input (LoadImage and LoadAudio read from there): ({"image": name, "audio":
+    name}, the files this run created). A file already in the input folder is used where it is; anything else
+    is copied under a name of its own (run_avatar_<token>_<name>), created exclusively: never over a file there
+    (the example speech.wav four templates load, or a user's file of the same name)."""
+    folder = base / "input"
+    folder.mkdir(parents=True, exist_ok=True)
+    names: dict[str, str] = {}
+    for key in ("image", "audio"):
+        src = getattr(args, key)
         if src is None:
             continue
-        dst = base / "input" / src.name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if not dst.exists():
-            created.append(dst)
-        elif dst.resolve() == src.resolve():
+        if src.resolve().parent == folder.resolve():
+            names[key] = src.name
             continue
-        shutil.copy(src, dst)
-    return created
+        for _ in range(100):
+            dst = folder / f"run_avatar_{secrets.token_hex(4)}_{src.name}"
+            try:
+                with open(src, "rb") as fin, open(dst, "xb") as fout:
+                    created.append(dst)
+                    shutil.copyfileobj(fin, fout)
+                break
+            except FileExistsError:
+                continue
+        names[key] = dst.name
+    return names
+
+
+def remove_created(created: list[Path]) -> None:
+    """The clean-up: only the files this run created itself (never one that was there before)."""
+    for path in created:
+        path.unlink(missing_ok=True)
+
+
+def check_out(args: argparse.Namespace) -> None:
+    """--out is checked before anything runs: never over an existing file (unless --overwrite), never a folder."""
+    out = args.out
+    if out is None:
+        return
+    if out.is_dir():
+        raise SystemExit(f"--out {out} is a folder: give a file name, e.g. {out / 'avatar.mp4'}")
+    if out.exists() and not args.overwrite:
+        raise SystemExit(f"--out {out} already exists and is never overwritten: give another name, or pass "
+                         "--overwrite to replace it")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise SystemExit(f"--out {out}: {out.parent} is a file, not a folder")
+
+
+def place_output(made: Path, out: Path, overwrite: bool) -> Path:
+    """Move ComfyUI's video to `out`; never over a file that appeared there meanwhile (unless overwrite):
+    then the video stays where ComfyUI saved it, and that path is returned."""
+    if out.resolve() == made.resolve():
+        return made
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        shutil.move(made, out)  # a move: no second copy left in ComfyUI's output folder
+        return out
+    try:
+        with open(made, "rb") as fin, open(out, "xb") as fout:  # exclusive: a file there now is kept
+            shutil.copyfileobj(fin, fout)
+    except FileExistsError:
+        say(f"{out} appeared while rendering and is kept (never overwritten); the video stays at {made}")
+        return made
+    made.unlink()
+    return out
 
 
 def build_prompt(args: argparse.Namespace, info: dict, files: dict | None, inputs: dict) -> dict:
@@ -216,8 +272,9 @@ def render(server: ch.Server, prompt: dict, base: Path) -> Path:
 def default_out(args: argparse.Namespace, made: Path) -> Path:
     if args.out is not None:
         return args.out
-    if args.smoke:  # never in the checkout
-        return Path(tempfile.gettempdir()) / "hyavatar_smoke.mp4"
+    if args.smoke:  # never in the checkout; hyavatar_smoke.mp4, else hyavatar_smoke_00001.mp4, ... (never over one)
+        first = Path(tempfile.gettempdir()) / "hyavatar_smoke.mp4"
+        return first if not first.exists() else output_files.next_free_path(first.parent, "hyavatar_smoke", ".mp4")
     return made  # real runs: where ComfyUI saved it (its output folder)
 
 
@@ -228,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = tempfile.TemporaryDirectory(prefix="avatar_run_")
     base = Path(tmp.name) / "base" if args.smoke else (args.base or comfy)
     created: list[Path] = []
+    copied: dict[str, str] = {}
     server = None
     try:
         check_python(python, comfy)
@@ -239,14 +297,14 @@ def main(argv: list[str] | None = None) -> int:
             if not (base / "custom_nodes" / ch.PACK_DIR_NAME).exists() and \
                     ch.REPO.parent.resolve() != (base / "custom_nodes").resolve():
                 raise SystemExit(f"this pack is not in {base / 'custom_nodes'}: clone or link it there first.")
-            created = copy_inputs(args, base)
+            copied = copy_inputs(args, base, created)
         cpu = args.cpu or (args.smoke and not args.gpu)
         if not cpu and not _has_cuda(python):
             say("no CUDA GPU found: starting ComfyUI with --cpu (very slow for real renders)")
             cpu = True
         server = ch.Server(comfy, base, python=python, cpu=cpu, log_dir=Path(tmp.name), fast_start=args.smoke)
         files = None
-        inputs = {"image": args.image.name if args.image else None, "audio": args.audio.name if args.audio else None}
+        inputs = {"image": None, "audio": None, **copied}
         if args.smoke:
             written = finish_smoke_assets(assets)
             files, inputs = written["models"], written["inputs"]
@@ -263,10 +321,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         say("queued: " + (f"{SMOKE_SECONDS} s clip, 2 steps at 128 px on the CPU" if args.smoke else "rendering"))
         made = render(server, prompt, base)
-        out = default_out(args, made)
-        if out.resolve() != made.resolve():
-            out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(made, out)  # a move: no second copy left in ComfyUI's output folder
+        out = place_output(made, default_out(args, made), args.overwrite)
         say(f"wrote {out.resolve()}")
         if args.smoke:
             print("SMOKE RUN: tiny RANDOM weights, the video is noise. It only shows that the install works end to "
@@ -279,8 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if server:
             server.stop()
-        for path in created:
-            path.unlink(missing_ok=True)
+        remove_created(created)
         tmp.cleanup()
         if server:
             say("stopped ComfyUI; removed its log and the input copies")

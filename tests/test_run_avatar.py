@@ -58,3 +58,61 @@ def test_smoke_graph_uses_a_small_window():
     assert window == {"class_type": "AvatarLongVideo", "inputs": {"window": 5, "stride": 2}}
     frames = round(run_avatar.SMOKE_SECONDS * 25)
     assert frames <= 4 * run_avatar.SMOKE_WINDOW - 3  # the whole clip fits one window
+
+
+# ---------------------------------------------------------------- nothing overwritten
+def _args(tmp_path, *extra):
+    import run_avatar
+    (tmp_path / "mine").mkdir(exist_ok=True)
+    (tmp_path / "mine" / "face.png").write_bytes(b"USER IMAGE")
+    (tmp_path / "mine" / "speech.wav").write_bytes(b"USER SPEECH")
+    return run_avatar.parse_args(["--image", str(tmp_path / "mine" / "face.png"),
+                                  "--audio", str(tmp_path / "mine" / "speech.wav"), *extra])
+
+
+def test_inputs_never_replace_a_file_in_comfyui_input_and_only_the_copies_are_removed(tmp_path):
+    import run_avatar
+    base = tmp_path / "ComfyUI"
+    (base / "input").mkdir(parents=True)
+    (base / "input" / "speech.wav").write_bytes(b"EXAMPLE SPEECH")  # what four templates load
+    (base / "input" / "face.png").write_bytes(b"SOMEONE ELSE")
+    before = {p.name: p.read_bytes() for p in (base / "input").iterdir()}
+    created: list = []
+    names = run_avatar.copy_inputs(_args(tmp_path), base, created)
+    assert (base / "input" / names["audio"]).read_bytes() == b"USER SPEECH"
+    assert (base / "input" / names["image"]).read_bytes() == b"USER IMAGE"
+    assert {p.name: p.read_bytes() for p in (base / "input").iterdir() if p not in created} == before
+    run_avatar.remove_created(created)
+    assert {p.name: p.read_bytes() for p in (base / "input").iterdir()} == before, "clean-up removed a user file"
+    # a file already in ComfyUI/input is used where it is, and never removed
+    args = run_avatar.parse_args(["--image", str(base / "input" / "face.png"), "--audio", str(base / "input" / "speech.wav")])
+    created = []
+    assert run_avatar.copy_inputs(args, base, created) == {"image": "face.png", "audio": "speech.wav"} and created == []
+
+
+def test_out_never_overwrites_an_existing_file(tmp_path):
+    import run_avatar
+    (tmp_path / "old.mp4").write_bytes(b"OLD")
+    with pytest.raises(SystemExit, match=r"old\.mp4 already exists and is never overwritten.*--overwrite"):
+        _args(tmp_path, "--out", str(tmp_path / "old.mp4"))
+    with pytest.raises(SystemExit, match=r"is a folder: give a file name"):
+        _args(tmp_path, "--out", str(tmp_path))
+    assert _args(tmp_path, "--out", str(tmp_path / "old.mp4"), "--overwrite").overwrite
+    made = tmp_path / "made.mp4"
+    made.write_bytes(b"NEW")
+    assert run_avatar.place_output(made, tmp_path / "old.mp4", overwrite=False) == made  # appeared meanwhile: kept
+    assert (tmp_path / "old.mp4").read_bytes() == b"OLD" and made.read_bytes() == b"NEW"
+    assert run_avatar.place_output(made, tmp_path / "sub" / "new.mp4", overwrite=False) == tmp_path / "sub" / "new.mp4"
+    assert (tmp_path / "sub" / "new.mp4").read_bytes() == b"NEW" and not made.exists()
+    made.write_bytes(b"NEWER")
+    assert run_avatar.place_output(made, tmp_path / "old.mp4", overwrite=True) == tmp_path / "old.mp4"
+    assert (tmp_path / "old.mp4").read_bytes() == b"NEWER"
+
+
+def test_the_smoke_video_never_replaces_an_earlier_one(tmp_path, monkeypatch):
+    import run_avatar
+    monkeypatch.setattr(run_avatar.tempfile, "gettempdir", lambda: str(tmp_path))
+    args = run_avatar.parse_args(["--smoke"])
+    assert run_avatar.default_out(args, tmp_path / "x.mp4") == tmp_path / "hyavatar_smoke.mp4"
+    (tmp_path / "hyavatar_smoke.mp4").write_bytes(b"earlier")
+    assert run_avatar.default_out(args, tmp_path / "x.mp4") == tmp_path / "hyavatar_smoke_00001.mp4"
