@@ -210,6 +210,9 @@ def safetensors_header(path: Path, kind: FileKind) -> tuple[dict[str, dict], dic
 
 def _torch_load(path: Path, kind: FileKind, fmt: str) -> object:
     try:
+        if path.name.endswith(".safetensors"):  # torch.load would hand a path of that name to safetensors
+            with open(path, "rb") as f:
+                return torch.load(f, map_location="cpu", weights_only=True)
         try:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=fmt == "torch")
         except RuntimeError as e:
