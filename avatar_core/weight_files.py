@@ -44,6 +44,11 @@ FORMATS = {
 }
 
 
+_TORCH = ("torch", "pickle", "torchscript")
+_EXTENSIONS = {".safetensors": ("safetensors",), ".sft": ("safetensors",), ".onnx": ("onnx",), ".pt": _TORCH,
+               ".pth": _TORCH, ".bin": _TORCH, ".ckpt": _TORCH}  # what a file's name promises
+
+
 class WeightFileError(InputError):
     """A weight file that cannot be used: the message names the file, the key (if any) and the fix."""
 
@@ -102,6 +107,10 @@ TEXT_CONDITIONING = FileKind(
 RESUME = FileKind(
     "resume checkpoint", "It is removed and the render starts afresh.", int_keys=("rng_cpu",),
     metadata_format="hyavatar-resume")
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 def refuse(kind: FileKind, path: Path, problem: str, fix: str | None = None) -> WeightFileError:
@@ -178,7 +187,8 @@ def check_format(path: Path, kind: FileKind) -> str:
         return fmt
     wanted = " or ".join(describe(f) for f in kind.formats)
     problem = f"is {describe(fmt)}, not {wanted}"
-    if path.suffix:
+    named = _EXTENSIONS.get(path.suffix.lower())
+    if named is not None and fmt not in named:  # the name promises another format than the content has
         problem += f" (whatever its {path.suffix} name says)"
     if fmt == "pickle" or (fmt == "torch" and "torch" not in kind.formats):
         problem += "; pickled files are never loaded here (they could run code)"
@@ -223,8 +233,8 @@ def _torch_load(path: Path, kind: FileKind, fmt: str) -> object:
         if "weights_only" in str(e) or "Unpickl" in type(e).__name__:
             raise refuse(kind, path, "holds pickled Python objects, which are never loaded (they could run code)") \
                 from e
-        raise refuse(kind, path, f"cannot be read ({type(e).__name__}: {str(e)[:200]}); is the download "
-                                 "complete?") from e
+        raise refuse(kind, path, f"cannot be read ({type(e).__name__}: {str(e)[:200]}): the download may be "
+                                 "incomplete") from e
 
 
 def read_tensors(path: str | Path, kind: FileKind) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -236,8 +246,7 @@ def read_tensors(path: str | Path, kind: FileKind) -> tuple[dict[str, torch.Tens
         from safetensors import safe_open
         _, meta = safetensors_header(path, kind)
         if kind.metadata_format is not None and meta.get("format") != kind.metadata_format:
-            article = "an" if kind.what[0].lower() in "aeiou" else "a"
-            raise refuse(kind, path, f"is not {article} {kind.what} (its metadata format is {meta.get('format')!r}, "
+            raise refuse(kind, path, f"is not {_article(kind.what)} {kind.what} (its metadata format is {meta.get('format')!r}, "
                                      f"not {kind.metadata_format!r})")
         try:
             with safe_open(str(path), framework="pt") as f:
@@ -262,7 +271,7 @@ def check_tensors(sd: Mapping[str, torch.Tensor], path: Path, kind: FileKind) ->
         if not (t.is_floating_point() or t.is_complex()) and not any(fnmatch(key, p) for p in kind.int_keys):
             raise refuse(kind, path, f"weight {key} is stored as {str(t.dtype).replace('torch.', '')}, but it must "
                                      "hold real numbers (a float dtype): the file was written wrongly or is not "
-                                     f"a {kind.what}")
+                                     f"{_article(kind.what)} {kind.what}")
     if kind.finite != "off":
         bad = first_non_finite(sd, sampled=kind.finite == "sampled")
         if bad is not None:

@@ -113,7 +113,7 @@ CASES = [  # (case, node, inputs, expected node type, pattern: the input ... the
     ("duration NaN", "AvatarAudioEncode", {"duration": NAN}, "AvatarAudioEncode",
      r"duration must be seconds >= 0 \(0 = as long as the audio\), got nan"),
     ("whisper truncated", "AvatarWhisperLoader", {"whisper_name": "whisper_truncated.safetensors"},
-     "AvatarWhisperLoader", r"whisper_truncated\.safetensors cannot be read.*whisper-tiny's model\.safetensors"),
+     "AvatarWhisperLoader", r"whisper_truncated\.safetensors: is truncated.*whisper-tiny's model\.safetensors"),
     ("whisper base", "AvatarWhisperLoader", {"whisper_name": "whisper_base.safetensors"}, "AvatarWhisperLoader",
      r"whisper_base\.safetensors: this Whisper encoder has width 512.*use whisper-tiny"),
     ("DiT NaN weights", "AvatarModelLoader", {"ckpt_name": "nan_weights.safetensors"}, "AvatarModelLoader",
@@ -138,6 +138,31 @@ def test_resume_settings_nan_minutes(comfy) -> None:
     prompt["9"]["inputs"]["resume"] = ["20", 0]
     node_type, text = _error(server, prompt)
     assert node_type == "AvatarResume" and "every_minutes: got nan" in text and "default 10" in text
+
+
+def test_an_unwritable_resume_folder_stops_before_step_one_or_renders_on_when_asked(comfy) -> None:
+    """temp/avatar_resume is a file: 'stop' names it before any step; 'continue without checkpoints' renders."""
+    server, base, files, inputs = comfy
+    blocker = base / "temp" / "avatar_resume"
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("not a folder")
+    try:
+        for choice in ("stop", "continue without checkpoints"):
+            prompt = _prompt(files, inputs, prefix="avatar/unwritable")
+            prompt["20"] = {"class_type": "AvatarResume",
+                            "inputs": {"folder": "temp", "every_minutes": 0.0, "if_unwritable": choice}}
+            prompt["9"]["inputs"]["resume"] = ["20", 0]
+            if choice == "stop":
+                node_type, text = _error(server, prompt)
+                assert node_type == "AvatarSampler" and "avatar_resume is a file, not a folder" in text, text
+                assert "if_unwritable = continue" in text, text
+            else:
+                entry = _wait(server, _post(server, prompt))
+                assert entry["status"]["status_str"] == "success", entry["status"]
+                assert "WITHOUT checkpoints" in server.log_tail(10**5)
+        assert blocker.read_text() == "not a folder"
+    finally:
+        blocker.unlink()
 
 
 def test_wrong_wiring_is_refused_naming_the_input(comfy) -> None:

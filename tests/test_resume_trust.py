@@ -248,3 +248,18 @@ def test_a_write_that_fails_mid_run_never_kills_the_render(tiny, reference, tmp_
     assert len(writes) == 1, "after the first failure no further write is tried"
     assert "No space left on device" in caplog.text and "WITHOUT checkpoints" in caplog.text
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_pool_checks_the_folder_once_before_sending(tmp_path: Path) -> None:
+    """PooledRunner.sample_avatar calls check_folder_for in the parent: refused there, or resume dropped for every
+    rank at once ('warn'; one rank resuming while another starts afresh would diverge), or marked checked."""
+    (tmp_path / "f").write_text("x")
+    cond = conditioning()
+    with pytest.raises(InputError, match=r"resume folder: .*f is a file"):
+        resume_mod.check_folder_for(ResumeConfig(tmp_path / "f"), cond, CONFIG)
+    assert resume_mod.check_folder_for(ResumeConfig(tmp_path / "f", on_unwritable="warn"), cond, CONFIG) is None
+    ok = resume_mod.check_folder_for(ResumeConfig(tmp_path / "r"), cond, CONFIG)
+    assert ok is not None and ok.folder_checked and (tmp_path / "r").is_dir()
+    (tmp_path / "r").rmdir()
+    (tmp_path / "r").write_text("x")  # a worker does not check again (rank 0's writes then warn, never diverge)
+    assert resume_mod.check_folder(ok, 1) is ok
