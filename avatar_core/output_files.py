@@ -43,9 +43,7 @@ def write_new(folder: str | Path, name: str, data: bytes, suffix: str = ".safete
     """Write `data` to a new numbered file; never replaces an existing one (exclusive create, next number
     on a race). `pick(folder, name)`: the name chooser (default: next_free_path with `suffix`)."""
     check_name(name)
-    problem = folder_problem(folder, len(data))
-    if problem is not None:
-        raise InputError(f"cannot save {name}: {problem}. Choose another folder, or free some space.")
+    check_folder(folder, f"cannot save {name}", len(data))
     for _ in range(_MAX_TRIES):
         path = pick(folder, name) if pick is not None else next_free_path(folder, name, suffix)
         try:
@@ -73,6 +71,14 @@ def folder_problem(directory: str | Path, need_bytes: int = 0, margin: int = 16 
     if free < need_bytes + margin:
         return f"{d} has {free / 2**20:.0f} MiB free, {(need_bytes + margin) / 2**20:.0f} MiB are needed"
     return None
+
+
+def check_folder(directory: str | Path, what: str, need_bytes: int = 0) -> Path:
+    """`folder_problem` as an InputError naming `what` (call it before the expensive work that fills it)."""
+    problem = folder_problem(directory, need_bytes)
+    if problem is not None:
+        raise InputError(f"{what}: {problem}. Choose another folder, or free some space.")
+    return Path(directory)
 
 
 def refuse_non_empty(folder: Path, what: str, fix: str) -> None:

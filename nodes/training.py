@@ -15,7 +15,7 @@ import torch
 from comfy_api.latest import io
 
 from ..avatar_core.conditioning.faces import to_latent
-from ..avatar_core.output_files import check_name
+from ..avatar_core.output_files import check_folder, check_name
 from ..avatar_core.train.data import ClipSample, write_clip_new
 from .convert import MOTION_EXP, MOTION_POSE, check_image, image_to_frames, official_size, resize_masks
 from .sampler import text_conditioning
@@ -54,7 +54,9 @@ class AvatarTrainingClip(io.ComfyNode):
     def execute(cls, frames, audio_features, positive, vae, name: str, dataset: str, image_size: int,
                 character_masks=None, emotion=None) -> io.NodeOutput:
         check_image(frames, "frames")
-        check_name(name, "name")  # before the VAE work
+        check_name(name, "name")  # before the VAE work: a bad name or an unwritable dataset folder fails now
+        folder = dataset if os.path.isabs(dataset) else os.path.join(folder_paths.get_output_directory(), dataset)
+        check_folder(folder, f"dataset {dataset!r}")
         feats = audio_features.features                                          # [N, F, 10, 5, 384]
         n = min(frames.shape[0], feats.shape[1])
         n = 4 * ((n - 1) // 4) + 1                                              # 4T - 3 video frames
@@ -76,5 +78,4 @@ class AvatarTrainingClip(io.ComfyNode):
             motion_exp=torch.full((4,), float(MOTION_EXP)), motion_pose=torch.full((4,), float(MOTION_POSE)),
             fps=torch.tensor(float(audio_features.fps)), emotion=None if emotion is None else emotion[0].float().cpu(),
             caption=name)
-        folder = dataset if os.path.isabs(dataset) else os.path.join(folder_paths.get_output_directory(), dataset)
         return io.NodeOutput(str(write_clip_new(folder, name, clip)))  # name_00001, ...: never over a clip

@@ -122,6 +122,18 @@ CACHE_SCRIPT = textwrap.dedent("""
         raise AssertionError("a name with folder parts must be refused")
     except ValueError as e:
         assert "plain file name" in str(e), e
+    blocker = os.path.join(tmp, "blocked")
+    open(blocker, "w").write("x")
+    encodes = []
+    class CountingVae(Vae):
+        def encode(self, px):
+            encodes.append(1)
+            return super().encode(px)
+    try:  # a dataset "folder" that is a file: refused before the VAE work
+        node.AvatarTrainingClip.execute(frames, feats, positive, CountingVae(), "c0", blocker, 128)
+        raise AssertionError("a dataset path that is a file must be refused")
+    except ValueError as e:
+        assert "is a file, not a folder" in str(e) and encodes == [], (e, encodes)
     print("CACHE_NODE_OK")
 """)
 
