@@ -44,6 +44,7 @@ def write_new(folder: str | Path, name: str, data: bytes, suffix: str = ".safete
     on a race). `pick(folder, name)`: the name chooser (default: next_free_path with `suffix`)."""
     check_name(name)
     check_folder(folder, f"cannot save {name}", len(data))
+    Path(folder).mkdir(parents=True, exist_ok=True)
     for _ in range(_MAX_TRIES):
         path = pick(folder, name) if pick is not None else next_free_path(folder, name, suffix)
         try:
@@ -56,18 +57,21 @@ def write_new(folder: str | Path, name: str, data: bytes, suffix: str = ".safete
 
 
 def folder_problem(directory: str | Path, need_bytes: int = 0, margin: int = 16 << 20) -> str | None:
-    """Why `directory` cannot take `need_bytes` of new files (None: it can). Creates it when missing."""
+    """Why `directory` cannot take `need_bytes` of new files (None: it can). Creates nothing: a missing folder
+    is judged by the nearest folder above it that exists (the writer creates it when it writes)."""
     d = Path(directory)
-    if d.exists() and not d.is_dir():
-        return f"{d} is a file, not a folder"
+    existing = d
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{d} is a file, not a folder" if existing == d else f"{d} cannot be created: {existing} is a file"
     try:
-        d.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=d, prefix=".hyavatar_probe_") as f:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".hyavatar_probe_") as f:
             f.write(b"0")
             f.flush()
     except OSError as e:
         return f"{d} cannot be written ({e.strerror or e})"
-    free = shutil.disk_usage(d).free
+    free = shutil.disk_usage(existing).free
     if free < need_bytes + margin:
         return f"{d} has {free / 2**20:.0f} MiB free, {(need_bytes + margin) / 2**20:.0f} MiB are needed"
     return None

@@ -298,6 +298,7 @@ class RingCheckpoint:
         meta = {"format": FORMAT, "version": str(VERSION), "fingerprint": self.key, "next_step": str(next_step),
                 "shift": str(shift), "settings": json.dumps(self.settings, default=str)}
         meta["content_sha256"] = content_hash(saved, rng, meta)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         save_file({"latents": saved, "rng_cpu": rng}, str(tmp), metadata=meta)
         os.replace(tmp, self.path)  # atomic: a kill mid-write keeps the previous checkpoint
 

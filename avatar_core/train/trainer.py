@@ -134,6 +134,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module | None = None,
     cfg.check()
     out = Path(cfg.output)
     check_output(out, cfg.resume)  # before any clip or weight is read: never over another run, never a late error
+    out.mkdir(parents=True, exist_ok=True)
     data = ClipFolder(cfg.data)
     device = torch.device(cfg.device)
     model = build_base(cfg) if model is None else model
