@@ -15,8 +15,8 @@ import torch
 from .checkpoint_checks import fp8_scales_missing, strip_comfy_prefix
 from .config import AvatarConfig
 from .model import AvatarTransformer
-from .model.fp8 import FP8, FP8FastLinears, FP8Linears, fp8_linear_names, quantize_weight
-from .model.linear import Linears
+from .model.fp8 import FP8, FP8FastLinears, FP8Linears
+from .model.linear import Linears, Operations, block_linear_names
 from .weight_files import (
     EMOTION,
     FP8_MAP,
@@ -107,13 +107,14 @@ def _keeps_fp32(key: str, model: AvatarTransformer) -> bool:
 
 
 def load_transformer(path: str | Path, *, config: AvatarConfig | None = None, dtype: torch.dtype = torch.bfloat16,
-                     device: str | torch.device = "cpu", fp8: str = "auto", fast: bool = False) -> AvatarTransformer:
+                     device: str | torch.device = "cpu", fp8: str = "auto", fast: bool = False,
+                     operations: Operations | None = None) -> AvatarTransformer:
     """Load an Avatar transformer checkpoint (weights and structure only; run choices: model/options.py).
 
-    fp8: "auto" keeps fp8 weights of an fp8 file as fp8 (weight-only, dequantised in forward), "dequant"
-    turns them into `dtype`, "quantize" stores the block linears of a bf16 file in fp8 (saves ~12 GB).
-    fast: fp8 block linears multiply on the fp8 tensor cores (model/fp8.py). The node's weight formats
-    map onto these in `runner.WEIGHT_FORMATS`.
+    operations: the linear family of the block linears (a weight format's, model/formats.py); its storage
+    holds them, converted from whatever the file holds. Without it, fp8 picks: "auto" keeps fp8 weights of
+    an fp8 file as fp8 (weight-only, dequantised in forward), "dequant" turns them into `dtype`, "quantize"
+    stores the block linears of a bf16 file in fp8 (saves ~12 GB); fast: fp8 matmuls (model/fp8.py).
     """
     if fp8 not in ("auto", "dequant", "quantize"):
         raise ValueError(f"fp8={fp8!r}: use 'auto' (keep an fp8 file's weights), 'dequant' or 'quantize'")
@@ -121,48 +122,54 @@ def load_transformer(path: str | Path, *, config: AvatarConfig | None = None, dt
     sd, meta = read_state_dict(path)
     sd = strip_comfy_prefix(sd)  # ComfyUI-repackaged files
     cfg = config or infer_config(sd, meta, path)
-    scales = _collect_fp8_scales(sd, path, meta)
-    keep_fp8 = bool((fp8 == "auto" and scales) or fp8 == "quantize")
-    operations = (FP8FastLinears if fast else FP8Linears) if keep_fp8 else Linears
+    scales = _collect_scales(sd, path)
+    if operations is None:
+        has_fp8 = any(v.dtype == FP8 for v in sd.values())
+        keep_fp8 = bool((fp8 == "auto" and has_fp8) or fp8 == "quantize")
+        operations = (FP8FastLinears if fast else FP8Linears) if keep_fp8 else Linears
     with torch.device("meta"):
         model = AvatarTransformer(cfg, operations=operations)
-    names = fp8_linear_names(model)
     _validate(model.state_dict(), sd, path)
     plain = {k: v for k, v in sd.items() if not k.endswith(".scale_weight")}
-    final = _convert(model, plain, scales, names, dtype, device, keep_fp8)
+    final = _convert(model, plain, scales, operations, dtype, device)
     model.load_state_dict(final, strict=True, assign=True)
     return model.eval().requires_grad_(False)
 
 
-def _collect_fp8_scales(sd, path: Path, meta) -> dict[str, torch.Tensor]:
-    """Scales keyed by linear module name: from `.scale_weight` tensors (ours) or the official _map.pt."""
-    if not any(v.dtype == FP8 for v in sd.values()):
-        return {}
+def _collect_scales(sd, path: Path) -> dict[str, torch.Tensor]:
+    """Scales keyed by linear module name: from `.scale_weight` tensors (ours) or, for fp8 weights without
+    them, the official _map.pt beside the file."""
     own = {k[: -len(".scale_weight")]: v for k, v in sd.items() if k.endswith(".scale_weight")}
-    if own:
+    if own or not any(v.dtype == FP8 for v in sd.values()):
         return own
     if sniff(path) == "safetensors":  # the _map.pt only ever accompanies the official fp8 .pt (by content: .sft too)
         raise CheckpointError(fp8_scales_missing(path))
     return {k: (v if isinstance(v, torch.Tensor) else torch.tensor(v)) for k, v in read_fp8_scales(path).items()}
 
 
-def _convert(model, sd, scales, names, dtype, device, keep_fp8: bool) -> dict[str, torch.Tensor]:
-    fp8_weights = {n + ".weight" for n in names}
+def _convert(model, sd, scales, operations: Operations, dtype, device) -> dict[str, torch.Tensor]:
+    """The file's tensors in the model's layout: the block linears in the family's storage (kept when the file
+    already holds that storage, else dequantised and quantised), the rest in `dtype` (fp32 where official)."""
+    storage = operations.storage
+    stored = {n + ".weight" for n in block_linear_names(model)} if storage.dtype is not None else set()
     out: dict[str, torch.Tensor] = {}
     for k, v in sd.items():
         mod = k.rsplit(".", 1)[0]
-        if v.dtype == FP8 and not keep_fp8:  # dequantise as the official forward does
-            scale = scales.get(mod)
-            if scale is None:
-                raise CheckpointError(f"fp8 weight {k} has no scale in the scale map: the _map.pt does not belong to "
-                                      "this checkpoint; put the matching official _map.pt beside it")
-            out[k] = (v.to(device=device, dtype=dtype) * scale.to(device=device, dtype=dtype))
-        elif keep_fp8 and k in fp8_weights:
-            if v.dtype == FP8:
-                out[k], out[mod + ".scale_weight"] = v.to(device), scales[mod].float().reshape(()).to(device)
-            else:
-                q, s = quantize_weight(v.to(device))
-                out[k], out[mod + ".scale_weight"] = q, s
+        scale = scales.get(mod) if k.endswith(".weight") else None   # a quantised weight in the file
+        if v.dtype == FP8 and scale is None:
+            raise CheckpointError(f"fp8 weight {k} has no scale in the scale map: the _map.pt does not belong to "
+                                  "this checkpoint; put the matching official _map.pt beside it")
+        if k in stored and v.dtype == storage.dtype and (scale is not None) == (storage.scale != "none"):
+            out[k] = v.to(device)                                     # the file holds this storage: kept as is
+            if scale is not None:
+                out[mod + ".scale_weight"] = scale.float().reshape(storage.scale_shape(v.shape[0])).to(device)
+        elif k in stored:
+            w = v.to(device) if scale is None else v.to(device).float() * scale.float().to(device)
+            out[k], new_scale = storage.quantise(w)
+            if new_scale is not None:
+                out[mod + ".scale_weight"] = new_scale
+        elif scale is not None:  # dequantise as the official forward does
+            out[k] = v.to(device=device, dtype=dtype) * scale.to(device=device, dtype=dtype)
         else:
             out[k] = v.to(device=device, dtype=torch.float32 if _keeps_fp32(k, model) else dtype)
     return out

@@ -21,18 +21,13 @@ import torch.nn as nn
 
 from .config import AvatarConfig
 from .model import AvatarTransformer
+from .model.formats import WEIGHT_FORMATS
 from .model.offload import BlockSwap
 from .model.options import LOW_MEMORY_CHUNK_TOKENS, RunOptions
 from .sampling.resume import ResumeConfig
 from .sampling.sampler import AvatarConditioning, SamplerCallbacks, SamplerConfig, SampleResult, sample_avatar
 
-# weight format -> (compute dtype, fp8 storage of the block linears, fp8 tensor-core matmuls)
-WEIGHT_FORMATS: dict[str, tuple[torch.dtype, str, bool]] = {
-    "bf16": (torch.bfloat16, "dequant", False), "fp16": (torch.float16, "dequant", False),
-    "fp32": (torch.float32, "dequant", False), "fp8_e4m3fn": (torch.bfloat16, "quantize", False),
-    "fp8_e4m3fn_fast": (torch.bfloat16, "quantize", True),
-    "fast": (torch.bfloat16, "quantize", True)}  # the fast preset: fp8_e4m3fn_fast + fp8 attention (FAST_ATTENTION)
-FAST_ATTENTION = "fa3_fp8"
+FAST_ATTENTION = "fa3_fp8"  # the "fast" weight format (model/formats.py) also picks this attention kernel
 OFFLOAD_MODES = ("none", "block_swap", "low_memory")
 
 
@@ -112,9 +107,9 @@ class LoadSpec(RunChoices):
 
     def build(self, device: str | torch.device, load_device: str | torch.device | None = None) -> LocalRunner:
         from .loading import load_transformer
-        dtype, fp8, fast = WEIGHT_FORMATS[self.weight_format]
+        fmt = WEIGHT_FORMATS[self.weight_format]
         at = "cpu" if self.offload != "none" else (load_device or device)
-        model = load_transformer(self.path, dtype=dtype, device=at, fp8=fp8, fast=fast)
+        model = load_transformer(self.path, dtype=fmt.compute, device=at, operations=fmt.operations)
         return self.finish(model, device, load_device)
 
 
@@ -129,12 +124,12 @@ class RandomSpec(RunChoices):
 
     def build(self, device: str | torch.device, load_device: str | torch.device | None = None) -> LocalRunner:
         from .loading import build_random_transformer
-        from .model.fp8 import enable_fp8_
-        dtype, fp8, fast = WEIGHT_FORMATS[self.weight_format]
+        from .model.linear import store_blocks_
+        fmt = WEIGHT_FORMATS[self.weight_format]
         at = "cpu" if self.offload != "none" else str(load_device or device)  # (a CUDA generator on a GPU)
-        model = build_random_transformer(self.config, dtype=dtype, device=at, seed=self.seed)
-        if fp8 == "quantize":
-            enable_fp8_(model, fast=fast)
+        model = build_random_transformer(self.config, dtype=fmt.compute, device=at, seed=self.seed)
+        if fmt.stored:
+            store_blocks_(model, fmt.operations)
         return self.finish(model, device, load_device)
 
 

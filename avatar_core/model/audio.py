@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .linear import Linear
+
 
 class AudioProjection(nn.Module):
     """audio_proj: (B, F, 10, 5, 384) whisper windows -> (B, F, tokens, D)."""
@@ -21,9 +23,9 @@ class AudioProjection(nn.Module):
     def __init__(self, in_dim: int, inner: int, tokens: int, hidden: int):
         super().__init__()
         self.tokens, self.hidden = tokens, hidden
-        self.proj1 = nn.Linear(in_dim, inner)
-        self.proj2 = nn.Linear(inner, inner)
-        self.proj3 = nn.Linear(inner, tokens * hidden)
+        self.proj1 = Linear(in_dim, inner)
+        self.proj2 = Linear(inner, inner)
+        self.proj3 = Linear(inner, tokens * hidden)
         self.norm = nn.LayerNorm(hidden)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
@@ -54,9 +56,9 @@ class AudioAdapter(nn.Module):
         self.inner = inner
         self.norm1 = nn.LayerNorm(hidden)   # audio tokens
         self.norm2 = nn.LayerNorm(hidden)   # video tokens
-        self.to_q = nn.Linear(hidden, inner, bias=False)
-        self.to_kv = nn.Linear(hidden, 2 * inner, bias=False)
-        self.to_out = nn.Linear(inner, hidden, bias=False)
+        self.to_q = Linear(hidden, inner, bias=False)
+        self.to_kv = Linear(hidden, 2 * inner, bias=False)
+        self.to_out = Linear(inner, hidden, bias=False)
 
     def query(self, video: torch.Tensor) -> torch.Tensor:
         """(B, T, hw, D) -> scaled queries (B, T, hw, inner); shared by every character."""

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from .attention import attention
+from .linear import Linear
 
 
 @dataclass(frozen=True)
@@ -34,9 +35,9 @@ class EmotionCrossAttention(nn.Module):
         super().__init__()
         self.heads = heads
         self.norm_q = nn.LayerNorm(hidden, eps=1e-6)
-        self.to_q = nn.Linear(hidden, hidden)
-        self.to_kv = nn.Linear(hidden, 2 * hidden)
-        self.to_out = nn.Linear(hidden, hidden)
+        self.to_q = Linear(hidden, hidden)
+        self.to_kv = Linear(hidden, 2 * hidden)
+        self.to_out = Linear(hidden, hidden)
         self.gate = nn.Parameter(torch.zeros(1))
 
     def forward(self, video: torch.Tensor, emo: torch.Tensor, backend: str = "sdpa") -> torch.Tensor:
@@ -53,7 +54,7 @@ class AudioEmotionModule(nn.Module):
         super().__init__()
         self.cfg = cfg
         p = cfg.patch
-        self.fc = nn.Linear(cfg.latent_channels * p * p, cfg.hidden_size)
+        self.fc = Linear(cfg.latent_channels * p * p, cfg.hidden_size)
         self.norm = nn.LayerNorm(cfg.hidden_size, eps=1e-6)
         self.layers = nn.ModuleList([EmotionCrossAttention(cfg.hidden_size, cfg.num_heads) for _ in cfg.after_double])
         self._slot = {blk: i for i, blk in enumerate(cfg.after_double)}

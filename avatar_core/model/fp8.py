@@ -1,10 +1,11 @@
-"""Weight-only fp8 (e4m3) linear layers with a per-tensor scale, as in the official fp8 checkpoint.
+"""Weight-only fp8 (e4m3) storage with a per-tensor scale, as in the official fp8 checkpoint.
 
-Two members of the linear family (model/linear.py): `FP8Linears` dequantises (weight.to(dtype) * scale)
-like the official code; `FP8FastLinears` uses `torch._scaled_mm` on CUDA instead: the activations are
-quantised per token (or per tensor where this device's build has no row-wise fp8 GEMM) and the product
-runs on the fp8 tensor cores with fp32 accumulation. Keys: `weight` (fp8), `scale_weight`, `bias`.
-What a device can do is asked once per device, never remembered as a class-wide flag.
+`FP8_E4M3` is the storage record (model/linear.py `Storage`): quantise / dequantise (weight.to(dtype) *
+scale, the official arithmetic) and `fp8_matmul`, the product on the stored weight: `torch._scaled_mm`
+on CUDA with the activations quantised per token (or per tensor where this device's build has no
+row-wise fp8 GEMM), fp32 accumulation on the fp8 tensor cores. `FP8Linears` dequantises per call like
+the official code; `FP8FastLinears` takes `fp8_matmul` where it applies. Keys: `weight` (fp8),
+`scale_weight`, `bias`. What a device can do is asked once per device, never remembered as a class-wide flag.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import logging
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+
+from .linear import Family, Storage, StoredLinear, block_linear_names, store_blocks_
 
 log = logging.getLogger(__name__)
 FP8 = torch.float8_e4m3fn
@@ -45,64 +47,28 @@ def rowwise_fp8_supported(device: torch.device) -> bool:
         return False
 
 
-class FP8Linear(nn.Module):
-    fast = False  # the member's matmul: False dequantises per call (official), True uses _scaled_mm on CUDA
-
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None):
-        super().__init__()
-        self.in_features, self.out_features = in_features, out_features
-        self.weight = nn.Parameter(torch.empty(out_features, in_features, dtype=FP8, device=device), requires_grad=False)
-        self.register_buffer("scale_weight", torch.ones((), dtype=torch.float32, device=device))
-        self.bias = nn.Parameter(torch.empty(out_features, device=device)) if bias else None
-
-    def weight_rows(self, dtype: torch.dtype, start: int = 0, stop: int | None = None) -> torch.Tensor:
-        """Rows [start, stop) of the dequantised weight (the family's one weight access; model/linear.py)."""
-        return self.weight[start:stop].to(dtype) * self.scale_weight.to(dtype)
-
-    def rows(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
-        return self(x, start, stop)
-
-    def forward(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
-        """x (..., in) -> (..., out); only output features [start, stop) when given."""
-        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
-        bias = None if self.bias is None else self.bias[start:stop].to(dtype)
-        n_out = len(range(self.out_features)[start:stop])
-        if (self.fast and x.is_cuda and x.shape[-1] % 16 == 0 and n_out % 16 == 0 and dtype != torch.float32
-                and fp8_matmul_supported(x.device)):
-            return self._scaled_mm(x, dtype, bias, start, stop, n_out)
-        return F.linear(x.to(dtype), self.weight_rows(dtype, start, stop), bias)
-
-    def _scaled_mm(self, x, dtype, bias, start, stop, n_out) -> torch.Tensor:
-        shape = x.shape
-        x2 = x.reshape(-1, shape[-1])
-        w = self.weight[start:stop].t()                                      # (K, N) column-major
-        if rowwise_fp8_supported(x.device):  # per-token activation scales: one fused pass, better accuracy
-            from .fused import quantize_rows_fp8
-            xq, xs = quantize_rows_fp8(x2)                                   # (M, K) fp8, (M, 1)
-            ws = self.scale_weight.float().reshape(1, 1).expand(1, n_out).contiguous()
-            out = torch._scaled_mm(xq, w, scale_a=xs, scale_b=ws, bias=bias, out_dtype=dtype)
-            return out.reshape(*shape[:-1], n_out)
-        lo, hi = torch.aminmax(x2)
-        x_scale = (torch.maximum(-lo, hi).float() / FP8_MAX).clamp_min(1e-12)
-        xq = (x2.to(dtype) * (1.0 / x_scale)).clamp_(-FP8_MAX, FP8_MAX).to(FP8)   # one bf16 temporary
-        out = torch._scaled_mm(xq, w, scale_a=x_scale, scale_b=self.scale_weight.float(), bias=bias, out_dtype=dtype)
+def fp8_matmul(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
+               dtype: torch.dtype) -> torch.Tensor | None:
+    """x (..., K) @ w (N, K) e4m3 with its per-tensor scale on the fp8 tensor cores -> (..., N) in `dtype`;
+    None where that does not apply (not CUDA, sizes not multiples of 16, fp32, a GPU before Ada)."""
+    n_out = w.shape[0]
+    if not (x.is_cuda and x.shape[-1] % 16 == 0 and n_out % 16 == 0 and dtype != torch.float32
+            and fp8_matmul_supported(x.device)):
+        return None
+    shape = x.shape
+    x2 = x.reshape(-1, shape[-1])
+    wt = w.t()                                                           # (K, N) column-major
+    if rowwise_fp8_supported(x.device):  # per-token activation scales: one fused pass, better accuracy
+        from .fused import quantize_rows_fp8
+        xq, xs = quantize_rows_fp8(x2)                                   # (M, K) fp8, (M, 1)
+        ws = scale.float().reshape(1, 1).expand(1, n_out).contiguous()
+        out = torch._scaled_mm(xq, wt, scale_a=xs, scale_b=ws, bias=bias, out_dtype=dtype)
         return out.reshape(*shape[:-1], n_out)
-
-
-class FP8FastLinear(FP8Linear):
-    fast = True
-
-
-class FP8Linears:
-    """The fp8 family, official numerics (weights dequantised per call)."""
-
-    Linear = FP8Linear
-
-
-class FP8FastLinears:
-    """The fp8 family with fp8 tensor-core matmuls (Ada / Hopper; elsewhere it dequantises)."""
-
-    Linear = FP8FastLinear
+    lo, hi = torch.aminmax(x2)
+    x_scale = (torch.maximum(-lo, hi).float() / FP8_MAX).clamp_min(1e-12)
+    xq = (x2.to(dtype) * (1.0 / x_scale)).clamp_(-FP8_MAX, FP8_MAX).to(FP8)   # one bf16 temporary
+    out = torch._scaled_mm(xq, wt, scale_a=x_scale, scale_b=scale.float(), bias=bias, out_dtype=dtype)
+    return out.reshape(*shape[:-1], n_out)
 
 
 def quantize_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,27 +77,43 @@ def quantize_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (w.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8), scale.to(torch.float32)
 
 
+def dequantize_weight(w: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """e4m3 rows and their scale -> `dtype` (float32 when None), as the official forward: w.to(dtype) * scale."""
+    dtype = dtype or torch.float32
+    return w.to(dtype) * scale.to(dtype)
+
+
+# The official fp8 checkpoint's storage (keys `weight` e4m3, `scale_weight` fp32 scalar, `bias`).
+FP8_E4M3 = Storage("fp8_e4m3fn", FP8, scale="tensor", quantise=quantize_weight, dequantise=dequantize_weight,
+                   matmul=fp8_matmul)
+
+
+class FP8Linear(StoredLinear):
+    """The fp8 member (FP8_E4M3 storage); `fast` uses `fp8_matmul` on CUDA, else dequantises per call."""
+
+    fast = False
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, *,
+                 storage: Storage = FP8_E4M3, fast: bool | None = None):
+        super().__init__(in_features, out_features, bias, device, storage=storage,
+                         fast=type(self).fast if fast is None else fast)
+
+
+class FP8FastLinear(FP8Linear):
+    fast = True
+
+
+FP8Linears = Family(FP8_E4M3, False, FP8Linear)          # official numerics (dequantised per call)
+FP8FastLinears = Family(FP8_E4M3, True, FP8FastLinear)   # fp8 tensor-core matmuls (Ada / Hopper)
+
+
 def fp8_linear_names(model: nn.Module) -> list[str]:
     """Linear layers stored in fp8 by the official fp8 checkpoint: those inside double/single blocks."""
-    return [n for n, m in model.named_modules()
-            if isinstance(m, (nn.Linear, FP8Linear)) and ("double_blocks" in n or "single_blocks" in n)]
+    return block_linear_names(model)
 
 
 def enable_fp8_(model: nn.Module, fast: bool = False) -> nn.Module:
     """Store the block linears of a loaded model in fp8 (per-tensor scale), in place, one layer at a time.
 
-    A load-time conversion (benchmarks); `loading.load_transformer` builds the fp8 family directly."""
-    member = FP8FastLinear if fast else FP8Linear
-    for name in fp8_linear_names(model):
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name)
-        old = getattr(parent, child)
-        new = member(old.in_features, old.out_features, bias=False, device="meta")
-        if isinstance(old, FP8Linear):
-            new.weight, new.scale_weight = old.weight, old.scale_weight
-        else:
-            q, s = quantize_weight(old.weight.detach())
-            new.weight, new.scale_weight = nn.Parameter(q, requires_grad=False), s
-        new.bias = old.bias
-        setattr(parent, child, new)
-    return model
+    A load-time conversion (benchmarks, random weights); `loading.load_transformer` builds the family directly."""
+    return store_blocks_(model, FP8FastLinears if fast else FP8Linears)

@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .fused import ln_modulate, modulate  # noqa: F401  (modulate re-exported)
-from .linear import Linears, Operations
+from .linear import Linear, Linears, Operations
 
 
 def timestep_embedding(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
@@ -26,7 +26,7 @@ class TimestepEmbedder(nn.Module):
     def __init__(self, out_dim: int, freq_dim: int = 256):
         super().__init__()
         self.freq_dim = freq_dim
-        self.mlp = nn.Sequential(nn.Linear(freq_dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
+        self.mlp = nn.Sequential(Linear(freq_dim, out_dim), nn.SiLU(), Linear(out_dim, out_dim))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         emb = timestep_embedding(t, self.freq_dim).to(self.mlp[0].weight.dtype)
@@ -38,9 +38,9 @@ class MLPEmbedder(nn.Module):
 
     def __init__(self, in_dim: int, hidden: int):
         super().__init__()
-        self.in_layer = nn.Linear(in_dim, hidden)
+        self.in_layer = Linear(in_dim, hidden)
         self.silu = nn.SiLU()
-        self.out_layer = nn.Linear(hidden, hidden)
+        self.out_layer = Linear(hidden, hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out_layer(self.silu(self.in_layer(x)))
@@ -104,8 +104,8 @@ class FinalLayer(nn.Module):
     def __init__(self, hidden: int, out_per_token: int):
         super().__init__()
         self.norm_final = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
-        self.linear = nn.Linear(hidden, out_per_token)
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 2 * hidden))
+        self.linear = Linear(hidden, out_per_token)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), Linear(hidden, 2 * hidden))
 
     def forward(self, x: torch.Tensor, vec: torch.Tensor, kernels: bool = True) -> torch.Tensor:
         shift, scale = self.adaLN_modulation(vec).unsqueeze(1).chunk(2, dim=-1)

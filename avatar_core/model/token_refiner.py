@@ -12,14 +12,15 @@ import torch.nn as nn
 
 from .attention import masked_attention
 from .layers import MLP, TimestepEmbedder
+from .linear import Linear
 
 
 class TextProjection(nn.Module):
     def __init__(self, in_dim: int, hidden: int):
         super().__init__()
-        self.linear_1 = nn.Linear(in_dim, hidden)
+        self.linear_1 = Linear(in_dim, hidden)
         self.act_1 = nn.SiLU()
-        self.linear_2 = nn.Linear(hidden, hidden)
+        self.linear_2 = Linear(hidden, hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear_2(self.act_1(self.linear_1(x)))
@@ -30,11 +31,11 @@ class RefinerBlock(nn.Module):
         super().__init__()
         self.heads = heads
         self.norm1 = nn.LayerNorm(hidden, eps=1e-6)
-        self.self_attn_qkv = nn.Linear(hidden, 3 * hidden, bias=qkv_bias)
-        self.self_attn_proj = nn.Linear(hidden, hidden, bias=qkv_bias)
+        self.self_attn_qkv = Linear(hidden, 3 * hidden, bias=qkv_bias)
+        self.self_attn_proj = Linear(hidden, hidden, bias=qkv_bias)
         self.norm2 = nn.LayerNorm(hidden, eps=1e-6)
         self.mlp = MLP(hidden, int(hidden * mlp_ratio), act="silu")
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 2 * hidden))
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), Linear(hidden, 2 * hidden))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         gate_msa, gate_mlp = self.adaLN_modulation(c).unsqueeze(1).chunk(2, dim=-1)  # (B, 1, D) each
@@ -66,7 +67,7 @@ class SingleTokenRefiner(nn.Module):
 
     def __init__(self, in_dim: int, hidden: int, heads: int, depth: int, mlp_ratio: float = 4.0):
         super().__init__()
-        self.input_embedder = nn.Linear(in_dim, hidden)
+        self.input_embedder = Linear(in_dim, hidden)
         self.t_embedder = TimestepEmbedder(hidden)
         self.c_embedder = TextProjection(in_dim, hidden)
         self.individual_token_refiner = IndividualTokenRefiner(hidden, heads, depth, mlp_ratio)

@@ -25,7 +25,7 @@ from .blocks import AttnContext, DoubleStreamBlock, SingleStreamBlock
 from .compile import is_compiled
 from .emotion import AudioEmotionModule
 from .layers import FinalLayer, MLPEmbedder, PatchEmbed, TimestepEmbedder
-from .linear import Linears, Operations
+from .linear import Linear, Linears, Operations
 from .options import RunOptions
 from .rope import avatar_rope
 from .token_refiner import SingleTokenRefiner
@@ -98,7 +98,7 @@ class AvatarTransformer(nn.Module):
         self.motion_exp = TimestepEmbedder(D // cfg.motion_dims)
         self.motion_pose = TimestepEmbedder(D // cfg.motion_dims)
         self.fps_proj = TimestepEmbedder(D)
-        self.before_proj = nn.Linear(D, D)
+        self.before_proj = Linear(D, D)
         self.audio_adapter_blocks = nn.ModuleList(
             [AudioAdapter(D, cfg.adapter_dim) for _ in cfg.adapter_after_double])
         self._adapter_slot = {blk: i for i, blk in enumerate(cfg.adapter_after_double)}

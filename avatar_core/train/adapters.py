@@ -1,12 +1,13 @@
 """Trainable adapters on the frozen base: LoRA on chosen block linears, the Audio Emotion Module (AEM).
 
-LoRA is a weight parametrisation: every access to `layer.weight` returns `W + (up @ down) * alpha / rank`.
-That reaches the layers the blocks call through `linear_rows` (row slices of `weight`) with no change to the
-model code. Cost per access: one rank-r product of the weight's size (cheaper than a per-token low-rank path
-for the 13B model's ~20k tokens per window: r * out * in vs. tokens * r * (out + in)), and one transient
-weight-sized tensor; gradient checkpointing recomputes it in backward.
-`up` starts at zero, so training starts from exactly the base model. The forward sees the merged weight rounded
-to the base dtype, as the LoRA loader (avatar_core.lora) produces it at inference.
+A LoRA adapter is a weight patch (the same interface as a LoRA file's patches, model/linear.py): the layer
+applies it where its weight is used, `W + (up @ down) * alpha / rank`, so gradients reach the factors and
+every path that reads the weight (`weight_rows` / `rows`) sees it, with no change to the model code. Cost
+per use: one rank-r product of the weight's size (cheaper than a per-token low-rank path for the 13B model's
+~20k tokens per window: r * out * in vs. tokens * r * (out + in)), and one transient weight-sized tensor;
+gradient checkpointing recomputes it in backward. `up` starts at zero, so training starts from exactly the
+base model. The forward sees the merged weight rounded to the base dtype, as the LoRA loader produces it
+at inference; the file is written through the one LoRA format (avatar_core/lora/format.py).
 """
 
 from __future__ import annotations
@@ -17,17 +18,15 @@ import re
 
 import torch
 import torch.nn as nn
-import torch.nn.utils.parametrize as parametrize
 from torch.utils.checkpoint import checkpoint
 
+from ..lora.format import write_state_dict
 from ..model.emotion import AudioEmotionModule, EmotionConfig
-from ..model.fp8 import FP8Linear
-
-COMFY_PREFIX = "diffusion_model."
+from ..model.linear import PLAIN, WeightOwner
 
 
 class LoraDelta(nn.Module):
-    """Parametrisation W -> W + (up @ down) * scale; factors kept in float32 for the optimiser."""
+    """A trainable LoRA patch: W -> W + (up @ down) * alpha / rank; factors kept in float32 for the optimiser."""
 
     def __init__(self, out_features: int, in_features: int, rank: int, alpha: float, device=None):
         super().__init__()
@@ -37,8 +36,12 @@ class LoraDelta(nn.Module):
         self.up = nn.Parameter(torch.zeros(out_features, rank, device=device))
         self.rank, self.alpha = rank, float(alpha)
 
-    def forward(self, w: torch.Tensor) -> torch.Tensor:
-        return w + (self.up.to(w.dtype) @ self.down.to(w.dtype)) * (self.alpha / self.rank)
+    def patch_weight(self, weight: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+        delta = (self.up.to(weight.dtype) @ self.down.to(weight.dtype)) * (self.alpha / self.rank)
+        return weight.add_(delta if strength == 1.0 else strength * delta)
+
+    def patch_bias(self, bias: torch.Tensor | None, strength: float = 1.0) -> torch.Tensor | None:
+        return bias
 
 
 def parse_blocks(spec: str, cfg) -> list[str]:
@@ -68,39 +71,34 @@ def parse_blocks(spec: str, cfg) -> list[str]:
 
 def add_lora(model: nn.Module, blocks: str = "all", rank: int = 32, alpha: float = 32.0,
              layers: str = ".*") -> dict[str, LoraDelta]:
-    """Parametrise every linear of the chosen blocks whose name (inside the block) matches `layers`."""
+    """A trainable adapter on every linear of the chosen blocks whose name (inside the block) matches `layers`."""
     pattern = re.compile(layers)
     adapters: dict[str, LoraDelta] = {}
     for block_name in parse_blocks(blocks, model.cfg):
         for sub, mod in model.get_submodule(block_name).named_modules():
-            if isinstance(mod, FP8Linear):
+            if not isinstance(mod, WeightOwner) or not pattern.fullmatch(sub):
+                continue
+            if mod.storage is not PLAIN:
                 raise ValueError("LoRA training needs bf16/fp32 base weights; load the model without fp8")
-            if isinstance(mod, nn.Linear) and pattern.fullmatch(sub):
-                delta = LoraDelta(mod.out_features, mod.in_features, rank, alpha, device=mod.weight.device)
-                parametrize.register_parametrization(mod, "weight", delta, unsafe=True)
-                adapters[f"{block_name}.{sub}"] = delta
+            delta = LoraDelta(mod.out_features, mod.in_features, rank, alpha, device=mod.weight.device)
+            mod.add_adapter(delta)
+            adapters[f"{block_name}.{sub}"] = delta
     if not adapters:
         raise ValueError(f"lora_layers {layers!r} matches no linear layer in blocks {blocks!r}")
     return adapters
 
 
 def remove_lora(model: nn.Module) -> None:
-    """Drop the parametrisations (the base weights were never changed)."""
+    """Drop the trainable adapters (the base weights were never changed)."""
     for mod in model.modules():
-        if parametrize.is_parametrized(mod, "weight"):
-            parametrize.remove_parametrizations(mod, "weight", leave_parametrized=False)
+        if isinstance(mod, WeightOwner):
+            mod.clear_adapters()
 
 
 def lora_state_dict(adapters: dict[str, LoraDelta], dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
-    """ComfyUI layout (`diffusion_model.<official name>.lora_down/up.weight`, `.alpha`): loads in ComfyUI's
-    own LoRA loader for HunyuanVideo and in our Avatar LoRA node."""
-    sd = {}
-    for name, d in adapters.items():
-        key = COMFY_PREFIX + name
-        sd[key + ".lora_down.weight"] = d.down.detach().to("cpu", dtype).contiguous()
-        sd[key + ".lora_up.weight"] = d.up.detach().to("cpu", dtype).contiguous()
-        sd[key + ".alpha"] = torch.tensor(d.alpha)
-    return sd
+    """The trained adapters as a LoRA file's state dict (lora/format.py's written layout: ComfyUI's, which
+    ComfyUI's own loader for HunyuanVideo and our Avatar LoRA node read)."""
+    return write_state_dict({name: (d.down, d.up, d.alpha) for name, d in adapters.items()}, dtype)
 
 
 def attach_new_aem(model: nn.Module, every: int = 2) -> AudioEmotionModule:
