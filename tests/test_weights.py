@@ -89,11 +89,13 @@ def test_a_format_that_keeps_patches_beside_the_weight_applies_them_at_use():
                                         merge=False)))
     layer = model.single_blocks[1].linear1
     stored = {k: v.clone() for k, v in layer.stored().items()}
-    base = layer.weight_rows(torch.float32)
+    base, bias = layer.weight_rows(torch.float32), layer.bias_rows(torch.float32)
     sd, expected = comfy_layout()
+    sd["diffusion_model.single_blocks.1.linear1.diff_b"] = diff_b = torch.randn(layer.out_features)
     set_loras(model, [(load_lora(sd, model), 0.5)])
     assert all(torch.equal(v, stored[k]) for k, v in layer.stored().items())
     torch.testing.assert_close(layer.weight_rows(torch.float32), base + 0.5 * expected["single_blocks.1.linear1"])
+    torch.testing.assert_close(layer.bias_rows(torch.float32, 2, 7), (bias + 0.5 * diff_b)[2:7])
     torch.testing.assert_close(layer.weight_rows(torch.float32, 3, 9), (base + 0.5 * expected["single_blocks.1.linear1"])[3:9])
     set_loras(model, [])
     assert torch.equal(layer.weight_rows(torch.float32), base)

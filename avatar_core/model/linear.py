@@ -109,11 +109,13 @@ class WeightOwner:
             w = patch.patch_weight(w, strength)
         return w[start:stop]
 
-    def bias_rows(self, dtype: torch.dtype | None = None, start: int = 0, stop: int | None = None):
-        b = self.bias
-        if b is not None and any(_touches_bias(p) for p, _ in self._runtime()):
+    def bias_rows(self, dtype: torch.dtype | None = None, start: int = 0,
+                  stop: int | None = None) -> torch.Tensor | None:
+        """Rows [start, stop) of the bias as the product adds it (None: the layer has no bias)."""
+        b, runtime = self.bias, self._runtime()
+        if b is not None and runtime:
             b = _owned(b.to(dtype or b.dtype), b)
-            for patch, strength in self._runtime():
+            for patch, strength in runtime:
                 b = patch.patch_bias(b, strength)
         return None if b is None else (b[start:stop] if dtype is None else b[start:stop].to(dtype))
 
@@ -217,10 +219,6 @@ class WeightOwner:
 def _owned(t: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
     """`t`, copied if it shares memory with `source` (patches change their argument in place)."""
     return t.clone() if t.data_ptr() == source.data_ptr() else t
-
-
-def _touches_bias(patch: WeightPatch) -> bool:
-    return getattr(patch, "bias", None) is not None
 
 
 def _same(a: Patches, b: Patches) -> bool:
