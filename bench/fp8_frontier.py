@@ -71,60 +71,18 @@ def selected(names: list[str], only: bool, classes: set[str]) -> list[str]:
     return [n for n in names if hit(n) == only]
 
 
-def fp8_module(old: nn.Module, rowscale: bool) -> nn.Module:
-    """An fp8 fast linear holding ``old``'s weight: per-tensor scale, or one scale per output channel."""
-    from avatar_core.model.fp8 import FP8_MAX, FP8FastLinear, quantize_weight
-    new = RowScaledFP8Linear if rowscale else FP8FastLinear
-    mod = new(old.in_features, old.out_features, bias=False, device="meta")
-    w = old.weight.detach()
-    if rowscale:
-        scale = (w.float().abs().amax(dim=1) / FP8_MAX).clamp_min(1e-12)          # [out]
-        q = (w.float() / scale[:, None]).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
-        mod.weight = nn.Parameter(q, requires_grad=False)
-        mod.scale_weight = torch.ones((), device=w.device)
-        mod.row_scale = scale
-    else:
-        q, s = quantize_weight(w)
-        mod.weight, mod.scale_weight = nn.Parameter(q, requires_grad=False), s
-    mod.bias = old.bias
-    return mod
-
-
-def _row_scaled_class():
-    from avatar_core.model.fp8 import FP8FastLinear, rowwise_fp8_supported
-
-    class RowScaled(FP8FastLinear):
-        """Experiment only: e4m3 weight with one scale per output channel (row-wise scaled fp8 GEMM)."""
-
-        row_scale: torch.Tensor
-
-        def weight_rows(self, dtype, start=0, stop=None):
-            return self.weight[start:stop].to(dtype) * self.row_scale[start:stop, None].to(dtype)
-
-        def _scaled_mm(self, x, dtype, bias, start, stop, n_out):
-            if not rowwise_fp8_supported(x.device):
-                raise RuntimeError("rowscale needs the row-wise scaled fp8 GEMM")
-            from avatar_core.model.fused import quantize_rows_fp8
-            shape = x.shape
-            xq, xs = quantize_rows_fp8(x.reshape(-1, shape[-1]))
-            ws = self.row_scale[start:stop].float().reshape(1, -1).contiguous()
-            out = torch._scaled_mm(xq, self.weight[start:stop].t(), scale_a=xs, scale_b=ws, bias=bias, out_dtype=dtype)
-            return out.reshape(*shape[:-1], n_out)
-
-    return RowScaled
-
-
-RowScaledFP8Linear: type = None  # type: ignore[assignment]  # built after avatar_core is importable
+def fp8_family(rowscale: bool):
+    """The fast fp8 family: per-tensor weight scale (the fast preset), or one scale per output channel."""
+    from avatar_core.model.fp8 import FP8_E4M3_ROWS, FP8FastLinears
+    from avatar_core.model.linear import Family
+    return Family(FP8_E4M3_ROWS, fast=True) if rowscale else FP8FastLinears
 
 
 def swap(model: nn.Module, names: list[str], rowscale: bool) -> dict[str, nn.Module]:
-    """Replace ``names`` by fp8 modules; returns the bf16 originals to put back."""
-    originals = {}
-    for name in names:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name)
-        originals[name] = getattr(parent, child)
-        setattr(parent, child, fp8_module(originals[name], rowscale))
+    """Replace ``names`` by fp8 modules (quantised from their bf16 weights); returns the originals to put back."""
+    from avatar_core.model.linear import store_blocks_
+    originals = {name: model.get_submodule(name) for name in names}
+    store_blocks_(model, fp8_family(rowscale), names)
     return originals
 
 
@@ -197,8 +155,6 @@ def main() -> int:
     from avatar_core.model.fp8 import fp8_linear_names
     from avatar_core.model.options import RunOptions
     from avatar_core.runner import LoadSpec
-    global RowScaledFP8Linear
-    RowScaledFP8Linear = _row_scaled_class()
 
     cuda = opt.device == "cuda"
     res: dict = dict(argv=sys.argv, torch=torch.__version__, size=opt.size, attention=opt.attention, variants={})

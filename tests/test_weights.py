@@ -13,6 +13,7 @@ from avatar_core.config import AvatarConfig
 from avatar_core.loading import build_random_transformer, load_transformer
 from avatar_core.lora import load_lora, set_loras
 from avatar_core.model import formats
+from avatar_core.model.fp8 import FP8_E4M3_ROWS
 from avatar_core.model.linear import Family, Linear, Storage, members, store_blocks_
 from avatar_core.model.offload import BlockSwap
 from avatar_core.model.patches import LowRank
@@ -41,30 +42,33 @@ def _from_int8_rows(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype | N
 INT8_ROWS = Storage("int8_rows", torch.int8, scale="row", quantise=_int8_rows, dequantise=_from_int8_rows)
 
 
-@pytest.fixture
-def int8_format(monkeypatch):
-    """The whole change a new weight format needs: one entry in model/formats.py WEIGHT_FORMATS."""
-    monkeypatch.setitem(formats.WEIGHT_FORMATS, "int8_rows", formats.WeightFormat(torch.float32, Family(INT8_ROWS)))
-    return "int8_rows"
+@pytest.fixture(params=["int8_rows", "fp8_e4m3fn_rows"])
+def new_format(request, monkeypatch):
+    """The whole change a new weight format needs: one entry in model/formats.py WEIGHT_FORMATS (int8_rows with
+    its Storage record above; fp8_e4m3fn_rows with model/fp8.py's, which bench/fp8_frontier.py measures)."""
+    storage = {"int8_rows": INT8_ROWS, "fp8_e4m3fn_rows": FP8_E4M3_ROWS}[request.param]
+    monkeypatch.setitem(formats.WEIGHT_FORMATS, request.param, formats.WeightFormat(torch.float32, Family(storage)))
+    return request.param
 
 
-def test_a_new_weight_format_is_one_record(int8_format, tmp_path):
+def test_a_new_weight_format_is_one_record(new_format, tmp_path):
     ref = build_random_transformer(CFG, seed=1)
-    runner = RandomSpec(config=CFG, seed=1, weight_format=int8_format).build("cpu")
+    runner = RandomSpec(config=CFG, seed=1, weight_format=new_format).build("cpu")
     model = runner.diffusion_model
     layer = model.double_blocks[1].img_attn_qkv
-    assert layer.weight.dtype == torch.int8 and layer.scale_weight.shape == (layer.out_features, 1)
+    storage = formats.WEIGHT_FORMATS[new_format].storage
+    assert layer.weight.dtype == storage.dtype and layer.scale_weight.shape == (layer.out_features, 1)
     inp = tiny_inputs(seed=2)
     want = _call(ref, inp)
     got = _call(model, inp)
-    assert ((got - want).norm() / want.norm()).item() < 0.03          # int8 rows: a small, real error
+    assert ((got - want).norm() / want.norm()).item() < 0.05          # int8 / fp8 rows: a small, real error
     assert not torch.equal(got, want)
     x = torch.randn(5, layer.in_features)
     torch.testing.assert_close(layer.rows(x, 8, 40), layer(x)[:, 8:40])  # the row seam blocks and Ulysses use
     # loading a file into the format: the same quantisation as converting the loaded model
     path = tmp_path / "m.safetensors"
     save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(path))
-    loaded = load_transformer(path, config=CFG, dtype=torch.float32, operations=formats.WEIGHT_FORMATS[int8_format].operations)
+    loaded = load_transformer(path, config=CFG, dtype=torch.float32, operations=formats.WEIGHT_FORMATS[new_format].operations)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.state_dict().items())
     # LoRA: merged into the int8 storage (one requantisation) and restored bit for bit; block swap streams it
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -73,9 +77,9 @@ def test_a_new_weight_format_is_one_record(int8_format, tmp_path):
     set_loras(model, [(load_lora(sd, model), 1.0)])
     delta = layer.read_weight() - base
     want_delta = expected["double_blocks.1.img_attn_qkv"]
-    assert ((delta - want_delta).abs().max() / want_delta.abs().max()).item() < 0.05
+    assert ((delta - want_delta).norm() / want_delta.norm()).item() < 0.1      # one requantisation (fp8: 0.08)
     patched = _call(model, inp)
-    swapped = RandomSpec(config=CFG, seed=1, weight_format=int8_format, offload="low_memory").build("cpu")
+    swapped = RandomSpec(config=CFG, seed=1, weight_format=new_format, offload="low_memory").build("cpu")
     set_loras(swapped.diffusion_model, [(load_lora(sd, swapped.diffusion_model), 1.0)])
     assert torch.equal(_call(swapped.diffusion_model, inp), patched)
     set_loras(model, [])

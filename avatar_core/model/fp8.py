@@ -49,19 +49,23 @@ def rowwise_fp8_supported(device: torch.device) -> bool:
 
 def fp8_matmul(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
                dtype: torch.dtype) -> torch.Tensor | None:
-    """x (..., K) @ w (N, K) e4m3 with its per-tensor scale on the fp8 tensor cores -> (..., N) in `dtype`;
-    None where that does not apply (not CUDA, sizes not multiples of 16, fp32, a GPU before Ada)."""
+    """x (..., K) @ w (N, K) e4m3 with its scale (per tensor, or per row: (N, 1)) on the fp8 tensor cores ->
+    (..., N) in `dtype`; None where that does not apply (not CUDA, sizes not multiples of 16, fp32, a GPU
+    before Ada, per-row weight scales without the row-wise GEMM)."""
     n_out = w.shape[0]
     if not (x.is_cuda and x.shape[-1] % 16 == 0 and n_out % 16 == 0 and dtype != torch.float32
             and fp8_matmul_supported(x.device)):
         return None
+    rowwise = rowwise_fp8_supported(x.device)
+    if scale.numel() > 1 and not rowwise:
+        return None
     shape = x.shape
     x2 = x.reshape(-1, shape[-1])
     wt = w.t()                                                           # (K, N) column-major
-    if rowwise_fp8_supported(x.device):  # per-token activation scales: one fused pass, better accuracy
+    if rowwise:  # per-token activation scales: one fused pass, better accuracy
         from .fused import quantize_rows_fp8
         xq, xs = quantize_rows_fp8(x2)                                   # (M, K) fp8, (M, 1)
-        ws = scale.float().reshape(1, 1).expand(1, n_out).contiguous()
+        ws = scale.float().reshape(1, -1).expand(1, n_out).contiguous()  # (1, N)
         out = torch._scaled_mm(xq, wt, scale_a=xs, scale_b=ws, bias=bias, out_dtype=dtype)
         return out.reshape(*shape[:-1], n_out)
     lo, hi = torch.aminmax(x2)
@@ -77,8 +81,15 @@ def quantize_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (w.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8), scale.to(torch.float32)
 
 
+def quantize_weight_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """e4m3 with one fp32 scale per output row: (fp8 weight, scale (out, 1)) with w ~= q * scale."""
+    scale = (w.float().abs().amax(dim=1, keepdim=True) / FP8_MAX).clamp_min(1e-12)
+    return (w.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8), scale
+
+
 def dequantize_weight(w: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
-    """e4m3 rows and their scale -> `dtype` (float32 when None), as the official forward: w.to(dtype) * scale."""
+    """e4m3 rows and their scale (per tensor, or (rows, 1)) -> `dtype` (float32 when None), as the official
+    forward: w.to(dtype) * scale."""
     dtype = dtype or torch.float32
     return w.to(dtype) * scale.to(dtype)
 
@@ -86,6 +97,9 @@ def dequantize_weight(w: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype |
 # The official fp8 checkpoint's storage (keys `weight` e4m3, `scale_weight` fp32 scalar, `bias`).
 FP8_E4M3 = Storage("fp8_e4m3fn", FP8, scale="tensor", quantise=quantize_weight, dequantise=dequantize_weight,
                    matmul=fp8_matmul)
+# One scale per output row (bench/fp8_frontier.py measures it; a loader choice would be one WEIGHT_FORMATS entry).
+FP8_E4M3_ROWS = Storage("fp8_e4m3fn_rows", FP8, scale="row", quantise=quantize_weight_rows,
+                        dequantise=dequantize_weight, matmul=fp8_matmul)
 
 
 class FP8Linear(StoredLinear):

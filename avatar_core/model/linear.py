@@ -310,10 +310,10 @@ def block_linear_names(model: nn.Module) -> list[str]:
             if isinstance(m, WeightOwner) and ("double_blocks" in n or "single_blocks" in n)]
 
 
-def store_blocks_(model: nn.Module, operations: Family) -> nn.Module:
-    """Rebuild the block linears of a loaded model in `operations`' storage, in place, one layer at a time
-    (a load-time conversion; `loading.load_transformer` builds the family directly)."""
-    for name in block_linear_names(model):
+def store_blocks_(model: nn.Module, operations: Family, names: list[str] | None = None) -> nn.Module:
+    """Rebuild the block linears (or the linears `names`) of a loaded model in `operations`' storage, in place,
+    one layer at a time (a load-time conversion; `loading.load_transformer` builds the family directly)."""
+    for name in block_linear_names(model) if names is None else names:
         parent_name, _, child = name.rpartition(".")
         parent, old = model.get_submodule(parent_name), model.get_submodule(name)
         new = operations.Linear(old.in_features, old.out_features, bias=False, device="meta")
