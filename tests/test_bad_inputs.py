@@ -21,10 +21,12 @@ from test_sampling_loop import small_cond, toy_model
 from avatar_core.checkpoint_checks import first_non_finite
 from avatar_core.conditioning.whisper import load_whisper_encoder
 from avatar_core.config import AvatarConfig
+from avatar_core.errors import InputError
 from avatar_core.loading import CheckpointError, build_random_transformer, load_transformer, save_transformer
 from avatar_core.model.fp8 import FP8
 from avatar_core.sampling import GuidanceConfig, SamplerConfig, TextConditioning, sample_avatar
-from avatar_core.validation import NonFiniteLatents, check_int, check_number
+from avatar_core.specs.fields import Int, Number
+from avatar_core.validation import NonFiniteLatents
 
 NAN, INF = float("nan"), float("inf")
 NEVER = lambda *a, **k: pytest.fail("the model was called before the bad input was refused")  # noqa: E731
@@ -51,7 +53,7 @@ NUMBER_CASES = [
 
 @pytest.mark.parametrize("case,kw,message", NUMBER_CASES, ids=[c[0] for c in NUMBER_CASES])
 def test_bad_sampler_number(case: str, kw: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InputError, match=message):
         sample_avatar(NEVER, small_cond(100), _config_case(**kw))
 
 
@@ -70,21 +72,23 @@ TENSOR_CASES = [
     ("ref_latents NaN", lambda c: setattr(c, "ref_latents", _poison(c.ref_latents)),
      r"ref_latents: 1 of \d+ values are NaN or inf.*bf16 HunyuanVideo VAE"),
     ("audio features NaN", lambda c: setattr(c, "audio", _poison(c.audio)),
-     r"audio_features: 1 of \d+ values.*Re-encode the audio with Avatar Audio Encode"),
-    ("positive text inf", lambda c: _text(c, "text", "states", INF), r"positive text states.*Re-encode the prompt"),
-    ("negative pooled NaN", lambda c: _text(c, "negative_text", "pooled", NAN), r"negative pooled text.*Re-encode"),
+     r"audio: 1 of \d+ values.*Re-encode the audio with Avatar Audio Encode"),
+    ("positive text inf", lambda c: _text(c, "text", "states", INF), r"states: 1 of \d+ values.*Re-encode the prompt"),
+    ("negative pooled NaN", lambda c: _text(c, "negative_text", "pooled", NAN), r"pooled: 1 of \d+.*Re-encode"),
+    ("positive text inf, changed in place", lambda c: setattr(c.text, "states", _poison(c.text.states, INF)),
+     r"text\.states: 1 of \d+ values.*Re-encode the prompt"),
     ("face mask NaN", lambda c: setattr(c, "face_mask", _poison(c.face_mask)), r"face_mask.*values in 0\.\.1"),
     ("motion NaN", lambda c: setattr(c, "motion_exp", _poison(c.motion_exp)), r"motion_exp.*official: motion 30"),
     ("emotion NaN", lambda c: setattr(c, "emotion", _poison(c.emotion)), r"emotion.*Avatar Emotion Encode"),
-    ("fps 0", lambda c: setattr(c, "fps", torch.tensor([0.0])), r"fps: \[0\.0\] must be > 0.*official 25"),
+    ("fps 0", lambda c: setattr(c, "fps", torch.tensor([0.0])), r"fps: got \[0\.0\]; values must be > 0.*official 25"),
 ]
 
 
 @pytest.mark.parametrize("case,mutate,message", TENSOR_CASES, ids=[c[0] for c in TENSOR_CASES])
 def test_non_finite_conditioning(case: str, mutate: Any, message: str) -> None:
     cond = small_cond(100, emotion=True)
-    mutate(cond)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InputError, match=message):  # a replaced TextConditioning refuses itself at once
+        mutate(cond)
         sample_avatar(NEVER, cond, SamplerConfig(steps=2))
 
 
@@ -104,11 +108,11 @@ def test_step_with_non_finite_latents_stops_and_says_where_and_what_to_try() -> 
     assert len(calls) == 4, "the run must stop at the first bad window"
 
 
-def test_number_helpers_refuse_strings_and_bools() -> None:
+def test_number_specs_refuse_strings_and_bools() -> None:
     with pytest.raises(ValueError, match=r"cfg: expected a number, got str '7'.*fix it"):
-        check_number("cfg", "7", fix="fix it")
+        Number(fix="fix it").check("cfg", "7")
     with pytest.raises(ValueError, match=r"steps: expected a whole number, got True"):
-        check_int("steps", True, lo=1, hi=10)
+        Int(1, 10).check("steps", True)
 
 
 # ---------------------------------------------------------------- checkpoint files
@@ -260,7 +264,7 @@ def test_file_without_whisper_weights(tmp_path: Path) -> None:
 def test_sampler_text_shapes_still_checked() -> None:
     cond = small_cond(100)
     cond.negative_text = TextConditioning(torch.ones(1, 4, 2), torch.ones(1, 4), torch.ones(1, 2))
-    with pytest.raises(ValueError, match="same shape.*pad both"):
+    with pytest.raises(InputError, match="same shape.*pad both"):
         sample_avatar(NEVER, cond, SamplerConfig(steps=2))
 
 

@@ -143,11 +143,13 @@ def test_every_window_gets_every_characters_audio_and_mask() -> None:
 def test_per_frame_face_masks_follow_the_window() -> None:
     plan = plan_clip(200)
     cond = small_cond(200, mask_frames=plan.ring_frames)
-    cond.face_mask = torch.arange(plan.ring_frames, dtype=torch.float32).view(1, 1, -1, 1, 1).expand(1, 1, -1, 2, 2)
+    # Each latent frame's mask carries its index (scaled into 0..1: masks above 1 are refused as 0..255 masks).
+    ring = plan.ring_frames
+    cond.face_mask = (torch.arange(ring, dtype=torch.float32) / ring).view(1, 1, -1, 1, 1).expand(1, 1, -1, 2, 2)
     frames_seen = []
 
     def check(x: torch.Tensor, t: torch.Tensor, **kw: Any) -> Any:
-        frames_seen.append((kw["face_mask"][1, 0, :, 0, 0] / 0.6).round().long().tolist())
+        frames_seen.append((kw["face_mask"][1, 0, :, 0, 0] / 0.6 * ring).round().long().tolist())
         return toy_model(x, t, **kw)
 
     progress = []

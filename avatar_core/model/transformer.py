@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from ..config import AvatarConfig
+from ..specs.conditioning import check_model_inputs
 from .audio import AudioAdapter, AudioProjection, audio_tokens_per_latent, face_mask_tokens
 from .blocks import AttnContext, DoubleStreamBlock, SingleStreamBlock
 from .compile import is_compiled
@@ -29,7 +30,6 @@ from .linear import Linear, Linears, Operations
 from .options import RunOptions
 from .rope import avatar_rope
 from .token_refiner import SingleTokenRefiner
-from .validation import check_inputs
 
 
 class StepSkipper(Protocol):
@@ -120,7 +120,7 @@ class AvatarTransformer(nn.Module):
         """One denoising call on one window. Shapes: see docs/ARCHITECTURE.md ("Model call contract")."""
         cfg, opts = self.cfg, options or RunOptions()
         audio = audio if audio.dim() == 6 else audio.unsqueeze(1)             # (B, N, F, 10, 5, 384)
-        check_inputs(cfg, x, ref_latents, text_states, text_mask, audio, face_mask, cached_tokens)
+        check_model_inputs(cfg, x, ref_latents, text_states, text_mask, audio, face_mask, cached_tokens)
         B, _, T, H, W = x.shape
         grid = (T // cfg.patch_size[0], H // cfg.patch_size[1], W // cfg.patch_size[2])
         n_img, n_ref = grid[0] * grid[1] * grid[2], grid[1] * grid[2]

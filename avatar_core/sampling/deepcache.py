@@ -14,11 +14,21 @@ from typing import Literal
 
 import torch
 
+from ..errors import InputError
+from ..specs.concepts import DEEP_CACHE_INTERVAL, FRACTION, STEPS
+from ..specs.fields import Choice, Flag, Int, Items, Maybe, declared
+
 # Steps on which the official 50-step loop runs the full model; every other step is cached.
 OFFICIAL_FULL_STEPS: tuple[int, ...] = tuple(range(15)) + tuple(range(15, 42, 5)) + tuple(range(41, 50))
 OFFICIAL_STEPS = 50
 
 
+@declared(enabled=Flag(), plan=Choice(("auto", "official"), fix="auto scales the official plan to any step count."),
+          warmup_fraction=FRACTION, tail_fraction=FRACTION, interval=DEEP_CACHE_INTERVAL,
+          min_steps=Int(0, STEPS.hi, unit="steps", fix="Runs shorter than this are not cached (default 20)."),
+          cached_steps=Maybe(Items(Int(1, STEPS.hi - 1, fix="Step 0 cannot be cached: there is nothing to reuse yet."),
+                                   fix="Give 0-based step numbers, e.g. (15, 16, 17).")),
+          prefix="deep_cache.")
 @dataclass(frozen=True)
 class DeepCacheConfig:
     """Deep-cache plan.
@@ -38,14 +48,6 @@ class DeepCacheConfig:
     min_steps: int = 20
     cached_steps: tuple[int, ...] | None = None
 
-    def __post_init__(self) -> None:
-        if self.interval < 1:
-            raise ValueError(f"deep-cache interval must be >= 1, got {self.interval}")
-        if self.plan not in ("auto", "official"):
-            raise ValueError(f"deep-cache plan must be 'auto' or 'official', got {self.plan!r}")
-        if self.cached_steps is not None and 0 in self.cached_steps:
-            raise ValueError("step 0 cannot be cached: there is nothing to reuse yet")
-
 
 def cached_steps(steps: int, config: DeepCacheConfig = DeepCacheConfig()) -> frozenset[int]:
     """The set of step indices (0-based) that run from the cache."""
@@ -54,7 +56,8 @@ def cached_steps(steps: int, config: DeepCacheConfig = DeepCacheConfig()) -> fro
     if config.cached_steps is not None:
         bad = [s for s in config.cached_steps if not 0 < s < steps]
         if bad:
-            raise ValueError(f"cached_steps {bad} outside 1..{steps - 1}")
+            raise InputError(f"deep_cache.cached_steps: {bad} outside 1..{steps - 1}; give steps of this {steps}-step "
+                             "run (0-based; step 0 always runs fully).")
         return frozenset(config.cached_steps)
     if config.plan == "official":
         return frozenset(i for i in range(steps) if i not in OFFICIAL_FULL_STEPS)

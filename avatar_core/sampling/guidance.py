@@ -13,7 +13,12 @@ from dataclasses import dataclass
 
 import torch
 
+from ..specs.concepts import CFG, GUIDANCE_SCALE, MASK_SCALE, SWITCH_STEP
+from ..specs.fields import declared
 
+
+@declared(cfg=CFG, switch_step=SWITCH_STEP, early_floor=GUIDANCE_SCALE, late_start=GUIDANCE_SCALE,
+          late_end=GUIDANCE_SCALE, early_mask_scale=MASK_SCALE, late_mask_scale=MASK_SCALE, prefix="guidance.")
 @dataclass(frozen=True)
 class GuidanceConfig:
     """Constants of the official CFG schedule (defaults = official HunyuanVideo-Avatar values)."""
@@ -25,12 +30,6 @@ class GuidanceConfig:
     late_end: float = 3.5  # ... towards this
     early_mask_scale: float = 0.6  # face mask factor before the switch
     late_mask_scale: float = 1.0  # face mask factor from the switch on
-
-    def __post_init__(self) -> None:
-        if self.switch_step < 0:
-            raise ValueError(f"switch_step must be >= 0, got {self.switch_step}")
-        if self.early_mask_scale < 0 or self.late_mask_scale < 0:
-            raise ValueError("face mask scales must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ from safetensors.torch import save_file
 
 from ..errors import InputError
 from ..output_files import folder_problem
+from ..specs.concepts import RESUME_INTERVAL
+from ..specs.fields import Choice, Flag, Instance, Maybe, Text, declared
 from ..weight_files import RESUME, WeightFileError, read_tensors
 
 FORMAT = "hyavatar-resume"
@@ -47,6 +49,11 @@ _SAMPLE = 256  # elements hashed from each end of every weight tensor (a cheap m
 log = logging.getLogger(__name__)
 
 
+@declared(directory=Instance((str, os.PathLike), what="a folder path", fix="Give the folder for resume checkpoints."),
+          interval_s=RESUME_INTERVAL, weights=Maybe(Instance(torch.nn.Module, fix="The runner fills this in.")),
+          attention=Text(), writer=Flag(),
+          on_unwritable=Choice(UNWRITABLE, fix="error: stop before the first step; warn: render without checkpoints."),
+          folder_checked=Flag(), prefix="resume.")
 @dataclass(frozen=True)
 class ResumeConfig:
     """Where and how often to checkpoint. ``interval_s`` 0 writes before every step that allows it."""
@@ -65,12 +72,6 @@ class ResumeConfig:
     # "warn" renders without checkpoints.
     on_unwritable: str = "error"
     folder_checked: bool = False  # set once the folder passed (the pool checks it once, in the parent)
-
-    def __post_init__(self) -> None:
-        if not self.interval_s >= 0:  # also refuses NaN
-            raise InputError(f"resume interval_s must be >= 0 seconds, got {self.interval_s}")
-        if self.on_unwritable not in UNWRITABLE:
-            raise InputError(f"resume on_unwritable must be one of {UNWRITABLE}, got {self.on_unwritable!r}")
 
 
 # ---------------------------------------------------------------- the key of a run

@@ -17,7 +17,12 @@ from typing import Any, Protocol
 
 import torch
 
-from ..validation import check_conditioning_values, check_sampler_config, check_step_latents
+from ..errors import InputError
+from ..specs import conditioning as spec
+from ..specs.concepts import FLOW_SHIFT, SEED, STEPS
+from ..specs.fields import Choice, Flag, Instance, Items, Maybe, checked, declared
+from ..specs.tensors import Tensor
+from ..validation import check_step_latents
 from .calls import ModelCall
 from .deepcache import DeepCacheConfig, FrameTokenCache, cached_steps
 from .guidance import GuidanceConfig, StepGuidance, combine, step_guidance
@@ -62,6 +67,7 @@ class SamplingCancelled(RuntimeError):
     """Raised when ``should_cancel`` returned True; the partial result is discarded."""
 
 
+@declared(*spec.TEXT_RULES, states=spec.TEXT_STATES, mask=spec.TEXT_MASK, pooled=spec.TEXT_POOLED)
 @dataclass
 class TextConditioning:
     """One prompt's text encoder outputs."""
@@ -71,6 +77,13 @@ class TextConditioning:
     pooled: torch.Tensor  # [B, D2] CLIP pooled
 
 
+_TEXT = Instance(TextConditioning, what="a TextConditioning", fix="Give the text encoder's outputs.")
+
+
+@declared(*spec.CONDITIONING_RULES, ref_latents=spec.REF_LATENTS, text=_TEXT, negative_text=_TEXT,
+          audio=spec.AUDIO_FEATURES, face_mask=spec.FACE_MASK, motion_exp=spec.MOTION_IDS, motion_pose=spec.MOTION_IDS,
+          fps=spec.FPS, emotion=Maybe(spec.EMOTION_LATENT),
+          freqs=Maybe(Items(Tensor(ndims=(2,)), lo=2, hi=2, fix="Give (cos, sin) RoPE tables, or None.")))
 @dataclass
 class AvatarConditioning:
     """Everything the model is conditioned on, for the whole clip.
@@ -93,13 +106,18 @@ class AvatarConditioning:
     emotion: torch.Tensor | None = None
     freqs: tuple[torch.Tensor, torch.Tensor] | None = None  # RoPE (cos, sin); None: the model computes them
 
-    def __post_init__(self) -> None:
-        if self.audio.dim() == 5:  # one character in the official layout
-            self.audio = self.audio.unsqueeze(1)  # [B, 1, F, 10, 5, 384]
-
     audio_frame_dim = 2  # [B, N, F, 10, 5, 384]
 
 
+@declared(steps=STEPS, shift=FLOW_SHIFT, seed=SEED,
+          guidance=Instance(GuidanceConfig, fix="Give a GuidanceConfig (official defaults: GuidanceConfig())."),
+          deep_cache=Instance(DeepCacheConfig, fix="Give a DeepCacheConfig (DeepCacheConfig(enabled=False): off)."),
+          windows=Instance(WindowConfig, fix="Give a WindowConfig (official 33 / 10)."),
+          window_dtype=Maybe(Choice((torch.bfloat16, torch.float16, torch.float32),
+                                    fix="The official loop rounds to torch.bfloat16; None keeps float32.")),
+          cache_device=Maybe(Instance((torch.device, str), fix="Give a torch.device (e.g. 'cpu') or None.")),
+          split_cfg=Flag(), step_cache=Maybe(Instance(StepCacheConfig, fix="Give a StepCacheConfig or None (off).")),
+          solver=Choice(SOLVERS, fix="euler is the official solver."))
 @dataclass
 class SamplerConfig:
     """Sampler settings; defaults reproduce the official run (50 steps, shift 5, cfg 7.5)."""
@@ -119,10 +137,6 @@ class SamplerConfig:
     # Opt-in first-block step cache (stepcache.py); None: off (the official result).
     step_cache: StepCacheConfig | None = None
     solver: str = "euler"  # a key of schedule.SOLVERS: how one window moves from sigma[i] to sigma[i + 1]
-
-    def __post_init__(self) -> None:
-        if self.solver not in SOLVERS:
-            raise ValueError(f"unknown solver {self.solver!r}; choose one of {sorted(SOLVERS)}")
 
 
 @dataclass(frozen=True)
@@ -164,26 +178,6 @@ def initial_noise(plan: ClipPlan, like: torch.Tensor, seed: int, dtype: torch.dt
     gen = torch.Generator("cpu").manual_seed(seed)
     noise = torch.randn((b, c, plan.noise_frames, h, w), generator=gen, dtype=dtype)
     return noise[:, :, : plan.ring_frames]
-
-
-def check_conditioning(cond: AvatarConditioning, window: int) -> None:
-    """Raise a clear error for inconsistent inputs before any model call."""
-    ref = cond.ref_latents
-    if ref.dim() != 5 or ref.shape[2] != window:
-        raise ValueError(f"ref_latents must be [B, C, {window}, H, W] (one window of reference latents), "
-                         f"got {tuple(ref.shape)}; encode the reference image repeated to {4 * window - 3} frames")
-    b = ref.shape[0]
-    if cond.audio.dim() != 6 or cond.audio.shape[0] != b:
-        raise ValueError(f"audio must be [B, F, 10, 5, 384] or [B, N, F, 10, 5, 384] with B={b}, "
-                         f"got {tuple(cond.audio.shape)}")
-    chars = cond.audio.shape[1]
-    fm = cond.face_mask
-    if fm.dim() != 5 or fm.shape[0] != b or fm.shape[1] != chars or fm.shape[-2:] != ref.shape[-2:]:
-        raise ValueError(f"face_mask must be [B={b}, N={chars}, Tm, {ref.shape[-2]}, {ref.shape[-1]}] "
-                         f"(one mask per character at latent size), got {tuple(fm.shape)}")
-    if cond.text.states.shape != cond.negative_text.states.shape:
-        raise ValueError(f"positive and negative text states must have the same shape (pad both to the same "
-                         f"length), got {tuple(cond.text.states.shape)} and {tuple(cond.negative_text.states.shape)}")
 
 
 def _face_mask_for(cond: AvatarConditioning, frames: list[int]) -> torch.Tensor:
@@ -318,10 +312,18 @@ def _prepare_noise(noise: torch.Tensor | None, plan: ClipPlan, cond: AvatarCondi
         noise = initial_noise(plan, ref, seed)
     want = (ref.shape[0], ref.shape[1], plan.ring_frames, ref.shape[3], ref.shape[4])
     if noise.dim() != 5 or noise.shape[2] < plan.ring_frames or noise.shape[:2] + noise.shape[3:] != want[:2] + want[3:]:
-        raise ValueError(f"noise must be {list(want)} (or longer in time), got {tuple(noise.shape)}")
+        raise InputError(f"noise must be {list(want)} (or longer in time), got {tuple(noise.shape)}; leave noise "
+                         "None for the seeded draw.")
+
     return noise[:, :, : plan.ring_frames].to(device=ref.device, dtype=torch.float32)
 
 
+@checked(denoise=Instance(Callable, what="a model call (the denoiser)", fix="Give runner.denoiser() or a model."),
+         cond=Instance(AvatarConditioning, fix="Give an AvatarConditioning."),
+         config=Maybe(Instance(SamplerConfig, fix="Give a SamplerConfig (None: the official settings).")),
+         noise=Maybe(Tensor(ndims=(5,), fix="Give finite noise (e.g. torch.randn), or None for the seeded draw.")),
+         callbacks=Maybe(Instance(SamplerCallbacks, fix="Give SamplerCallbacks or None.")),
+         resume=Maybe(Instance(ResumeConfig, fix="Give a ResumeConfig or None (off).")))
 def sample_avatar(denoise: Denoiser, cond: AvatarConditioning, config: SamplerConfig | None = None, *,
                   noise: torch.Tensor | None = None, callbacks: SamplerCallbacks | None = None,
                   parallel: StepParallel | None = None, resume: ResumeConfig | None = None) -> SampleResult:
@@ -333,10 +335,8 @@ def sample_avatar(denoise: Denoiser, cond: AvatarConditioning, config: SamplerCo
     ``resume``: checkpoint the ring between steps and continue a matching earlier run (sampling/resume.py).
     """
     config = config or SamplerConfig()
-    check_sampler_config(config)
-    check_conditioning_values(cond)
     plan = plan_clip(cond.audio.shape[cond.audio_frame_dim], config.windows)
-    check_conditioning(cond, plan.window)
+    spec.check_window(cond, plan.window)
     schedule = flow_schedule(config.steps, config.shift)
     cached = cached_steps(config.steps, config.deep_cache)
     run = _Run(

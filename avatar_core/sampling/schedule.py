@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ..specs.concepts import FLOW_SHIFT, STEPS
+from ..specs.fields import checked
+
 OFFICIAL_SHIFT = 5.0
 NUM_TRAIN_TIMESTEPS = 1000
 
@@ -38,12 +41,9 @@ def shift_sigmas(sigmas: torch.Tensor, shift: float) -> torch.Tensor:
     return (shift * sigmas) / (1 + (shift - 1) * sigmas)
 
 
+@checked(steps=STEPS, shift=FLOW_SHIFT)
 def flow_schedule(steps: int, shift: float = OFFICIAL_SHIFT) -> FlowSchedule:
     """The official shift schedule for ``steps`` denoising steps (float32, CPU)."""
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if shift <= 0:
-        raise ValueError(f"the flow shift must be > 0, got {shift}")
     sigmas = shift_sigmas(torch.linspace(1, 0, steps + 1), shift)  # [N+1] float32
     timesteps = (sigmas[:-1] * NUM_TRAIN_TIMESTEPS).to(torch.float32)  # [N]
     return FlowSchedule(sigmas=sigmas, timesteps=timesteps)

@@ -25,6 +25,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ..specs.concepts import STEP_CACHE_SKIPS, STEP_CACHE_THRESHOLD
+from ..specs.fields import declared
+
 
 @dataclass
 class _History:
@@ -34,14 +37,11 @@ class _History:
     skips_in_row: int = 0
 
 
+@declared(threshold=STEP_CACHE_THRESHOLD, max_skips_in_row=STEP_CACHE_SKIPS, prefix="step_cache.")
 @dataclass(frozen=True)
 class StepCacheConfig:
     threshold: float = 0.05
     max_skips_in_row: int = 3          # a computed call at least every max_skips_in_row + 1 calls
-
-    def __post_init__(self) -> None:
-        if self.threshold < 0 or self.max_skips_in_row < 0:
-            raise ValueError(f"step_cache threshold and max_skips_in_row must be >= 0, got {self}")
 
 
 @dataclass(frozen=True)

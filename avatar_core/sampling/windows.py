@@ -13,6 +13,10 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import InputError
+from ..specs.concepts import WINDOW, WINDOW_STRIDE
+from ..specs.fields import Rule, declared
+
 OFFICIAL_WINDOW = 33  # latent frames per model call (129 video frames)
 OFFICIAL_OFFSET = 10  # shift added per step, latent frames
 ROWS_PER_LATENT = 4  # audio (video) frames per latent frame: the causal VAE's 4x time compression
@@ -20,18 +24,21 @@ _LEAD_ROWS = 3  # the model repeats audio row 0 three times, so a window needs 4
 _OFFICIAL_TAIL_ROWS = 5  # zero rows the official predict() appends to audio longer than one window
 
 
+def _stride_problem(config: WindowConfig) -> str:
+    if config.offset >= config.window:
+        return (f"the stride {config.offset} is not less than the window {config.window}: the grid moves by "
+                f"{config.offset} mod {config.window} = {config.offset % config.window} frames per step")
+    return ""
+
+
+@declared(Rule(("offset", "window"), _stride_problem, "Give a stride below the window (official 10 with 33)."),
+          window=WINDOW, offset=WINDOW_STRIDE)
 @dataclass(frozen=True)
 class WindowConfig:
     """Window length and per-step shift in latent frames (defaults = official)."""
 
     window: int = OFFICIAL_WINDOW
-    offset: int = OFFICIAL_OFFSET
-
-    def __post_init__(self) -> None:
-        if self.window < 2:
-            raise ValueError(f"window must be >= 2 latent frames, got {self.window}")
-        if self.offset < 0:
-            raise ValueError(f"window offset must be >= 0, got {self.offset}")
+    offset: int = OFFICIAL_OFFSET  # the stride: latent frames the window grid moves per step
 
     @property
     def audio_rows(self) -> int:
@@ -63,7 +70,7 @@ class ClipPlan:
 def official_audio_rows(num_frames: int, config: WindowConfig = WindowConfig()) -> int:
     """Audio rows after the official predict() padding: up to one window, else 5 zero rows appended."""
     if num_frames < 1:
-        raise ValueError(f"the audio has no frames (got {num_frames}); give at least one audio frame")
+        raise InputError(f"the audio has no frames (got {num_frames}); give at least one audio frame")
     rows = config.audio_rows
     return rows if num_frames <= rows else num_frames + _OFFICIAL_TAIL_ROWS
 
