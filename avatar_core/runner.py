@@ -23,9 +23,11 @@ from .config import AvatarConfig
 from .model import AvatarTransformer
 from .model.formats import WEIGHT_FORMATS
 from .model.offload import BlockSwap
-from .model.options import LOW_MEMORY_CHUNK_TOKENS, RunOptions
+from .model.options import ATTENTION, LOW_MEMORY_CHUNK_TOKENS, RunOptions
 from .sampling.resume import ResumeConfig
 from .sampling.sampler import AvatarConditioning, SamplerCallbacks, SamplerConfig, SampleResult, sample_avatar
+from .specs.concepts import CHUNK_TOKENS, PATH, SEED, SWAP_BLOCKS
+from .specs.fields import Choice, Flag, Instance, Maybe, Text, declared
 
 FAST_ATTENTION = "fa3_fp8"  # the "fast" weight format (model/formats.py) also picks this attention kernel
 OFFLOAD_MODES = ("none", "block_swap", "low_memory")
@@ -51,6 +53,12 @@ class Runner(Protocol):
                loras: tuple[tuple[str, float], ...] = (), resume: ResumeConfig | None = None) -> SampleResult: ...
 
 
+@declared(weight_format=Choice(WEIGHT_FORMATS, fix="The loader's weight_dtype: bf16 is the official precision, "
+                                                   "fp8_e4m3fn takes half the memory."),
+          attention=ATTENTION,
+          emotion=Maybe(Text(nonempty=True, fix="Give the Audio Emotion Module weights file, or None.")),
+          offload=Choice(OFFLOAD_MODES, fix="none: the whole model on the GPU; low_memory: every block streams."),
+          swap_blocks=SWAP_BLOCKS, chunk_tokens=Maybe(CHUNK_TOKENS), compile=Flag())
 @dataclass(frozen=True, kw_only=True)
 class RunChoices:
     """The load choices shared by every spec (node inputs of 'Load HunyuanVideo-Avatar Model')."""
@@ -62,15 +70,6 @@ class RunChoices:
     swap_blocks: int = 20             # with offload = block_swap: blocks streamed from CPU memory
     chunk_tokens: int | None = None   # None: the offload mode's default
     compile: bool = False             # per-block torch.compile
-
-    def __post_init__(self) -> None:
-        if self.weight_format not in WEIGHT_FORMATS:
-            raise ValueError(f"weight_dtype (weight format) must be one of {list(WEIGHT_FORMATS)}, "
-                             f"got {self.weight_format!r}")
-        if self.offload not in OFFLOAD_MODES:
-            raise ValueError(f"offload must be one of {OFFLOAD_MODES}, got {self.offload!r}")
-        if self.offload == "block_swap" and self.swap_blocks < 1:
-            raise ValueError(f"swap_blocks must be >= 1 with offload = block_swap, got {self.swap_blocks}")
 
     def run_options(self) -> RunOptions:
         chunk = self.chunk_tokens or (LOW_MEMORY_CHUNK_TOKENS if self.offload == "low_memory" else None)
@@ -99,6 +98,7 @@ class RunChoices:
         return LocalRunner(model, options, info, swap)
 
 
+@declared(path=PATH)
 @dataclass(frozen=True, kw_only=True)
 class LoadSpec(RunChoices):
     """A checkpoint file (every worker of a pool reads the same file; it is memory-mapped)."""
@@ -113,6 +113,7 @@ class LoadSpec(RunChoices):
         return self.finish(model, device, load_device)
 
 
+@declared(config=Instance(AvatarConfig, fix="Give an AvatarConfig (e.g. AvatarConfig.tiny())."), seed=SEED)
 @dataclass(frozen=True, kw_only=True)
 class RandomSpec(RunChoices):
     """Random weights (benchmarks, tests): the same seed gives the same weights in every process.

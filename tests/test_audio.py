@@ -13,6 +13,7 @@ import torch
 
 from avatar_core.conditioning.audio import CharacterAudio, encode_audio, encode_character_audio, window_features
 from avatar_core.conditioning.waveform import to_mono_16k
+from avatar_core.errors import InputError
 from avatar_core.parity.common import load_fixture
 
 FIXTURES = Path("/work/shared/fixtures/parity")
@@ -175,11 +176,11 @@ def test_bad_audio_fails_before_any_encoding(waveform, rate, message):
 
 def test_unsupported_fps_and_late_start_are_refused():
     loud = torch.full((16000,), 0.5)
-    with pytest.raises(ValueError, match="fps=30"):
+    with pytest.raises(InputError, match=r"fps: 30 is not one of \[25\.0, 12\.5\].*trained on 25 fps"):
         encode_audio(None, loud, 16000, fps=30)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="after the video ends"):
         encode_character_audio(None, [CharacterAudio(loud, 16000, 0.0), CharacterAudio(loud, 16000, 5.0)], num_frames=50)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="no audio"):
+    with pytest.raises(InputError, match="characters: has 0 items.*one audio clip per character"):
         encode_character_audio(None, [])  # type: ignore[arg-type]
 
 
@@ -258,7 +259,7 @@ def test_features_are_a_view_of_the_hidden_states_not_a_fivefold_copy():
 @pytest.mark.parametrize("start", [float("nan"), float("inf"), -1.0, "soon", None])
 def test_bad_start_offsets_are_refused_with_the_clip_named(start):
     loud = torch.full((16000,), 0.5)
-    with pytest.raises(ValueError, match=r"audio_1: the start offset must be a finite number of seconds >= 0"):
+    with pytest.raises(InputError, match=r"audio_1: start_s: .*Give where this clip starts in the video, in seconds"):
         encode_character_audio(None, [CharacterAudio(loud, 16000, start, "audio_1")])  # type: ignore[arg-type]
 
 

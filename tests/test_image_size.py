@@ -24,5 +24,5 @@ def test_official_video_size(hw, size, expected):
 def test_bad_sizes_are_refused():
     with pytest.raises(ValueError, match="multiple of 64"):
         official_video_size(512, 512, 700)
-    with pytest.raises(ValueError, match="positive size"):
+    with pytest.raises(ValueError, match="height: 0 is out of range"):
         official_video_size(0, 512, 512)

@@ -9,21 +9,26 @@ whisper.py for how audio longer than 30 s is encoded.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from .waveform import WHISPER_SAMPLE_RATE, check_not_silent, to_mono_16k
+from ..errors import InputError
+from ..specs.audio import WAVEFORM
+from ..specs.concepts import CHARACTERS, FRAME_COUNT, SAMPLE_RATE, START_OFFSET, VIDEO_FPS
+from ..specs.fields import Instance, Items, Maybe, Text, checked, declared
+from .waveform import WHISPER_SAMPLE_RATE, to_mono_16k
 from .whisper import whisper_hidden_states
 
 WINDOW = 10  # Whisper positions per video frame
 LEAD_ZEROS = 4  # zero positions prepended before windowing
 POSITIONS_PER_SECOND = 50
-SUPPORTED_FPS = (25.0, 12.5)
+SUPPORTED_FPS = VIDEO_FPS.values()
 
 
+@declared(waveform=WAVEFORM, sample_rate=SAMPLE_RATE, start_s=START_OFFSET, name=Text(max_len=200),
+          label=lambda a: a.name if isinstance(a.name, str) else "")
 @dataclass
 class CharacterAudio:
     """One character's speech: a waveform ([T], [C, T] or [1, C, T]) and where it starts in the video."""
@@ -36,12 +41,7 @@ class CharacterAudio:
 
 def position_stride(fps: float) -> int:
     """Whisper positions between consecutive video frames (2 at 25 fps, 4 at 12.5 fps)."""
-    if float(fps) not in SUPPORTED_FPS:
-        raise ValueError(
-            f"fps={fps} is not supported: the model was trained on 25 fps (12.5 also works, as in the official "
-            f"code); use one of {SUPPORTED_FPS} and resample the video afterwards if needed."
-        )
-    return int(round(POSITIONS_PER_SECOND / float(fps)))
+    return int(round(POSITIONS_PER_SECOND / VIDEO_FPS.check("fps", fps)))
 
 
 def samples_per_frame(fps: float) -> int:
@@ -72,53 +72,36 @@ def frame_windows(padded: torch.Tensor, fps: float, num_frames: int) -> torch.Te
                              padded.storage_offset())
 
 
+@checked(fps=VIDEO_FPS, num_frames=FRAME_COUNT)
 def window_features(hidden: torch.Tensor, fps: float, num_frames: int) -> torch.Tensor:
     """Cut per-frame windows out of stacked hidden states [P, L, D] -> [num_frames, 10, L, D] (official layout)."""
     if hidden.ndim != 3:
-        raise ValueError(f"hidden states must be [positions, layers, dim], got {tuple(hidden.shape)}.")
-    if num_frames < 1:
-        raise ValueError(f"num_frames must be >= 1, got {num_frames}.")
-    position_stride(fps)  # the fps check comes first
+        raise InputError(f"hidden states must be [positions, layers, dim], got {tuple(hidden.shape)}.")
     padded = torch.cat([hidden.new_zeros(LEAD_ZEROS, *hidden.shape[1:]), hidden], dim=0)  # [P+4, L, D]
     return frame_windows(padded, fps, num_frames)
 
 
-def check_start(start_s: object, label: str) -> float:
-    """A start offset in seconds: finite and >= 0, else an error naming the clip."""
-    try:
-        value = float(start_s)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{label}: the start offset must be a finite number of seconds >= 0, got {start_s!r}; "
-                         "give where this character's clip starts in the video (e.g. 0 or 2.5).")
-    return value
-
-
 def _prepare(track: CharacterAudio, label: str, spf: int) -> tuple[torch.Tensor, int]:
-    """Mono 16 kHz samples of one character and its start sample, checked for silence and length."""
-    start_s = check_start(track.start_s, label)
+    """Mono 16 kHz samples of one character and its start sample (the clip is checked by its specs)."""
     wav = to_mono_16k(track.waveform, track.sample_rate, name=label)
-    check_not_silent(wav, name=label)
     if wav.numel() < spf:
-        raise ValueError(
+        raise InputError(
             f"{label}: the clip is {wav.numel() / WHISPER_SAMPLE_RATE * 1000:.1f} ms long, shorter than one video "
             f"frame ({spf / WHISPER_SAMPLE_RATE * 1000:.0f} ms); give at least one frame of audio."
         )
-    return wav, int(round(start_s * WHISPER_SAMPLE_RATE))
+    return wav, int(round(track.start_s * WHISPER_SAMPLE_RATE))
 
 
 def _video_frames(prepared: list[tuple[torch.Tensor, int]], labels: list[str], spf: int,
                   num_frames: int | None) -> int:
     """The video length in frames (default: the end of the latest clip), checked against every start."""
-    if num_frames is None:
-        num_frames = max(start + wav.numel() for wav, start in prepared) // spf
-    if num_frames < 1:
-        raise ValueError(f"num_frames must be >= 1, got {num_frames}.")
+    if num_frames is None:  # the end of the latest clip: checked like a given length before anything is allocated
+        num_frames = FRAME_COUNT.check("video length in frames (the latest clip's start + length)",
+                                       max(start + wav.numel() for wav, start in prepared) // spf)
     total = num_frames * spf
     for (_, start), label in zip(prepared, labels):  # all checks before the first (slow) encoding
         if start >= total:
-            raise ValueError(
+            raise InputError(
                 f"{label}: starts at {start / WHISPER_SAMPLE_RATE:.2f} s, after the video ends "
                 f"({total / WHISPER_SAMPLE_RATE:.2f} s); lower its start or lengthen the video."
             )
@@ -126,6 +109,9 @@ def _video_frames(prepared: list[tuple[torch.Tensor, int]], labels: list[str], s
 
 
 @torch.no_grad()
+@checked(characters=Items(Instance(CharacterAudio, fix="Give CharacterAudio(waveform, sample_rate, start_s)."),
+                          lo=1, hi=CHARACTERS.hi, fix="Connect one audio clip per character."),
+         fps=VIDEO_FPS, num_frames=Maybe(FRAME_COUNT))
 def encode_character_audio(
     encoder: torch.nn.Module,
     characters: Sequence[CharacterAudio],
@@ -143,8 +129,6 @@ def encode_character_audio(
     The result is a VIEW of one [N, 4 + P, 5, 384] buffer of hidden states (P = 2F + 6 at 25 fps): an hour of
     one character's audio keeps 1.4 GB, not the 6.9 GB its overlapping windows would take as a copy.
     """
-    if len(characters) == 0:
-        raise ValueError("encode_character_audio: no audio given; connect one audio clip per character.")
     spf = samples_per_frame(fps)
     labels = [c.name or f"audio of character {i + 1}" for i, c in enumerate(characters)]
     prepared = [_prepare(c, label, spf) for c, label in zip(characters, labels)]
@@ -164,6 +148,7 @@ def encode_character_audio(
     return frame_windows(buffer[0], fps, num_frames)  # [N, F, 10, 5, 384]
 
 
+@checked(fps=VIDEO_FPS, num_frames=Maybe(FRAME_COUNT))
 def encode_audio(
     encoder: torch.nn.Module,
     waveform: torch.Tensor,

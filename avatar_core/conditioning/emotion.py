@@ -13,6 +13,11 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from ..errors import InputError
+from ..specs.conditioning import EMOTION_LATENT
+from ..specs.fields import Instance, Int, Items, Maybe, Number, checked
+from ..specs.tensors import MAX_SIDE, Image
+
 LATENT_CHANNELS = 16
 SPATIAL_STRIDE = 8
 SIZE_MULTIPLE = 16  # VAE stride 8 x the model's 2x2 patches
@@ -30,14 +35,8 @@ def emotion_warning(has_aem: bool, emotion_given: bool) -> str | None:
 
 
 def _as_image_batch(image: torch.Tensor) -> torch.Tensor:
-    """ComfyUI IMAGE [1, H, W, C] or [H, W, C] float in [0, 1] -> [1, H, W, 3] float32."""
-    if image.ndim == 3:
-        image = image[None]
-    if image.ndim != 4 or image.shape[-1] not in (3, 4):
-        raise ValueError(f"emotion image: expected an IMAGE [1, H, W, 3], got shape {tuple(image.shape)}.")
-    if image.shape[0] != 1:
-        raise ValueError(f"emotion image: got a batch of {image.shape[0]} images; pick one emotion reference.")
-    return image[..., :3].float()
+    """A checked IMAGE [1, H, W, C] or [H, W, C] float in [0, 1] -> [1, H, W, 3] float32."""
+    return (image[None] if image.ndim == 3 else image)[..., :3].float()
 
 
 def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -48,6 +47,12 @@ def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return chw.movedim(1, -1).clamp(0, 1)
 
 
+@checked(image=Image(batch=False, min_side=SIZE_MULTIPLE, fix="Give one emotion reference image."),
+         vae_encode=Instance(Callable, what="a function", fix="Give the VAE's encode function."),
+         scaling_factor=Number(0.0, 100.0, above=True, fix="HunyuanVideo's VAE factor is 0.476986 (1.0 if "
+                                                             "vae_encode already scales)."),
+         size=Maybe(Items(Int(SIZE_MULTIPLE, MAX_SIDE, multiple=SIZE_MULTIPLE), lo=2, hi=2,
+                          fix="Give the video size (height, width); its sides are multiples of 16.")))
 def encode_emotion_image(
     image: torch.Tensor,
     vae_encode: Callable[[torch.Tensor], torch.Tensor],
@@ -64,7 +69,7 @@ def encode_emotion_image(
     pixels = _as_image_batch(image)
     height, width = size if size is not None else pixels.shape[1:3]
     if height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
-        raise ValueError(
+        raise InputError(
             f"emotion image: size {height}x{width} is not a multiple of {SIZE_MULTIPLE}; use the video size "
             "(its sides are multiples of 16) as `size`."
         )
@@ -73,8 +78,9 @@ def encode_emotion_image(
         latent = latent[:, :, None]
     expected = (LATENT_CHANNELS, height // SPATIAL_STRIDE, width // SPATIAL_STRIDE)
     if latent.ndim != 5 or latent.shape[0] != 1 or (latent.shape[1], *latent.shape[3:]) != expected:
-        raise ValueError(
+        raise InputError(
             f"emotion image: the VAE returned {tuple(latent.shape)}, expected [1, {expected[0]}, T, {expected[1]}, "
             f"{expected[2]}]; connect the HunyuanVideo VAE (16 latent channels, 8x spatial compression)."
         )
+    EMOTION_LATENT.check("emotion image: the VAE's latent", latent)
     return latent[:, :, :1].float() * scaling_factor  # [1, 16, 1, H/8, W/8]

@@ -20,6 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import InputError
+from ..specs.concepts import CHARACTERS, FACE_SCALE
+from ..specs.fields import Choice, Int, Items, Maybe, checked
+from ..specs.tensors import MASK, ONE_IMAGE
 from ..weight_files import INSIGHTFACE, WeightFileNotFound, check_format, describe, refuse, sniff
 
 OFFICIAL_AREA = 3.0  # official get_facemask(area=3.0) call in sample_inference_audio.py
@@ -98,35 +102,27 @@ class CharacterMasks:
     notes: list[str] = field(default_factory=list)  # things the user should be told (e.g. no face found)
 
 
-def image_to_uint8(image: torch.Tensor | np.ndarray, name: str = "image") -> np.ndarray:
-    """ComfyUI IMAGE ([1, H, W, 3] or [H, W, 3] float in [0, 1]) or uint8 array -> RGB uint8 [H, W, 3]."""
-    if isinstance(image, torch.Tensor):
-        if image.ndim == 4:
-            if image.shape[0] != 1:
-                raise ValueError(f"{name}: expected one image, got a batch of {image.shape[0]}; pick one frame.")
-            image = image[0]
-        arr = image.detach().float().cpu().clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
-    else:
-        arr = np.asarray(image)
-        if arr.dtype != np.uint8:
-            raise ValueError(f"{name}: numpy images must be uint8 RGB, got {arr.dtype}.")
-    if arr.ndim != 3 or arr.shape[2] != 3:
-        raise ValueError(f"{name}: expected an RGB image [H, W, 3], got shape {tuple(arr.shape)}.")
-    return np.ascontiguousarray(arr)
+def image_to_uint8(image: torch.Tensor | np.ndarray) -> np.ndarray:
+    """A checked image (ONE_IMAGE: ComfyUI IMAGE [1, H, W, C] / [H, W, C] float in [0, 1], or RGB uint8
+    [H, W, 3]) -> RGB uint8 [H, W, 3]."""
+    if isinstance(image, np.ndarray):
+        return np.ascontiguousarray(image)
+    image = image[0] if image.ndim == 4 else image
+    return image[..., :3].detach().float().cpu().clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
 
 
 def _check_user_mask(mask: torch.Tensor, index: int, height: int, width: int) -> torch.Tensor:
-    """A ComfyUI MASK ([H, W] or [1, H, W]) as [H, W] float in [0, 1], or a clear error."""
+    """A checked MASK ([H, W] or [1, H, W]) as [H, W] float in [0, 1], or a clear error."""
     m = mask.detach().float().cpu()
     if m.ndim == 3 and m.shape[0] == 1:
         m = m[0]
     if m.shape != (height, width):
-        raise ValueError(
+        raise InputError(
             f"mask of character {index + 1}: size {tuple(mask.shape)} does not match the reference image "
             f"({height}x{width}); draw the mask on the same image or resize it to {width}x{height}."
         )
     if float(m.max()) <= 0:
-        raise ValueError(f"mask of character {index + 1} is empty (all zeros); paint the character's face area.")
+        raise InputError(f"mask of character {index + 1} is empty (all zeros); paint the character's face area.")
     return m.clamp(0, 1)
 
 
@@ -182,14 +178,18 @@ def separate_overlaps(pixel: torch.Tensor, centres: Sequence[tuple[float, float]
     return out
 
 
-def _no_face_error(missing: int, num_characters: int, found: int, height: int, width: int) -> ValueError:
-    return ValueError(
+def _no_face_error(missing: int, num_characters: int, found: int, height: int, width: int) -> InputError:
+    return InputError(
         f"character {missing} (of {num_characters}) has no face: the detector found {found} usable face(s) in the "
         f"{width}x{height} reference image. Draw a MASK for character {missing}, lower the number of characters, "
         "or use an image where every character's face is visible."
     )
 
 
+@checked(image=ONE_IMAGE, num_characters=CHARACTERS, area=FACE_SCALE,
+         user_masks=Maybe(Items(Maybe(MASK), fix="Give one MASK (or None) per character.")),
+         latent_size=Maybe(Items(Int(1, 4096, unit="latents"), lo=2, hi=2, fix="Give (height, width) in latents.")),
+         overlap=Choice(("nearest", "sum"), fix="nearest: each spot to one character; sum: both audios drive it."))
 def character_masks(
     image: torch.Tensor | np.ndarray,
     num_characters: int = 1,
@@ -208,22 +208,18 @@ def character_masks(
     masks keep their pixels; to_latent keeps the masks disjoint) or "sum" (masks as they are: where they
     overlap, both audios drive the same tokens).
     """
-    if overlap not in ("nearest", "sum"):
-        raise ValueError(f"overlap must be 'nearest' or 'sum', got {overlap!r}.")
-    if num_characters < 1:
-        raise ValueError(f"num_characters must be >= 1, got {num_characters}.")
     arr = image_to_uint8(image)
     height, width = arr.shape[:2]
     user = list(user_masks) if user_masks is not None else []
     if len(user) > num_characters:
-        raise ValueError(f"{len(user)} masks given for {num_characters} character(s); give at most one per character.")
+        raise InputError(f"{len(user)} masks given for {num_characters} character(s); give at most one per character.")
     user += [None] * (num_characters - len(user))
     checked = {i: _check_user_mask(m, i, height, width) for i, m in enumerate(user) if m is not None}
     need = [i for i in range(num_characters) if i not in checked]
     faces, notes = [], []
     if need:
         if detector is None:
-            raise ValueError(
+            raise InputError(
                 f"character(s) {[i + 1 for i in need]} have no mask and no face detector was given; "
                 "load a face detector (the official detface.pt in models/face_detection, or InsightFace in "
                 "models/insightface) or draw a MASK per character."

@@ -13,9 +13,15 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ..errors import InputError
+from ..specs.concepts import DEGREE, GPUS
+from ..specs.fields import Choice, checked, declared
+
 MODES = ("auto", "cfg", "window", "sequence", "cfg+window", "cfg+sequence")
 
 
+@declared(cfg=Choice((1, 2), fix="The CFG batch has two halves: 1 (both on one GPU) or 2."), window=DEGREE,
+          sequence=DEGREE)
 @dataclass(frozen=True)
 class ParallelConfig:
     """Degrees of the three parallelisms; their product is the number of processes (GPUs)."""
@@ -23,12 +29,6 @@ class ParallelConfig:
     cfg: int = 1       # 1 or 2: the uncond / cond halves of the CFG batch on different GPUs
     window: int = 1    # windows of one step spread over this many GPUs (long clips)
     sequence: int = 1  # Ulysses degree: one window's tokens over this many GPUs (divides the heads)
-
-    def __post_init__(self) -> None:
-        if self.cfg not in (1, 2):
-            raise ValueError(f"CFG-parallel degree must be 1 or 2 (there are two CFG halves), got {self.cfg}")
-        if self.window < 1 or self.sequence < 1:
-            raise ValueError(f"parallel degrees must be >= 1, got window={self.window} sequence={self.sequence}")
 
     @property
     def world(self) -> int:
@@ -44,20 +44,17 @@ class ParallelConfig:
         return (c * self.window + w) * self.sequence + s
 
     @classmethod
+    @checked(gpus=GPUS, mode=Choice(MODES, fix="auto = cfg+sequence; window only helps clips of several windows."))
     def from_gpus(cls, gpus: int, mode: str = "auto") -> ParallelConfig:
         """Degrees for ``gpus`` GPUs. auto = cfg+sequence: CFG halves first (no per-layer traffic), then
         Ulysses, which speeds up every clip; window parallelism only helps clips of several windows."""
-        if gpus < 1:
-            raise ValueError(f"gpus must be >= 1, got {gpus}")
-        if mode not in MODES:
-            raise ValueError(f"unknown parallel mode {mode!r}; choose one of {MODES}")
         if gpus == 1:
             return cls()
         if mode == "cfg" and gpus != 2:
-            raise ValueError(f"mode 'cfg' uses exactly 2 GPUs (one per CFG half), got {gpus}; try 'cfg+sequence'")
+            raise InputError(f"mode 'cfg' uses exactly 2 GPUs (one per CFG half), got {gpus}; try 'cfg+sequence'")
         half = 2 if gpus % 2 == 0 and mode in ("auto", "cfg", "cfg+window", "cfg+sequence") else 1
         if half == 1 and mode.startswith("cfg"):
-            raise ValueError(f"mode {mode!r} needs an even number of GPUs, got {gpus}")
+            raise InputError(f"mode {mode!r} needs an even number of GPUs, got {gpus}")
         rest = gpus // half
         if mode in ("window", "cfg+window"):
             return cls(cfg=half, window=rest)

@@ -19,13 +19,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .attention import resolve_backend
+from ..specs.concepts import CHUNK_TOKENS
+from ..specs.fields import Choice, Flag, Instance, declared
+from .attention import KERNELS, resolve_backend
 from .shard import SingleProcess
 
 DEFAULT_CHUNK_TOKENS = 16384
 LOW_MEMORY_CHUNK_TOKENS = 4096
 
 
+# Every kernel name of the registry (read when checking: a kernel registered later is a choice too).
+ATTENTION = Choice(lambda: ("auto", *KERNELS), fix="auto picks the fastest kernel this machine runs; sdpa runs "
+                                                   "everywhere.")
+
+
+@declared(attention=ATTENTION, chunk_tokens=CHUNK_TOKENS, fused_kernels=Flag(),
+          sequence=Instance(object, fix="SingleProcess() or a worker's SequenceParallel."))
 @dataclass(frozen=True)
 class RunOptions:
     attention: str = "auto"
@@ -35,7 +44,5 @@ class RunOptions:
     sequence: Any = field(default_factory=SingleProcess)
 
     def __post_init__(self) -> None:
-        if self.chunk_tokens < 1:
-            raise ValueError(f"chunk_tokens must be >= 1, got {self.chunk_tokens}")
         # The kernel this machine can run (falls back to SDPA with a one-line warning).
         object.__setattr__(self, "attention", resolve_backend(self.attention))

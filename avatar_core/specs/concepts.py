@@ -75,11 +75,11 @@ GRAD_NORM = Number(0.0, 1e6, fix="Gradient-norm clipping, default 1.0 (0 = off).
 PROBABILITY = Number(0.0, 1.0, fix="Give a probability between 0 and 1 (default 0.1).")
 LORA_RANK = Int(1, 4096, fix="Common ranks are 16..128 (default 32).")
 LORA_ALPHA = Number(0.0, 1e6, above=True, fix="Usually equal to the rank (default 32).")
-EVERY = Int(1, 10**8, unit="steps", fix="Give a positive number of steps.")
-EVERY_OR_OFF = Int(0, 10**8, unit="steps", fix="Give a number of steps (0 = off).")
+EVERY = Int(1, None, unit="steps", fix="Give a positive number of steps.")
+EVERY_OR_OFF = Int(0, None, unit="steps", fix="Give a number of steps (0 = off).")
 AEM_EVERY = Int(1, 1000, unit="blocks", fix="One emotion layer after every n-th double block (default 2).")
 NAME = Text(nonempty=True, fix="Give a name.")
-PATH = Text(nonempty=True, fix="Give a file or folder path.")
+PATH = Text(nonempty=True, paths=True, fix="Give a file or folder path.")
 _BLOCKS = re.compile(r"(all|double|single)(:\d+(-\d+)?)?")
 
 

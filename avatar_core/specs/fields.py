@@ -22,6 +22,7 @@ import functools
 import inspect
 import math
 import numbers
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -201,8 +202,11 @@ class Text(Spec):
     nonempty: bool = False
     max_len: int | None = None
     validate: Callable[[str], str] | None = None  # returns a problem ('' when fine): regexes, device names
+    paths: bool = False  # a pathlib.Path (any os.PathLike) is accepted and returned as a string
 
     def check(self, name: str, value: Any, hint: str = "") -> str:
+        if self.paths and isinstance(value, os.PathLike):
+            value = os.fspath(value)
         if not isinstance(value, str):
             raise self.fail(name, f"expected text, got {type(value).__name__} {value!r}", hint)
         if self.nonempty and not value.strip():
@@ -238,6 +242,9 @@ class Instance(Spec):
     def check(self, name: str, value: Any, hint: str = "") -> Any:
         if not isinstance(value, self.types):
             raise self.fail(name, f"expected {self.what or self.types}, got {type(value).__name__}", hint)
+        if hasattr(type(value), "__specs__"):  # a declared dataclass: checked again (it may have been changed)
+            label = _label(value)
+            check_fields(value, label, "" if label else f"{name}.")
         return value
 
 
@@ -282,17 +289,14 @@ def _label(obj: Any) -> str:
 def check_fields(obj: Any, label: str | None = None, prefix: str | None = None) -> None:
     """Check (and normalise, in place) every field of a :func:`declared` dataclass, then its rules.
 
-    A field holding another declared dataclass is checked again too (it may have been changed since it was
-    made), its fields named ``parent.field``. ``label`` / ``prefix``: what goes before messages / field names
-    (default: the class's own)."""
+    A field holding another declared dataclass (an ``Instance`` spec) is checked again too, its fields named
+    ``parent.field``. ``label`` / ``prefix``: what goes before messages / field names (default: the class's own)."""
     cls = type(obj)
     label = _label(obj) if label is None else label
     prefix = getattr(cls, "__spec_prefix__", "") if prefix is None else prefix
     for name, spec in cls.__specs__.items():
         value = spec.check(f"{label}{prefix}{name}", getattr(obj, name))
         object.__setattr__(obj, name, value)  # frozen dataclasses too
-        if hasattr(type(value), "__specs__"):
-            check_fields(value, label, f"{prefix}{name}.")
     for rule in cls.__rules__:
         rule.check(obj, label, prefix)
 
@@ -341,24 +345,26 @@ def declared(*rules: Rule, label: Callable[[Any], str] | None = None, prefix: st
     return wrap
 
 
-def checked(**specs: Spec) -> Callable[[Callable], Callable]:
-    """Function decorator: the named arguments are checked (and normalised) before the body runs; an argument
-    that is a :func:`declared` dataclass has its fields checked again."""
+def checked(label: str | None = None, **specs: Spec) -> Callable[[Callable], Callable]:
+    """Function decorator: the named arguments are checked (and normalised) before the body runs.
+    ``label``: an argument whose value (e.g. a clip's name) goes before every message."""
 
     def wrap(fn: Callable) -> Callable:
         sig = inspect.signature(fn)
-        unknown = [n for n in specs if n not in sig.parameters]
+        unknown = [n for n in (*specs, *([label] if label else [])) if n not in sig.parameters]
         if unknown:
             raise TypeError(f"{fn.__qualname__}: no arguments {unknown}")
 
         @functools.wraps(fn)
         def inner(*args: Any, **kwargs: Any) -> Any:
             bound = sig.bind(*args, **kwargs)
+            lead = ""
+            if label:
+                bound.apply_defaults()
+                lead = f"{bound.arguments[label]}: " if bound.arguments[label] else ""
             for name, spec in specs.items():
                 if name in bound.arguments:
-                    value = bound.arguments[name] = spec.check(name, bound.arguments[name])
-                    if hasattr(type(value), "__specs__"):  # a config may have been changed since it was made
-                        check_fields(value)
+                    bound.arguments[name] = spec.check(f"{lead}{name}", bound.arguments[name])
             return fn(*bound.args, **bound.kwargs)
 
         inner.__specs__ = specs

@@ -171,5 +171,5 @@ class Mask(Spec):
 
 
 IMAGE = Image(fix="Connect an IMAGE (e.g. Load Image).")  # a ComfyUI IMAGE batch (nodes use its first image)
-ONE_IMAGE = Image(batch=False, arrays=True, fix="Give one RGB image (ComfyUI IMAGE or uint8 [H, W, 3]).")
+ONE_IMAGE = Image(batch=False, arrays=True, min_side=16, fix="Give one RGB image (ComfyUI IMAGE or uint8 [H, W, 3]).")
 MASK = Mask(fix="Connect a MASK drawn on the reference image (white = the character's face region).")

@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import typing
 
+from ..errors import InputError
 from .trainer import TrainConfig, train
 
 HELP = {
@@ -31,18 +32,24 @@ def parser() -> argparse.ArgumentParser:
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         default = None if required else (f.default if f.default is not dataclasses.MISSING else f.default_factory())
         kind = hints[f.name]
+        spec = TrainConfig.__specs__[f.name].describe()  # the same spec that checks the value
+        text = " ".join(t for t in (HELP.get(f.name, ""), f"({spec})" if spec else "") if t) or None
         if kind is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=HELP.get(f.name))
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=text)
             continue
         conv = int if kind is int else float if kind is float else str
-        p.add_argument(flag, type=conv, default=default, required=required, help=HELP.get(f.name))
+        p.add_argument(flag, type=conv, default=default, required=required, help=text)
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = parser().parse_args(argv)
-    result = train(TrainConfig(**vars(args)))
+    p = parser()
+    args = p.parse_args(argv)
+    try:
+        result = train(TrainConfig(**vars(args)))
+    except InputError as e:  # a bad setting or clip: the message (no traceback), exit status 2 as argparse does
+        p.error(str(e))
     print(f"trained {result.step} steps; last loss {result.losses[-1]:.4f}")
     for label, path in (("LoRA", result.lora), ("AEM", result.aem)):
         if path is not None:

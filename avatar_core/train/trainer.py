@@ -23,8 +23,28 @@ from tqdm import tqdm
 
 from ..errors import InputError
 from ..loading import save_emotion_module
-from ..model.options import RunOptions
+from ..model.options import ATTENTION, RunOptions
 from ..output_files import folder_problem, refuse_non_empty
+from ..specs.concepts import (
+    AEM_EVERY,
+    EVERY,
+    EVERY_OR_OFF,
+    FLOW_SHIFT,
+    GRAD_ACCUM,
+    GRAD_NORM,
+    LEARNING_RATE,
+    LORA_ALPHA,
+    LORA_BLOCKS,
+    LORA_LAYERS,
+    LORA_RANK,
+    PATH,
+    PROBABILITY,
+    SEED,
+    STEPS,
+    TRAIN_STEPS,
+    WEIGHT_DECAY,
+)
+from ..specs.fields import Choice, Flag, Maybe, Rule, Text, check_fields, declared
 from .adapters import add_lora, attach_new_aem, enable_gradient_checkpointing, lora_state_dict
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .data import ClipFolder
@@ -35,8 +55,41 @@ log = logging.getLogger(__name__)
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
+def _device_problem(name: str) -> str:
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        return f"{name!r} is not a device name"
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return "no CUDA GPU is visible to this process"
+    return ""
+
+
+def _one_base(cfg: TrainConfig) -> str:
+    return "" if (cfg.checkpoint is None) != (cfg.random_model is None) else "give exactly one of the two"
+
+
+def _something(cfg: TrainConfig) -> str:
+    return "" if cfg.train_lora or cfg.train_aem else "nothing to train: both are off"
+
+
+@declared(
+    Rule(("train_lora", "train_aem"), _something, "Set train_lora and/or train_aem."),
+    Rule(("checkpoint", "random_model"), _one_base, "Give the base model file (checkpoint), or random_model for tests."),
+    data=PATH, output=PATH, checkpoint=Maybe(PATH),
+    random_model=Maybe(Choice(("tiny", "13b"), fix="Random weights for tests and benchmarks: tiny or 13b.")),
+    train_lora=Flag(), lora_blocks=LORA_BLOCKS, lora_layers=LORA_LAYERS, lora_rank=LORA_RANK, lora_alpha=LORA_ALPHA,
+    train_aem=Flag(), aem_every=AEM_EVERY, steps=TRAIN_STEPS, lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY,
+    optimizer=Choice(("adamw", "adamw8bit"), fix="Use adamw or adamw8bit (needs bitsandbytes)."),
+    grad_accum=GRAD_ACCUM, max_grad_norm=GRAD_NORM, shift=FLOW_SHIFT, audio_dropout=PROBABILITY,
+    dtype=Choice(DTYPES, fix="The base weights' dtype: bf16 on a GPU, fp32 on a CPU."),
+    gradient_checkpointing=Flag(), attention=ATTENTION, seed=SEED, save_every=EVERY, sample_every=EVERY_OR_OFF,
+    sample_steps=STEPS, resume=Maybe(Text(nonempty=True, paths=True, fix="'latest' or a checkpoint folder.")),
+    device=Text(validate=_device_problem, fix="Use cpu, cuda or cuda:N."), progress=Flag())
 @dataclass
 class TrainConfig:
+    """Every setting of a training run, checked when made (specs above): a bad value stops before any work."""
+
     data: str                                # folder of clip caches (train/data.py)
     output: str                              # lora.safetensors, aem.safetensors, checkpoints/, samples/
     checkpoint: str | None = None            # base Avatar transformer file (our loader's formats)
@@ -68,14 +121,8 @@ class TrainConfig:
     progress: bool = True
 
     def check(self) -> None:
-        if not (self.train_lora or self.train_aem):
-            raise ValueError("nothing to train: set train_lora and/or train_aem")
-        if (self.checkpoint is None) == (self.random_model is None):
-            raise ValueError("give exactly one of checkpoint (the base model file) and random_model")
-        if self.optimizer not in ("adamw", "adamw8bit"):
-            raise ValueError(f"optimizer must be adamw or adamw8bit, got {self.optimizer!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
+        """Check every setting again (after a field was changed in place)."""
+        check_fields(self)
 
 
 @dataclass
@@ -102,7 +149,7 @@ def _optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.opti
         try:
             import bitsandbytes as bnb
         except ImportError as e:
-            raise ValueError("optimizer adamw8bit needs bitsandbytes (pip install bitsandbytes); or use adamw") from e
+            raise InputError("optimizer adamw8bit needs bitsandbytes (pip install bitsandbytes); or use adamw") from e
         return bnb.optim.AdamW8bit(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -111,7 +158,7 @@ def prepare(model: torch.nn.Module, cfg: TrainConfig, data: ClipFolder):
     """Freeze the base, add the adapters -> (trainable parameters by name, LoRA adapters, AEM or None)."""
     model.requires_grad_(False)
     if cfg.train_aem and not data.has_emotion():
-        raise ValueError(f"train_aem needs clips with an `emotion` latent; {data.files[0].name} has none")
+        raise InputError(f"train_aem needs clips with an `emotion` latent; {data.files[0].name} has none")
     with torch.random.fork_rng(devices=[]):  # adapter init from the run's seed: a rerun starts identically
         torch.manual_seed(cfg.seed)
         adapters = add_lora(model, cfg.lora_blocks, cfg.lora_rank, cfg.lora_alpha, cfg.lora_layers) if cfg.train_lora else {}
@@ -134,16 +181,19 @@ def train(cfg: TrainConfig, model: torch.nn.Module | None = None,
     cfg.check()
     out = Path(cfg.output)
     check_output(out, cfg.resume)  # before any clip or weight is read: never over another run, never a late error
+    resume = _resume_point(out, cfg.resume)
+    data = ClipFolder(cfg.data)  # every clip read and checked, before any weight is loaded
+    data.check_run(need_emotion=cfg.train_aem, sampled=cfg.sample_every > 0)
     out.mkdir(parents=True, exist_ok=True)
-    data = ClipFolder(cfg.data)
     device = torch.device(cfg.device)
     model = build_base(cfg) if model is None else model
+    for shape in data.shapes:  # the clips' sizes against the model's, before step 1
+        shape.check_fits(model.cfg)
     params, adapters, aem = prepare(model, cfg, data)
     # room for one checkpoint (parameters + two fp32 AdamW moments) and the adapter files, before step 1
     check_room(out, 4 * sum(p.numel() for p in params.values()) * 4)
     opt = _optimizer(list(params.values()), cfg)
     step, losses = 0, []
-    resume = _resume_point(out, cfg.resume)
     if resume is not None:
         state = load_checkpoint(resume, params, opt)
         step, losses = state["step"], state["losses"]
@@ -204,7 +254,7 @@ def _resume_point(out: Path, resume: str | None) -> Path | None:
         return found
     path = Path(resume)
     if not (path / "state.json").is_file():
-        raise ValueError(f"resume: {path} is not a checkpoint folder (no state.json); use 'latest' or a "
+        raise InputError(f"resume: {path} is not a checkpoint folder (no state.json); use 'latest' or a "
                          f"{out / 'checkpoints'}/step-NNNNNN folder")
     return path
 
