@@ -13,16 +13,19 @@ from pathlib import Path
 import torch
 
 from .config import AvatarConfig
+from .errors import InputError
 from .loading import load_transformer, save_transformer
+from .specs.fields import Choice, checked
+
+DTYPE = Choice(("bf16", "fp8"), fix="Use 'bf16' (official precision) or 'fp8' (block linears in e4m3).")
 
 
+@checked(dtype=DTYPE)
 def convert(src: str | Path, dst: str | Path, dtype: str = "bf16", config: AvatarConfig | None = None,
             overwrite: bool = False) -> Path:
     dst = Path(dst)
     if dst.suffix != ".safetensors":
-        raise ValueError(f"output {dst}: must end in .safetensors; give a name like {dst.stem}.safetensors")
-    if dtype not in ("bf16", "fp8"):
-        raise ValueError(f"dtype {dtype!r}: use 'bf16' (official precision) or 'fp8' (block linears in e4m3)")
+        raise InputError(f"output {dst}: must end in .safetensors; give a name like {dst.stem}.safetensors")
     if dst.exists() and not overwrite:  # never replace a user's file by accident
         raise FileExistsError(f"output {dst} already exists; choose another name or pass --overwrite")
     fp8 = "quantize" if dtype == "fp8" else "dequant"
@@ -35,10 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("src", type=Path, help="mp_rank_00_model_states.pt (or the _fp8.pt with its _map.pt beside it)")
     ap.add_argument("dst", type=Path, help="output .safetensors")
-    ap.add_argument("--dtype", choices=["bf16", "fp8"], default="bf16")
+    ap.add_argument("--dtype", choices=DTYPE.values(), default="bf16")
     ap.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     args = ap.parse_args(argv)
-    out = convert(args.src, args.dst, args.dtype, overwrite=args.overwrite)
+    try:
+        out = convert(args.src, args.dst, args.dtype, overwrite=args.overwrite)
+    except InputError as e:  # the message, no traceback; exit status 2 as argparse does
+        ap.error(str(e))
     print(f"wrote {out} ({out.stat().st_size / 2**30:.2f} GiB)")
     return 0
 

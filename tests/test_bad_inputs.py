@@ -279,7 +279,7 @@ def test_converter_never_overwrites_and_names_bad_arguments(tiny_file, tmp_path:
     assert existing.read_bytes() == b"user data"
     with pytest.raises(ValueError, match=r"out\.pt: must end in \.safetensors; give a name like out\.safetensors"):
         convert(path, tmp_path / "out.pt", config=CFG)
-    with pytest.raises(ValueError, match=r"dtype 'fp16': use 'bf16'.*or 'fp8'"):
+    with pytest.raises(InputError, match=r"dtype: 'fp16' is not one of \['bf16', 'fp8'\]. Use 'bf16'.*or 'fp8'"):
         convert(path, tmp_path / "out.safetensors", "fp16", config=CFG)
 
 

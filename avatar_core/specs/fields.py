@@ -48,8 +48,8 @@ class Spec:
         return InputError(f"{name}: {problem}. {tail}".rstrip())
 
     def describe(self) -> str:
-        """One line for CLI help and docs."""
-        return self.fix
+        """What a valid value is, in a few words (CLI help); '' where the name says it."""
+        return ""
 
 
 def span(lo: float | None, hi: float | None, unit: str, above: bool = False) -> str:
@@ -95,7 +95,7 @@ class Number(Spec):
         return self.widget[1] if self.widget else self.hi
 
     def describe(self) -> str:
-        return f"{span(self.lo, self.hi, self.unit, self.above)}. {self.fix}".strip()
+        return span(self.lo, self.hi, self.unit, self.above)
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ class Int(Spec):
 
     def describe(self) -> str:
         multiple = f", a multiple of {self.multiple}" if self.multiple > 1 else ""
-        return f"a whole number {span(self.lo, self.hi, self.unit)}{multiple}. {self.fix}".strip()
+        return f"a whole number {span(self.lo, self.hi, self.unit)}{multiple}"
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,7 @@ class Choice(Spec):
         raise self.fail(name, f"{value!r} is not one of {list(options)}", hint)
 
     def describe(self) -> str:
-        return f"one of {list(self.values())}. {self.fix}".strip()
+        return f"one of {list(self.values())}"
 
 
 @dataclass(frozen=True)
@@ -229,7 +229,7 @@ class Maybe(Spec):
         return None if value is None else self.inner.check(name, value, hint)
 
     def describe(self) -> str:
-        return f"optional: {self.inner.describe()}"
+        return self.inner.describe()
 
 
 @dataclass(frozen=True)
