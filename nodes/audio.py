@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import math
-
 import comfy.model_management as mm
 from comfy_api.latest import io
 
 from ..avatar_core.conditioning.audio import CharacterAudio, encode_character_audio
+from ..avatar_core.errors import InputError
+from ..avatar_core.specs.concepts import CHARACTERS, DURATION, VIDEO_FPS
 from .convert import AudioFeatures as Features
 from .convert import parse_offsets
 from .types import AudioFeatures, WhisperEncoder
 from .ui_payloads import audio_ui
 
-MAX_CHARACTERS = 8
+MAX_CHARACTERS = CHARACTERS.ui_max
+FPS_OPTIONS = {f"{fps:g}": fps for fps in VIDEO_FPS.values()}  # the combo's text -> frames per second
 
 
 class AvatarAudioEncode(io.ComfyNode):
@@ -31,9 +32,9 @@ class AvatarAudioEncode(io.ComfyNode):
                 io.String.Input("start_offsets", default="0",
                                 tooltip="Start of each character's clip in the video, in seconds, comma separated "
                                         "(e.g. '0, 3.2'). Missing values are 0."),
-                io.Combo.Input("fps", options=["25", "12.5"], default="25",
+                io.Combo.Input("fps", options=list(FPS_OPTIONS), default="25",
                                tooltip="Video frame rate. The model was trained at 25 fps."),
-                io.Float.Input("duration", default=0.0, min=0.0, max=3600.0, step=0.04,
+                io.Float.Input("duration", default=0.0, min=DURATION.ui_min, max=DURATION.ui_max, step=0.04,
                                tooltip="Video length in seconds; 0 = until the last clip ends. The whole clips are "
                                        "still heard by Whisper (as in the official code); only the video is cut."),
             ],
@@ -46,15 +47,23 @@ class AvatarAudioEncode(io.ComfyNode):
         clips = [(name, audio[name]) for name in sorted(audio, key=lambda n: int(n.rsplit("_", 1)[1]))
                  if audio[name] is not None]
         if not clips:
-            raise ValueError("Avatar Audio Encode: connect at least one AUDIO (audio_0).")
-        if not math.isfinite(duration) or duration < 0:
-            raise ValueError(f"duration must be seconds >= 0 (0 = as long as the audio), got {duration!r}.")
+            raise InputError("Avatar Audio Encode: connect at least one AUDIO (audio_0).")
+        duration = DURATION.check("duration", duration, "Set Avatar Audio Encode's duration.")
+        if fps not in FPS_OPTIONS:
+            raise InputError(f"fps: {fps!r} is not one of {list(FPS_OPTIONS)}. {VIDEO_FPS.fix}")
         offsets = parse_offsets(start_offsets, len(clips))
-        rate = float(fps)
-        # The whole [batch, channels, time] waveform goes to the core: it refuses batches and odd layouts by name.
+        rate = FPS_OPTIONS[fps]
+        for name, a in clips:
+            if not isinstance(a, dict) or "waveform" not in a or "sample_rate" not in a:
+                raise InputError(f"{name}: expected ComfyUI AUDIO (a dict with waveform and sample_rate), got "
+                                 f"{type(a).__name__}; connect Load Audio.")
+        # Each clip checks itself (specs): waveform layout and values, sample rate in Hz, start offset.
         tracks = [CharacterAudio(a["waveform"], a["sample_rate"], off, f"{name} (character {k + 1})")
                   for k, ((name, a), off) in enumerate(zip(clips, offsets))]
         num_frames = int(round(duration * rate)) if duration > 0 else None
+        if num_frames == 0:
+            raise InputError(f"duration: {duration} s is shorter than one video frame at {fps} fps; give 0 (as long "
+                             "as the audio) or at least one frame.")
         mm.load_model_gpu(whisper)
         features = encode_character_audio(whisper.model.inner, tracks, fps=rate, num_frames=num_frames)
         return io.NodeOutput(Features(features, rate), features.shape[1], ui=audio_ui(clips))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from ..avatar_core.conditioning.image import official_video_size as official_size  # noqa: F401 (node API)
+from ..avatar_core.errors import InputError
+from ..avatar_core.specs.concepts import START_OFFSET
 
 MOTION_EXP, MOTION_POSE = 30, 25  # official motion bucket ids
 
@@ -29,18 +30,16 @@ def parse_offsets(text: str, count: int, name: str = "start_offsets") -> list[fl
     """'0, 2.5' -> [0.0, 2.5] seconds, one per connected audio; missing entries are 0. Errors name the input."""
     parts = [p.strip() for p in str(text).replace(";", ",").split(",") if p.strip()]
     if len(parts) > count:
-        raise ValueError(f"{name} has {len(parts)} values but only {count} audio inputs are connected: give one "
+        raise InputError(f"{name} has {len(parts)} values but only {count} audio inputs are connected: give one "
                          "start time (seconds) per connected audio, e.g. '0, 2.5'.")
     values = []
     for k, part in enumerate(parts):
         try:
-            value = float(part)
+            value: float | str = float(part)
         except ValueError:
-            value = float("nan")
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"{name}: value {k + 1} ({part!r}) is not a start time; give seconds >= 0 separated "
-                             f"by commas, one per audio input, e.g. '0, 2.5' (got {text!r}).")
-        values.append(value)
+            value = part  # refused by the spec as "not a number"
+        values.append(START_OFFSET.check(f"{name}: value {k + 1} ({part!r})", value,
+                                         hint=f"Separate the seconds by commas, one per audio input (got {text!r})."))
     return values + [0.0] * (count - len(values))
 
 
@@ -64,17 +63,10 @@ def masks_by_character(masks: dict | None, characters: int) -> list[torch.Tensor
         if mask is None:
             continue
         if index >= characters:
-            raise ValueError(f"{name} is connected but characters={characters}: set characters to at least "
+            raise InputError(f"{name} is connected but characters={characters}: set characters to at least "
                              f"{index + 1} or disconnect {name}.")
         out[index] = mask
     return out
-
-
-def check_image(image: torch.Tensor, name: str = "image") -> None:
-    if image.dim() != 4 or image.shape[-1] not in (3, 4):
-        raise ValueError(f"{name}: expected an IMAGE [batch, height, width, 3], got shape {tuple(image.shape)}.")
-    if image.shape[1] < 64 or image.shape[2] < 64:
-        raise ValueError(f"{name}: {image.shape[2]}x{image.shape[1]} is too small; give at least 64x64 pixels.")
 
 
 def motion_tensor(value: float) -> torch.Tensor:

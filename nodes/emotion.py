@@ -7,7 +7,9 @@ import comfy.utils
 import torch
 from comfy_api.latest import io
 
-from .convert import check_image, official_size
+from ..avatar_core.specs.concepts import EMOTION_SIZE
+from ..avatar_core.specs.tensors import IMAGE
+from .convert import official_size
 from .types import Emotion
 
 
@@ -21,7 +23,7 @@ class AvatarEmotionEncode(io.ComfyNode):
             inputs=[
                 io.Image.Input("image", tooltip="A face showing the wanted emotion."),
                 io.Vae.Input("vae", tooltip="The HunyuanVideo VAE (hunyuan_video_vae_bf16.safetensors)."),
-                io.Int.Input("image_size", default=512, min=128, max=1024, step=64,
+                io.Int.Input("image_size", default=512, min=EMOTION_SIZE.ui_min, max=EMOTION_SIZE.ui_max, step=64,
                              tooltip="Short side the EMOTION image is resized to before VAE encoding; independent "
                                      "of the sampler's video image_size (704). Its latent only gives the emotion "
                                      "module cross-attention tokens, so 512 (1024 tokens) keeps that cheap; the "
@@ -32,7 +34,8 @@ class AvatarEmotionEncode(io.ComfyNode):
 
     @classmethod
     def execute(cls, image: torch.Tensor, vae, image_size: int) -> io.NodeOutput:
-        check_image(image, "emotion image")
+        IMAGE.check("image", image, "Connect the emotion reference image.")
+        image_size = EMOTION_SIZE.check("image_size", image_size, "Set Avatar Emotion Reference's image_size.")
         h, w = official_size(image.shape[1], image.shape[2], image_size)
         pixels = comfy.utils.common_upscale(image[:1, :, :, :3].movedim(-1, 1), w, h, "lanczos", "disabled")
         latent = vae.encode(pixels.movedim(1, -1))  # [1, 16, 1, h/8, w/8]

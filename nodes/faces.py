@@ -8,12 +8,14 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..avatar_core.conditioning.faces import character_masks
-from ..avatar_core.validation import check_number
-from .convert import check_image, mask_preview, masks_by_character
+from ..avatar_core.errors import InputError
+from ..avatar_core.specs.concepts import CHARACTERS, FACE_SCALE
+from ..avatar_core.specs.tensors import IMAGE
+from .convert import mask_preview, masks_by_character
 from .types import CharacterMasks, FaceDetector
 from .ui_payloads import face_mask_ui
 
-MAX_CHARACTERS = 8
+MAX_CHARACTERS = CHARACTERS.ui_max
 OVERLAP = {"nearest face": "nearest", "sum": "sum"}
 # Newer ComfyUI re-sends the cached `ui` of nodes flagged so (also when a rerun skips them); a ComfyUI without
 # the flag still gets the overlay whenever the node runs.
@@ -32,10 +34,10 @@ class AvatarFaceMasks(io.ComfyNode):
                         "'preview' to a Preview Image node and run that.",
             inputs=[
                 io.Image.Input("image", tooltip="The reference image (the same one the sampler gets)."),
-                io.Int.Input("characters", default=1, min=1, max=MAX_CHARACTERS, step=1,
+                io.Int.Input("characters", default=1, min=CHARACTERS.ui_min, max=CHARACTERS.ui_max, step=1,
                              tooltip="How many characters speak. Detected faces are numbered left to right; with more "
                                      "faces than characters, the largest are kept."),
-                io.Float.Input("face_scale", default=3.0, min=1.0, max=8.0, step=0.1,
+                io.Float.Input("face_scale", default=3.0, min=FACE_SCALE.ui_min, max=FACE_SCALE.ui_max, step=0.1,
                                tooltip="Grow each detected face box this many times (official 3.0): the mask must "
                                        "cover the head while it moves."),
                 io.Combo.Input("overlap", options=list(OVERLAP), default="nearest face", optional=True,
@@ -59,8 +61,12 @@ class AvatarFaceMasks(io.ComfyNode):
     @classmethod
     def execute(cls, image: torch.Tensor, characters: int, face_scale: float, overlap: str = "nearest face",
                 face_detector=None, masks: io.Autogrow.Type = None) -> io.NodeOutput:
-        check_image(image)
-        check_number("face_scale", face_scale, lo=1.0, hi=8.0, fix="Set Avatar Character Masks' face_scale (official 3.0).")
+        IMAGE.check("image", image)
+        hint = "Set Avatar Character Masks' inputs."
+        characters = CHARACTERS.check("characters", characters, hint)
+        face_scale = FACE_SCALE.check("face_scale", face_scale, hint)
+        if overlap not in OVERLAP:
+            raise InputError(f"overlap: {overlap!r} is not one of {list(OVERLAP)}. {hint}")
         wanted = masks_by_character(masks, characters)
         if face_detector is None and characters == 1 and wanted[0] is None:
             logging.warning("Avatar Character Masks: no face detector connected: the whole frame drives the mouth.")

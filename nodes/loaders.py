@@ -16,6 +16,7 @@ from ..avatar_core.conditioning.faces import InsightFaceDetector
 from ..avatar_core.conditioning.whisper import load_whisper_encoder
 from ..avatar_core.distributed import MODES
 from ..avatar_core.runner import OFFLOAD_MODES, WEIGHT_FORMATS, LoadSpec
+from ..avatar_core.specs.concepts import DETECTOR_SIZE, GPUS, SWAP_BLOCKS
 from . import availability, distributed, paths
 from .types import AvatarModel, FaceDetector, WhisperEncoder
 
@@ -78,10 +79,12 @@ class AvatarModelLoader(io.ComfyNode):
                                        "block_swap: the first `swap_blocks` blocks stream from pinned RAM, one ahead "
                                        "on a side stream. low_memory: every block streams and token work is chunked "
                                        "(7.6 GB peak at 704x704, ~0.5% slower on an H100 with PCIe 5)."),
-                io.Int.Input("swap_blocks", default=20, min=1, max=59, step=1, optional=True,
+                io.Int.Input("swap_blocks", default=20, min=SWAP_BLOCKS.ui_min, max=SWAP_BLOCKS.ui_max, step=1,
+                             optional=True,
                              tooltip="With offload = block_swap: how many of the 60 blocks live in RAM (each bf16 "
                                      "block is ~0.4 GB of VRAM saved)."),
-                io.Int.Input("gpus", default=1, min=1, max=availability.gpu_count(), step=1, optional=True,
+                io.Int.Input("gpus", default=1, min=GPUS.ui_min, max=max(1, availability.gpu_count()), step=1,
+                             optional=True,
                              tooltip=distributed.GPU_TOOLTIP + " " + availability.GPU_HELP),
                 io.Combo.Input("parallel", options=list(MODES), default="auto", optional=True,
                                tooltip=distributed.PARALLEL_TOOLTIP),
@@ -92,6 +95,7 @@ class AvatarModelLoader(io.ComfyNode):
     @classmethod
     def execute(cls, ckpt_name: str, weight_dtype: str, attention: str, emotion_weights: str = NO_AEM,
                 offload: str = "none", swap_blocks: int = 20, gpus: int = 1, parallel: str = "auto") -> io.NodeOutput:
+        gpus = GPUS.check("gpus", gpus, "Set the loader's gpus.")  # the rest: LoadSpec's specs, before any load
         path = folder_paths.get_full_path("diffusion_models", ckpt_name)
         if path is None:
             raise paths.missing_file_error("diffusion_models", ckpt_name, "Avatar checkpoint")
@@ -159,7 +163,7 @@ class AvatarInsightFaceLoader(io.ComfyNode):
                                tooltip="Where detection runs. Detection runs once per reference image, so CPU is fast "
                                        "enough; detface.pt uses torch (CUDA when torch sees a GPU). "
                                        + availability.PROVIDER_HELP),
-                io.Int.Input("det_size", default=640, min=128, max=1280, step=32,
+                io.Int.Input("det_size", default=640, min=DETECTOR_SIZE.ui_min, max=DETECTOR_SIZE.ui_max, step=32,
                              tooltip="InsightFace input size in pixels (default 640). detface.pt always uses the "
                                      "official 416 (short side)."),
             ],
@@ -168,6 +172,7 @@ class AvatarInsightFaceLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model_name: str, provider: str, det_size: int) -> io.NodeOutput:
+        det_size = DETECTOR_SIZE.check("det_size", det_size, "Set the face detector loader's det_size.")
         if model_name in paths.face_detection_files():  # the official TorchScript detector
             device = "cpu" if provider == "CPU" else mm.get_torch_device()
             return io.NodeOutput(DetFaceDetector(folder_paths.get_full_path(paths.FACE_DETECTION, model_name), device))

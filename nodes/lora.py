@@ -18,6 +18,7 @@ from comfy_api.latest import io
 from ..avatar_core.config import AvatarConfig
 from ..avatar_core.lora import load_lora, set_loras
 from ..avatar_core.model import AvatarTransformer
+from ..avatar_core.specs.concepts import LORA_STRENGTH
 from . import paths
 from .types import AvatarModel
 
@@ -41,7 +42,7 @@ class AvatarLoraLoader(io.ComfyNode):
                                                    "chain them)."),
                 io.Combo.Input("lora_name", options=_lora_files(),
                                tooltip="LoRA file in models/loras (.safetensors only)."),
-                io.Float.Input("strength", default=1.0, min=-4.0, max=4.0, step=0.01,
+                io.Float.Input("strength", default=1.0, min=LORA_STRENGTH.ui_min, max=LORA_STRENGTH.ui_max, step=0.01,
                                tooltip="Multiplier of the LoRA's change to the weights; 0 = off."),
             ],
             outputs=[AvatarModel.Output(display_name="model")],
@@ -49,6 +50,7 @@ class AvatarLoraLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, lora_name: str, strength: float) -> io.NodeOutput:
+        strength = LORA_STRENGTH.check("strength", strength, "Set Avatar LoRA's strength.")  # NaN passes ComfyUI
         path = folder_paths.get_full_path("loras", lora_name)
         if path is None:
             raise paths.missing_file_error("loras", lora_name, "LoRA")

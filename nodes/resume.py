@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import folder_paths
 from comfy_api.latest import io
 
+from ..avatar_core.errors import InputError
 from ..avatar_core.sampling.resume import ResumeConfig
-from ..avatar_core.validation import check_number
+from ..avatar_core.specs.concepts import RESUME_MINUTES
 from .types import Resume
 
 FOLDERS = ("output", "temp", "off")
@@ -28,9 +29,9 @@ def resume_config(settings: ResumeSettings | None) -> ResumeConfig | None:
     """The core's ResumeConfig for ComfyUI's folders (None: off). No settings node: output, every 10 minutes."""
     s = settings or ResumeSettings()
     if s.folder not in FOLDERS:
-        raise ValueError(f"resume folder {s.folder!r} is not one of {list(FOLDERS)}; pick one in Avatar Resume.")
+        raise InputError(f"resume folder {s.folder!r} is not one of {list(FOLDERS)}; pick one in Avatar Resume.")
     if s.if_unwritable not in IF_UNWRITABLE:
-        raise ValueError(f"if_unwritable {s.if_unwritable!r} is not one of {list(IF_UNWRITABLE)}; pick one in "
+        raise InputError(f"if_unwritable {s.if_unwritable!r} is not one of {list(IF_UNWRITABLE)}; pick one in "
                          "Avatar Resume.")
     if s.folder == "off":
         return None
@@ -51,7 +52,8 @@ class AvatarResume(io.ComfyNode):
                 io.Combo.Input("folder", options=list(FOLDERS), default="output",
                                tooltip="output/avatar_resume survives a restart; temp is cleared when ComfyUI starts; "
                                        "off writes nothing. The checkpoint is removed when the render completes."),
-                io.Float.Input("every_minutes", default=DEFAULT_MINUTES, min=0.0, max=600.0, step=0.5,
+                io.Float.Input("every_minutes", default=DEFAULT_MINUTES, min=RESUME_MINUTES.ui_min,
+                               max=RESUME_MINUTES.ui_max, step=0.5,
                                tooltip="Minutes between checkpoints (each writes the clip's latents once; a 90 s "
                                        "clip at 704 px is ~280 MB). 0: before every step."),
                 io.Combo.Input("if_unwritable", options=list(IF_UNWRITABLE), default="stop", optional=True,
@@ -64,8 +66,7 @@ class AvatarResume(io.ComfyNode):
 
     @classmethod
     def execute(cls, folder: str, every_minutes: float, if_unwritable: str = "stop") -> io.NodeOutput:
-        minutes = check_number("every_minutes", every_minutes, lo=0.0, hi=600.0,
-                               fix="Set Avatar Resume's every_minutes (default 10).")
+        minutes = RESUME_MINUTES.check("every_minutes", every_minutes, "Set Avatar Resume's every_minutes.")
         settings = ResumeSettings(folder, minutes, if_unwritable)
         resume_config(settings)  # refuse a bad folder here, not after the model has loaded
         return io.NodeOutput(settings)

@@ -15,6 +15,7 @@ from comfy_api.latest import io
 from ..avatar_core.conditioning.emotion import emotion_warning
 from ..avatar_core.conditioning.faces import face_mask_for_model, to_latent
 from ..avatar_core.conditioning.text import check_official_conditioning
+from ..avatar_core.errors import InputError
 from ..avatar_core.runner import Runner
 from ..avatar_core.sampling.deepcache import DeepCacheConfig
 from ..avatar_core.sampling.guidance import GuidanceConfig
@@ -27,8 +28,19 @@ from ..avatar_core.sampling.sampler import (
 )
 from ..avatar_core.sampling.stepcache import StepCacheConfig
 from ..avatar_core.sampling.windows import OFFICIAL_OFFSET, OFFICIAL_WINDOW, WindowConfig, plan_clip
-from ..avatar_core.validation import check_conditioning_values, check_number
-from .convert import MOTION_EXP, MOTION_POSE, check_image, image_to_frames, motion_tensor, official_size, resize_masks
+from ..avatar_core.specs.concepts import (
+    CFG,
+    FLOW_SHIFT,
+    MOTION,
+    SEED,
+    STEP_CACHE_THRESHOLD,
+    STEPS,
+    VIDEO_SIZE,
+    WINDOW,
+    WINDOW_STRIDE,
+)
+from ..avatar_core.specs.tensors import IMAGE, MASK
+from .convert import MOTION_EXP, MOTION_POSE, image_to_frames, motion_tensor, official_size, resize_masks
 from .lora import apply_attached_loras
 from .memory import does_not_fit, out_of_memory
 from .resume import resume_config
@@ -46,14 +58,16 @@ class AvatarLongVideo(io.ComfyNode):
             description="Window stitching for clips longer than one window: the clip is a ring of latent frames "
                         "denoised window by window, the window grid shifting every step (official 33 / 10).",
             inputs=[
-                io.Int.Input("window", default=OFFICIAL_WINDOW, min=2, max=64, step=1,
+                io.Int.Input("window", default=OFFICIAL_WINDOW, min=WINDOW.ui_min, max=WINDOW.ui_max, step=1,
                              tooltip="Latent frames per model call (33 = 129 video frames, what the model was trained on)."),
-                io.Int.Input("stride", default=OFFICIAL_OFFSET, min=0, max=63, step=1, optional=True,
+                io.Int.Input("stride", default=OFFICIAL_OFFSET, min=WINDOW_STRIDE.ui_min, max=WINDOW_STRIDE.ui_max,
+                             step=1, optional=True,
                              tooltip="Latent frames the window grid moves each denoising step, so seams never stay "
                                      "in place (official 10). Not the sampler's flow `shift`."),
                 # Before the rename this input was called `shift`; API prompts saved then still carry it (UI
                 # workflows store widget values by position and load as they are). A socket only, no widget.
-                io.Int.Input("shift", min=0, max=63, optional=True, force_input=True, advanced=True,
+                io.Int.Input("shift", min=WINDOW_STRIDE.ui_min, max=WINDOW_STRIDE.ui_max, optional=True,
+                             force_input=True, advanced=True,
                              tooltip="Old name of `stride`, kept so that saved API prompts run; when given it wins."),
             ],
             outputs=[LongVideo.Output(display_name="long_video")],
@@ -61,15 +75,18 @@ class AvatarLongVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, window: int, stride: int = OFFICIAL_OFFSET, shift: int | None = None) -> io.NodeOutput:
-        return io.NodeOutput(WindowConfig(window=window, offset=stride if shift is None else shift))
+        hint = "Set Avatar Long-Video Windows' inputs."
+        window = WINDOW.check("window", window, hint)
+        stride = WINDOW_STRIDE.check("stride" if shift is None else "shift", stride if shift is None else shift, hint)
+        return io.NodeOutput(WindowConfig(window=window, offset=stride))  # + the stride < window rule
 
 
 def text_conditioning(cond, name: str, device) -> TextConditioning:
     if not cond:
-        raise ValueError(f"{name}: empty CONDITIONING; connect Avatar Text Encode or Avatar Load Conditioning.")
+        raise InputError(f"{name}: empty CONDITIONING; connect Avatar Text Encode or Avatar Load Conditioning.")
     states, extra = cond[0]
     if extra.get("pooled_output") is None:
-        raise ValueError(f"{name}: no pooled CLIP-L output; use a hunyuan_video DualCLIPLoader.")
+        raise InputError(f"{name}: no pooled CLIP-L output; use a hunyuan_video DualCLIPLoader.")
     check_official_conditioning(states, extra.get("attention_mask"), name)  # 831 states + positional mask
     return TextConditioning(states.to(device), extra["attention_mask"].to(device), extra["pooled_output"].to(device))
 
@@ -95,28 +112,30 @@ class AvatarSampler(io.ComfyNode):
                 LongVideo.Input("long_video", optional=True, tooltip="Window / stride; default official 33 / 10."),
                 Resume.Input("resume", optional=True, tooltip="From Avatar Resume; default: checkpoints in "
                                                               "output/avatar_resume every 10 minutes."),
-                io.Int.Input("image_size", default=704, min=128, max=1280, step=64,
+                io.Int.Input("image_size", default=704, min=VIDEO_SIZE.ui_min, max=VIDEO_SIZE.ui_max, step=64,
                              tooltip="Short side of the VIDEO (official 704); sides are multiples of 64. The "
                                      "Emotion Reference's image_size (512) is a different thing: the size of its "
                                      "reference image only."),
-                io.Int.Input("steps", default=50, min=1, max=200, step=1, tooltip="Denoising steps (official 50)."),
-                io.Float.Input("cfg", default=7.5, min=1.0, max=20.0, step=0.1,
+                io.Int.Input("steps", default=50, min=STEPS.ui_min, max=STEPS.ui_max, step=1,
+                             tooltip="Denoising steps (official 50)."),
+                io.Float.Input("cfg", default=7.5, min=CFG.ui_min, max=CFG.ui_max, step=0.1,
                                tooltip="Text+audio guidance of the first steps (official 7.5)."),
-                io.Float.Input("shift", default=5.0, min=0.0, max=20.0, step=0.1,
+                io.Float.Input("shift", default=5.0, min=FLOW_SHIFT.ui_min, max=FLOW_SHIFT.ui_max, step=0.1,
                                tooltip="Flow-matching time shift of the noise schedule (official 5). Not the window "
                                        "stride of Avatar Long-Video Windows."),
-                io.Int.Input("seed", default=128, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                io.Int.Input("seed", default=128, min=SEED.ui_min, max=SEED.ui_max, control_after_generate=True,
                              tooltip="Noise seed (drawn on the CPU, so a seed gives the same video on any GPU)."),
-                io.Int.Input("motion_exp", default=MOTION_EXP, min=0, max=255, step=1,
+                io.Int.Input("motion_exp", default=MOTION_EXP, min=MOTION.ui_min, max=MOTION.ui_max, step=1,
                              tooltip="Expression motion bucket (official 30); lower = calmer face."),
-                io.Int.Input("motion_pose", default=MOTION_POSE, min=0, max=255, step=1,
+                io.Int.Input("motion_pose", default=MOTION_POSE, min=MOTION.ui_min, max=MOTION.ui_max, step=1,
                              tooltip="Head pose motion bucket (official 25); lower = steadier head."),
                 io.Boolean.Input("deep_cache", default=True,
                                  tooltip="The OFFICIAL speed-up, on by default: on a FIXED list of steps (20 of 50) the "
                                          "deep blocks are not run and their output from the last full step is "
                                          "reused (~35% faster, the official result). Which steps is fixed in "
                                          "advance; compare step_cache."),
-                io.Float.Input("step_cache", default=0.0, min=0.0, max=2.0, step=0.01, optional=True,
+                io.Float.Input("step_cache", default=0.0, min=STEP_CACHE_THRESHOLD.ui_min,
+                               max=STEP_CACHE_THRESHOLD.ui_max, step=0.01, optional=True,
                                tooltip="NOT official, opt-in (0 = off): ADAPTIVE skipping on the steps deep_cache "
                                        "computes fully. After the first block, if its output changed less than this "
                                        "threshold (accumulated relative change) since the last computed step, the "
@@ -130,15 +149,18 @@ class AvatarSampler(io.ComfyNode):
     def execute(cls, model, positive, negative, image, vae, audio_features, character_masks=None, emotion=None,
                 long_video=None, image_size=704, steps=50, cfg=7.5, shift=5.0, seed=128, motion_exp=MOTION_EXP,
                 motion_pose=MOTION_POSE, deep_cache=True, step_cache=0.0, resume=None) -> io.NodeOutput:
-        check_image(image)
-        _check_numbers(cfg=cfg, shift=shift, step_cache=step_cache)
+        IMAGE.check("image", image)
+        widgets = _check_widgets(image_size=image_size, steps=steps, cfg=cfg, shift=shift, seed=seed,
+                                 motion_exp=motion_exp, motion_pose=motion_pose, step_cache=step_cache)
+        image_size, steps, cfg, shift, seed, motion_exp, motion_pose, step_cache = widgets
         checkpoints = resume_config(resume)
         windows = long_video or WindowConfig()
         h, w = official_size(image.shape[1], image.shape[2], image_size)
         masks = character_masks if character_masks is not None else torch.ones(1, h, w)
+        MASK.check("character_masks", masks)
         feats = audio_features.features
         if feats.shape[0] != masks.shape[0]:
-            raise ValueError(f"{feats.shape[0]} audio tracks but {masks.shape[0]} character masks: give one mask per "
+            raise InputError(f"{feats.shape[0]} audio tracks but {masks.shape[0]} character masks: give one mask per "
                              "audio (Avatar Character Masks, 'characters' input).")
         device = mm.get_torch_device()
         ref = _reference_latents(image, vae, w, h, windows.audio_rows)                      # [1, 16, window, h/8, w/8]
@@ -155,8 +177,7 @@ class AvatarSampler(io.ComfyNode):
             face_mask=face_mask_for_model(to_latent(resize_masks(masks, (h, w)), tuple(ref.shape[-2:]))).to(device),
             motion_exp=motion_tensor(motion_exp).to(device), motion_pose=motion_tensor(motion_pose).to(device),
             fps=torch.tensor([audio_features.fps], device=device),
-            emotion=emotion.to(device) if emotion is not None else None)
-        check_conditioning_values(cond)  # before the model is loaded onto the GPU
+            emotion=emotion.to(device) if emotion is not None else None)  # checks itself: before the model loads
         # Deep-cache tokens are kept per latent frame of the whole clip: on the GPU for up to two windows
         # (~1.5 GB at 704x704), in system RAM beyond, so VRAM does not grow with the clip length.
         long_clip = plan_clip(feats.shape[1], windows).windows_per_step > 2
@@ -168,7 +189,7 @@ class AvatarSampler(io.ComfyNode):
         if not swapping and device.type == "cuda":  # the whole model goes to the GPU: fail now, not mid-load
             problem = does_not_fit(model.model_size(), mm.get_total_memory(device), runner.info.weight_format)
             if problem:
-                raise ValueError(problem)
+                raise InputError(problem)
         try:
             if not swapping:
                 mm.load_models_gpu([model], force_full_load=True)
@@ -194,18 +215,19 @@ def _reference_latents(image, vae, w: int, h: int, frames: int) -> torch.Tensor:
     pixels = comfy.utils.common_upscale(image[:1, :, :, :3].movedim(-1, 1), w, h, "lanczos", "disabled").movedim(1, -1)
     ref = vae.encode(image_to_frames(pixels, frames)) * LATENT.scale_factor   # [1, 16, window, h/8, w/8]
     if not torch.isfinite(ref).all():
-        raise ValueError("vae: encoding the reference image gave NaN/inf, so the video would be black. Load the "
+        raise InputError("vae: encoding the reference image gave NaN/inf, so the video would be black. Load the "
                          "HunyuanVideo VAE (hunyuan_video_vae_bf16.safetensors) with VAELoader, or a different "
                          "VAE file; an fp16 VAE can overflow.")
     return ref
 
 
-def _check_numbers(**values: float) -> None:
-    """ComfyUI's range check lets NaN through (every comparison with NaN is False): refuse it here."""
-    limits = {"cfg": (1.0, 20.0, "official 7.5"), "shift": (0.01, 20.0, "official 5.0"), "step_cache": (0.0, 2.0, "0 = off")}
-    for name, value in values.items():
-        lo, hi, hint = limits[name]
-        check_number(name, value, lo=lo, hi=hi, fix=f"Set the Avatar Sampler's {name} widget ({hint}).")
+_WIDGETS = {"image_size": VIDEO_SIZE, "steps": STEPS, "cfg": CFG, "shift": FLOW_SHIFT, "seed": SEED,
+            "motion_exp": MOTION, "motion_pose": MOTION, "step_cache": STEP_CACHE_THRESHOLD}
+
+
+def _check_widgets(**values: float) -> list:
+    """ComfyUI's range check lets NaN through (every comparison with NaN is False): the specs check every widget."""
+    return [_WIDGETS[name].check(name, value, f"Set the Avatar Sampler's {name} widget.") for name, value in values.items()]
 
 
 def _tell_ui(text: str) -> None:

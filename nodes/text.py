@@ -19,8 +19,11 @@ from ..avatar_core.conditioning.text import (
     tokenize_prompt,
     with_prefix,
 )
+from ..avatar_core.errors import InputError
+from ..avatar_core.specs.concepts import VIDEO_SIZE
+from ..avatar_core.specs.fields import Flag, Text
+from ..avatar_core.specs.tensors import IMAGE
 from . import paths
-from .convert import check_image
 from .text_llava import ComfyLlava, check_models
 
 OLD_INPUT_MESSAGE = (
@@ -70,7 +73,8 @@ class AvatarTextEncode(io.ComfyNode):
                                 tooltip="Default: the official negative prompt."),
                 io.Boolean.Input("official_prefix", default=True,
                                  tooltip=f"Prepend '{PROMPT_PREFIX}' to the prompt as the official code does."),
-                io.Int.Input("image_size", default=704, min=128, max=1280, step=64, optional=True,
+                io.Int.Input("image_size", default=704, min=VIDEO_SIZE.ui_min, max=VIDEO_SIZE.ui_max, step=64,
+                             optional=True,
                              tooltip="The sampler's image_size: the reference is resized to the video size "
                                      "before LLaVA sees it (official)."),
                 io.ClipVisionOutput.Input("clip_vision_output", optional=True,
@@ -84,8 +88,12 @@ class AvatarTextEncode(io.ComfyNode):
                 image=None, image_size: int = 704, clip_vision_output=None) -> io.NodeOutput:
         if clip_vision is None or image is None:
             missing = " and ".join(n for n, v in (("clip_vision", clip_vision), ("image", image)) if v is None)
-            raise ValueError(f"Avatar Text Encode: {missing} not connected. " + OLD_INPUT_MESSAGE)
-        check_image(image)
+            raise InputError(f"Avatar Text Encode: {missing} not connected. " + OLD_INPUT_MESSAGE)
+        hint = "Set Avatar Text Encode's inputs."
+        IMAGE.check("image", image)
+        image_size = VIDEO_SIZE.check("image_size", image_size, hint)
+        prompt, negative_prompt = Text().check("prompt", prompt, hint), Text().check("negative_prompt", negative_prompt, hint)
+        official_prefix = Flag().check("official_prefix", official_prefix, hint)
         check_models(clip, clip_vision)
         prompts = {"prompt": with_prefix(prompt, official_prefix), "negative_prompt": negative_prompt}
         positive, negative = encode(clip, clip_vision, image, prompts, image_size)
@@ -94,11 +102,11 @@ class AvatarTextEncode(io.ComfyNode):
 
 def _prompt_tensors(cond, name: str) -> saved_text.Prompt:
     if not cond:
-        raise ValueError(f"{name}: empty CONDITIONING; connect Avatar Text Encode.")
+        raise InputError(f"{name}: empty CONDITIONING; connect Avatar Text Encode.")
     states, extra = cond[0]
     check_official_conditioning(states, extra.get("attention_mask"), name)
     if extra.get("pooled_output") is None:
-        raise ValueError(f"{name}: no pooled CLIP-L output; connect Avatar Text Encode.")
+        raise InputError(f"{name}: no pooled CLIP-L output; connect Avatar Text Encode.")
     return states, extra["attention_mask"], extra["pooled_output"]
 
 

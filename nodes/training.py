@@ -15,9 +15,12 @@ import torch
 from comfy_api.latest import io
 
 from ..avatar_core.conditioning.faces import to_latent
+from ..avatar_core.errors import InputError
 from ..avatar_core.output_files import check_folder, check_name
+from ..avatar_core.specs.concepts import NAME, VIDEO_SIZE
+from ..avatar_core.specs.tensors import IMAGE, MASK
 from ..avatar_core.train.data import ClipSample, write_clip_new
-from .convert import MOTION_EXP, MOTION_POSE, check_image, image_to_frames, official_size, resize_masks
+from .convert import MOTION_EXP, MOTION_POSE, image_to_frames, official_size, resize_masks
 from .sampler import text_conditioning
 from .types import AudioFeatures, CharacterMasks, Emotion
 
@@ -41,7 +44,7 @@ class AvatarTrainingClip(io.ComfyNode):
                                 "writes a new <name>_00001.safetensors, <name>_00002, ... (never over a clip)."),
                 io.String.Input("dataset", default="avatar_training/my_set",
                                 tooltip="Dataset folder, relative to ComfyUI's output folder (or absolute)."),
-                io.Int.Input("image_size", default=704, min=256, max=1280, step=64,
+                io.Int.Input("image_size", default=704, min=VIDEO_SIZE.ui_min, max=VIDEO_SIZE.ui_max, step=64,
                              tooltip="Size the frames are resized to, as the sampler's image_size."),
                 CharacterMasks.Input("character_masks", optional=True, tooltip="Face masks; default: whole frame."),
                 Emotion.Input("emotion", optional=True, tooltip="Avatar Emotion Reference (needed to train the AEM)."),
@@ -53,7 +56,10 @@ class AvatarTrainingClip(io.ComfyNode):
     @classmethod
     def execute(cls, frames, audio_features, positive, vae, name: str, dataset: str, image_size: int,
                 character_masks=None, emotion=None) -> io.NodeOutput:
-        check_image(frames, "frames")
+        hint = "Set Avatar Training Clip's inputs."
+        IMAGE.check("frames", frames)
+        image_size = VIDEO_SIZE.check("image_size", image_size, hint)
+        name, dataset = NAME.check("name", name, hint), NAME.check("dataset", dataset, hint)
         check_name(name, "name")  # before the VAE work: a bad name or an unwritable dataset folder fails now
         folder = dataset if os.path.isabs(dataset) else os.path.join(folder_paths.get_output_directory(), dataset)
         check_folder(folder, f"dataset {dataset!r}")
@@ -61,15 +67,15 @@ class AvatarTrainingClip(io.ComfyNode):
         n = min(frames.shape[0], feats.shape[1])
         n = 4 * ((n - 1) // 4) + 1                                              # 4T - 3 video frames
         if n < 5:
-            raise ValueError(f"frames: a training clip needs at least 5 frames with audio, got {n}")
+            raise InputError(f"frames: a training clip needs at least 5 frames with audio, got {n}")
         h, w = official_size(frames.shape[1], frames.shape[2], image_size)
+        masks = MASK.check("character_masks", character_masks if character_masks is not None else torch.ones(1, h, w))
+        if masks.shape[0] != feats.shape[0]:
+            raise InputError(f"{feats.shape[0]} audio tracks but {masks.shape[0]} character masks: one mask per audio")
+        text = text_conditioning(positive, "positive", "cpu")  # every check before the VAE runs
         pixels = comfy.utils.common_upscale(frames[:n, :, :, :3].movedim(-1, 1), w, h, "lanczos", "disabled").movedim(1, -1)
         latents = vae.encode(pixels) * LATENT.scale_factor                          # [1, 16, T, h/8, w/8]
         ref = vae.encode(image_to_frames(pixels[:1], n)) * LATENT.scale_factor      # as the sampler encodes it
-        masks = character_masks if character_masks is not None else torch.ones(1, h, w)
-        if masks.shape[0] != feats.shape[0]:
-            raise ValueError(f"{feats.shape[0]} audio tracks but {masks.shape[0]} character masks: one mask per audio")
-        text = text_conditioning(positive, "positive", "cpu")
         clip = ClipSample(
             latents=latents[0].float().cpu(), ref_latents=ref[0].float().cpu(),
             audio=(feats[0] if feats.shape[0] == 1 else feats)[..., :n, :, :, :].float().cpu(),

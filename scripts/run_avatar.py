@@ -32,6 +32,8 @@ import ui_to_api  # noqa: E402
 
 sys.path.insert(0, str(ch.REPO))
 from avatar_core import model_files, output_files  # noqa: E402  (plain data and the standard library, no torch)
+from avatar_core.errors import InputError  # noqa: E402
+from avatar_core.specs.concepts import STEPS, VIDEO_SIZE  # noqa: E402  (the nodes' own specs, no torch)
 
 WORKFLOWS = ch.REPO / "example_workflows"
 MODEL_INPUTS = {("AvatarModelLoader", "ckpt_name"): "diffusion_models", ("AvatarWhisperLoader", "whisper_name"): "audio_encoders",
@@ -150,6 +152,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         src = getattr(args, key)
         if src is not None and not src.is_file():
             ap.error(f"--{key} {src}: no such file")
+    try:  # the sampler node's specs: refused here, before ComfyUI starts, not after the models load
+        for flag, spec, key in (("--steps", STEPS, "steps"), ("--image-size", VIDEO_SIZE, "image_size")):
+            if getattr(args, key) is not None:
+                setattr(args, key, spec.check(flag, getattr(args, key)))
+    except InputError as e:
+        ap.error(str(e))
     check_out(args)
     return args
 

@@ -37,14 +37,14 @@ SAMPLE_RATE = SampleRate(4000, 768_000, unit="Hz",
                          fix="Give the rate in Hz, e.g. 16000, 44100 or 48000 (ComfyUI's AUDIO sample_rate).")
 VIDEO_FPS = Choice((25.0, 12.5), fix="The model was trained on 25 fps (12.5 also works, as in the official code); "
                                      "resample the video afterwards if needed.")
-MAX_VIDEO_SECONDS = 4 * 3600  # audio features of one character take ~1.4 GB per hour of video
+MAX_VIDEO_SECONDS = 4 * 3600  # audio features of one character take ~1.4 GB per hour of video: longer, in parts
 MAX_FRAMES = int(MAX_VIDEO_SECONDS * VIDEO_FPS.values()[0])
-_LONG = f"Render videos longer than {MAX_VIDEO_SECONDS // 3600} hours in parts (features take ~1.4 GB per hour)."
-FRAME_COUNT = Int(1, MAX_FRAMES, unit="video frames", fix=f"Give at least one frame. {_LONG}")
+FRAME_COUNT = Int(1, MAX_FRAMES, unit="video frames",
+                  fix="Give at least one frame; videos longer than 4 hours are rendered in parts.")
 START_OFFSET = Number(0.0, MAX_VIDEO_SECONDS, unit="s",
-                      fix=f"Give where this clip starts in the video, in seconds (e.g. 0 or 2.5). {_LONG}")
+                      fix="Give where this clip starts in the video, in seconds (e.g. 0 or 2.5; at most 4 hours).")
 DURATION = Number(0.0, MAX_VIDEO_SECONDS, unit="s", widget=(0.0, 3600.0),
-                  fix=f"Give the video length in seconds; 0 = as long as the audio. {_LONG}")
+                  fix="Give the video length in seconds (0 = as long as the audio; at most 4 hours).")
 CHARACTERS = Int(1, 64, widget=(1, 8), fix="Give one per speaking character (one audio and one mask each).")
 
 # ------------------------------------------------------------------ images and faces
