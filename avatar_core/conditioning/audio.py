@@ -27,7 +27,8 @@ POSITIONS_PER_SECOND = 50
 SUPPORTED_FPS = VIDEO_FPS.values()
 
 
-@declared(waveform=WAVEFORM, sample_rate=SAMPLE_RATE, start_s=START_OFFSET, name=Text(max_len=200),
+@declared(waveform=WAVEFORM, sample_rate=SAMPLE_RATE, start_s=START_OFFSET,
+          name=Text(max_len=200, fix="Give a short name for the clip (e.g. audio_1)."),
           label=lambda a: a.name if isinstance(a.name, str) else "")
 @dataclass
 class CharacterAudio:
@@ -109,7 +110,8 @@ def _video_frames(prepared: list[tuple[torch.Tensor, int]], labels: list[str], s
 
 
 @torch.no_grad()
-@checked(characters=Items(Instance(CharacterAudio, fix="Give CharacterAudio(waveform, sample_rate, start_s)."),
+@checked(characters=Items(Instance(CharacterAudio, what="a CharacterAudio",
+                                   fix="Give CharacterAudio(waveform, sample_rate, start_s)."),
                           lo=1, hi=CHARACTERS.hi, fix="Connect one audio clip per character."),
          fps=VIDEO_FPS, num_frames=Maybe(FRAME_COUNT))
 def encode_character_audio(
@@ -148,7 +150,7 @@ def encode_character_audio(
     return frame_windows(buffer[0], fps, num_frames)  # [N, F, 10, 5, 384]
 
 
-@checked(fps=VIDEO_FPS, num_frames=Maybe(FRAME_COUNT))
+@checked(waveform=WAVEFORM, sample_rate=SAMPLE_RATE, fps=VIDEO_FPS, num_frames=Maybe(FRAME_COUNT))
 def encode_audio(
     encoder: torch.nn.Module,
     waveform: torch.Tensor,
