@@ -12,14 +12,16 @@ import comfy.model_management as mm
 import torch
 from comfy.text_encoders.hunyuan_video import HunyuanVideoClipModel
 
+from ..avatar_core.errors import InputError
+
 
 def check_models(clip, clip_vision) -> None:
     if clip is None or not isinstance(getattr(clip, "cond_stage_model", None), HunyuanVideoClipModel):
-        raise ValueError("clip: Avatar Text Encode needs the HunyuanVideo text encoders: DualCLIPLoader with "
+        raise InputError("clip: Avatar Text Encode needs the HunyuanVideo text encoders: DualCLIPLoader with "
                          "clip_l.safetensors + llava_llama3_fp16.safetensors, type hunyuan_video.")
     model = getattr(clip_vision, "model", None)
     if model is None or getattr(model, "multi_modal_projector", None) is None:
-        raise ValueError("clip_vision: load llava_llama3_vision.safetensors with Load CLIP Vision (a CLIP vision "
+        raise InputError("clip_vision: load llava_llama3_vision.safetensors with Load CLIP Vision (a CLIP vision "
                          "model with the LLaVA projector); other CLIP vision files have no LLaVA projection.")
 
 

@@ -21,6 +21,8 @@ from typing import Protocol
 
 import torch
 
+from ..errors import InputError
+
 TEMPLATE = (
     "<|start_header_id|>system<|end_header_id|>\n\nDescribe the video by detailing the following aspects: "
     "1. The main content and theme of the video.2. The color, shape, size, texture, quantity, text, and spatial "
@@ -91,10 +93,10 @@ def tokenize_prompt(tokenizer, prompt: str, name: str = "prompt") -> PromptToken
     LLaVA merge crashes) and a prompt that contains the <image> token itself (the merge would crash too)."""
     ids = _encode(tokenizer, official_string(prompt))
     if ids[-1] != IMAGE_TOKEN or ids.count(IMAGE_TOKEN) != 1:
-        raise ValueError(f"{name}: the text '<image>' is reserved for the reference image's tokens; "
+        raise InputError(f"{name}: the text '<image>' is reserved for the reference image's tokens; "
                          f"remove it from the {name}.")
     if len(ids) > MAX_LENGTH:
-        raise ValueError(
+        raise InputError(
             f"{name} too long: the official text encoder takes {TEXT_LEN} tokens after its template and this "
             f"{name} needs {len(ids) - CROP_START}; cut about {len(ids) - MAX_LENGTH} tokens "
             f"(a token is ~3/4 of an English word). {name}: {prompt[:80]!r}{'...' if len(prompt) > 80 else ''}")
@@ -146,7 +148,7 @@ def check_official_conditioning(states: torch.Tensor, mask: torch.Tensor | None,
     """Conditioning must be in the official layout: [B, 831, D] states and the [B, 831] positional mask."""
     if states.ndim != 3 or states.shape[1] != OFFICIAL_LENGTH or mask is None or \
             tuple(mask.shape) != tuple(states.shape[:2]):
-        raise ValueError(
+        raise InputError(
             f"{name}: text conditioning of shape {tuple(states.shape)} is not the official 831-position layout "
             "made by Avatar Text Encode (it comes from another text encoder node or an older version of this "
             "pack): encode the prompt with Avatar Text Encode, or load a file saved from it.")

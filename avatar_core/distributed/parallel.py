@@ -28,6 +28,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ..errors import InputError
 from ..model.options import RunOptions
 from ..sampling.calls import ModelCall
 from ..sampling.deepcache import FrameTokenCache
@@ -149,7 +150,7 @@ class CollectiveCancel:
 def check_step_cache(config: ParallelConfig, sampler: SamplerConfig) -> None:
     """Clear early error for the one combination that cannot give the single-process result."""
     if sampler.step_cache is not None and config.sequence > 1:
-        raise ValueError(f"step_cache > 0 cannot be combined with sequence parallelism ({config.describe()}): "
+        raise InputError(f"step_cache > 0 cannot be combined with sequence parallelism ({config.describe()}): "
                          "set the sampler's step_cache to 0, or the loader's parallel to cfg, window or cfg+window")
 
 
