@@ -105,13 +105,13 @@ def _set(prompt: dict, class_type: str, **values) -> dict:
 
 CASES = [  # (case, node, inputs, expected node type, pattern: the input ... the fix)
     ("cfg NaN", "AvatarSampler", {"cfg": NAN}, "AvatarSampler", r"cfg: got nan.*Avatar Sampler's cfg widget"),
-    ("shift NaN", "AvatarSampler", {"shift": NAN}, "AvatarSampler", r"shift: got nan.*official 5\.0"),
-    ("shift 0", "AvatarSampler", {"shift": 0.0}, "AvatarSampler", r"shift: 0\.0 is out of range.*official 5\.0"),
+    ("shift NaN", "AvatarSampler", {"shift": NAN}, "AvatarSampler", r"shift: got nan.*official flow shift 5\.0.*Avatar Sampler's shift widget"),
+    ("shift 0", "AvatarSampler", {"shift": 0.0}, "AvatarSampler", r"shift: 0\.0 is out of range.*official flow shift 5\.0"),
     ("step_cache NaN", "AvatarSampler", {"step_cache": NAN}, "AvatarSampler", r"step_cache: got nan.*0 = off"),
     ("face_scale NaN", "AvatarFaceMasks", {"face_scale": NAN}, "AvatarFaceMasks",
      r"face_scale: got nan.*official 3\.0"),
     ("duration NaN", "AvatarAudioEncode", {"duration": NAN}, "AvatarAudioEncode",
-     r"duration must be seconds >= 0 \(0 = as long as the audio\), got nan"),
+     r"duration: got nan, which is not a finite number.*0 = as long as the audio"),
     ("whisper truncated", "AvatarWhisperLoader", {"whisper_name": "whisper_truncated.safetensors"},
      "AvatarWhisperLoader", r"whisper_truncated\.safetensors: is truncated.*whisper-tiny's model\.safetensors"),
     ("whisper base", "AvatarWhisperLoader", {"whisper_name": "whisper_base.safetensors"}, "AvatarWhisperLoader",
