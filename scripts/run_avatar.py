@@ -152,6 +152,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         src = getattr(args, key)
         if src is not None and not src.is_file():
             ap.error(f"--{key} {src}: no such file")
+    if not (WORKFLOWS / f"{args.workflow}.json").is_file():
+        names = sorted(p.stem for p in WORKFLOWS.glob("*.json"))
+        ap.error(f"--workflow {args.workflow!r}: no such example workflow; choose one of {names}")
     try:  # the sampler node's specs: refused here, before ComfyUI starts, not after the models load
         for flag, spec, key in (("--steps", STEPS, "steps"), ("--image-size", VIDEO_SIZE, "image_size")):
             if getattr(args, key) is not None:

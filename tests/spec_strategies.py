@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from avatar_core.specs import concepts
 from avatar_core.specs.audio import Waveform
 from avatar_core.specs.fields import Choice, Flag, Instance, Int, Items, Maybe, Number, SampleRate, Spec, Text, _same
-from avatar_core.specs.tensors import MAX_PIXELS, TOLERANCE, Image, Mask, Tensor
+from avatar_core.specs.tensors import MAX_PIXELS, TOLERANCE, Device, Image, Mask, Tensor
 
 NAN, INF = float("nan"), float("inf")
 FINITE = dict(allow_nan=False, allow_infinity=False)
@@ -40,8 +40,6 @@ def _validator_key(spec: Text) -> Any:
     for key in TEXT_BAD:
         if key is fn:
             return key
-    if fn is not None and fn.__name__ == "_device_problem":
-        return "device"
     raise Unknown(f"no bad/good examples for the Text validator {fn!r}")
 
 
@@ -144,7 +142,7 @@ def invalid(spec: Spec, like: Any = None) -> st.SearchStrategy:
             parts.append(st.just("x" * (spec.max_len + 1)))
         if spec.validate is not None:
             key = _validator_key(spec)
-            parts.append(st.sampled_from(["gpu9", "cuda:x", "tpu"] if key == "device" else TEXT_BAD[key]))
+            parts.append(st.sampled_from(TEXT_BAD[key]))
         return st.one_of(parts)
     if isinstance(spec, Items):
         parts = [st.integers(), st.text(max_size=3), st.none()]
@@ -163,6 +161,9 @@ def invalid(spec: Spec, like: Any = None) -> st.SearchStrategy:
             lambda v: not isinstance(v, spec.types))
     if isinstance(spec, Waveform):
         return _waveform_invalid()
+    if isinstance(spec, Device):
+        no_gpu = [] if torch.cuda.is_available() else ["cuda", torch.device("cuda", 0)]
+        return st.sampled_from(["gpu9", "cuda:x", "", 3, None, *no_gpu, f"cuda:{torch.cuda.device_count()}"])
     if isinstance(spec, Image):
         return _image_invalid(spec, like)
     if isinstance(spec, Mask):
@@ -200,7 +201,7 @@ def valid(spec: Spec, like: Any = None) -> st.SearchStrategy:
     if isinstance(spec, Text):
         if spec.validate is not None:
             key = _validator_key(spec)
-            return st.sampled_from(["cpu"] if key == "device" else TEXT_GOOD[key])
+            return st.sampled_from(TEXT_GOOD[key])
         text = st.text(min_size=1 if spec.nonempty else 0, max_size=min(spec.max_len or 20, 20))
         return text.filter(lambda t: t.strip()) if spec.nonempty else text
     if isinstance(spec, Items):
@@ -208,6 +209,8 @@ def valid(spec: Spec, like: Any = None) -> st.SearchStrategy:
         return st.lists(inner, min_size=spec.lo, max_size=max(spec.lo, min(spec.hi or 4, 4)))
     if isinstance(spec, Instance):
         return st.just(like)
+    if isinstance(spec, Device):
+        return st.sampled_from(["cpu", torch.device("cpu"), "cpu:0"])
     if isinstance(spec, Waveform):
         return st.sampled_from([torch.full((16000,), 0.5), torch.full((1, 2, 16000), -1.0),
                                 torch.full((16000,), 300, dtype=torch.int16), np.full(16000, 0.25, np.float32)])

@@ -232,6 +232,7 @@ def test_train_cli_refuses_bad_settings_with_usage_not_a_traceback(tmp_path: Pat
 @pytest.mark.parametrize("argv,message", [
     (["--steps", "0"], "--steps: 0 is out of range"),
     (["--image-size", "700"], "--image-size: 700 is not a multiple of 64"),
+    (["--workflow", "avatar_singel_portrait"], "--workflow 'avatar_singel_portrait': no such example workflow"),
 ])
 def test_run_avatar_refuses_bad_numbers_before_starting_comfyui(argv: list[str], message: str) -> None:
     run = subprocess.run([sys.executable, str(REPO / "scripts" / "run_avatar.py"), "--smoke", *argv],

@@ -21,7 +21,7 @@ from ..errors import InputError
 from ..specs import conditioning as spec
 from ..specs.concepts import FLOW_SHIFT, SEED, STEPS
 from ..specs.fields import Choice, Flag, Instance, Items, Maybe, checked, declared
-from ..specs.tensors import Tensor
+from ..specs.tensors import DEVICE, Tensor
 from ..validation import check_step_latents
 from .calls import ModelCall
 from .deepcache import DeepCacheConfig, FrameTokenCache, cached_steps
@@ -115,7 +115,7 @@ class AvatarConditioning:
           windows=Instance(WindowConfig, fix="Give a WindowConfig (official 33 / 10)."),
           window_dtype=Maybe(Choice((torch.bfloat16, torch.float16, torch.float32),
                                     fix="The official loop rounds to torch.bfloat16; None keeps float32.")),
-          cache_device=Maybe(Instance((torch.device, str), fix="Give a torch.device (e.g. 'cpu') or None.")),
+          cache_device=Maybe(DEVICE),
           split_cfg=Flag(), step_cache=Maybe(Instance(StepCacheConfig, fix="Give a StepCacheConfig or None (off).")),
           solver=Choice(SOLVERS, fix="euler is the official solver."))
 @dataclass

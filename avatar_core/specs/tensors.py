@@ -170,6 +170,26 @@ class Mask(Spec):
         return value
 
 
+@dataclass(frozen=True)
+class Device(Spec):
+    """A torch device (or its name): one this process can use, so a typo or a missing GPU stops the run now,
+    not when the first tensor is moved there. Returned unchanged."""
+
+    def check(self, name: str, value: Any, hint: str = "") -> Any:
+        if not isinstance(value, (str, torch.device)):
+            raise self.fail(name, f"expected a device such as 'cpu' or 'cuda', got {type(value).__name__}", hint)
+        try:
+            device = torch.device(value)
+        except (RuntimeError, ValueError):
+            raise self.fail(name, f"{value!r} is not a device name", hint) from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise self.fail(name, f"{value!r}: no CUDA GPU is visible to this process", hint)
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise self.fail(name, f"{value!r}: this machine has {torch.cuda.device_count()} CUDA device(s)", hint)
+        return value
+
+
+DEVICE = Device(fix="Use cpu, cuda or cuda:N.")
 IMAGE = Image(fix="Connect an IMAGE (e.g. Load Image).")  # a ComfyUI IMAGE batch (nodes use its first image)
 ONE_IMAGE = Image(batch=False, arrays=True, min_side=16, fix="Give one RGB image (ComfyUI IMAGE or uint8 [H, W, 3]).")
 MASK = Mask(fix="Connect a MASK drawn on the reference image (white = the character's face region).")

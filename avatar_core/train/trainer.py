@@ -45,6 +45,7 @@ from ..specs.concepts import (
     WEIGHT_DECAY,
 )
 from ..specs.fields import Choice, Flag, Maybe, Rule, Text, check_fields, declared
+from ..specs.tensors import DEVICE
 from .adapters import add_lora, attach_new_aem, enable_gradient_checkpointing, lora_state_dict
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .data import ClipFolder
@@ -53,16 +54,6 @@ from .samples import write_sample
 
 log = logging.getLogger(__name__)
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-
-
-def _device_problem(name: str) -> str:
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        return f"{name!r} is not a device name"
-    if device.type == "cuda" and not torch.cuda.is_available():
-        return "no CUDA GPU is visible to this process"
-    return ""
 
 
 def _one_base(cfg: TrainConfig) -> str:
@@ -85,7 +76,7 @@ def _something(cfg: TrainConfig) -> str:
     dtype=Choice(DTYPES, fix="The base weights' dtype: bf16 on a GPU, fp32 on a CPU."),
     gradient_checkpointing=Flag(), attention=ATTENTION, seed=SEED, save_every=EVERY, sample_every=EVERY_OR_OFF,
     sample_steps=STEPS, resume=Maybe(Text(nonempty=True, paths=True, fix="'latest' or a checkpoint folder.")),
-    device=Text(validate=_device_problem, fix="Use cpu, cuda or cuda:N."), progress=Flag())
+    device=DEVICE, progress=Flag())
 @dataclass
 class TrainConfig:
     """Every setting of a training run, checked when made (specs above): a bad value stops before any work."""
