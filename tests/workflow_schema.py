@@ -8,6 +8,8 @@ import ast
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from avatar_core.specs import concepts  # the specs node widgets read their ranges from (no torch)
+
 REPO = Path(__file__).resolve().parents[1]
 IO_TYPES = {"Int": "INT", "Float": "FLOAT", "String": "STRING", "Boolean": "BOOLEAN", "Combo": "COMBO",
             "Image": "IMAGE", "Mask": "MASK", "Audio": "AUDIO", "Vae": "VAE", "Clip": "CLIP",
@@ -53,6 +55,8 @@ CONSTS: dict[str, object] = {}  # module-level constants of the file being read 
 def _literal(node):
     if isinstance(node, ast.Name) and node.id in CONSTS:
         return CONSTS[node.id]
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and hasattr(concepts, node.value.id):
+        return getattr(getattr(concepts, node.value.id), node.attr)  # a widget range read from its spec
     try:
         return ast.literal_eval(node)
     except ValueError:

@@ -26,7 +26,7 @@ WINDOW = Int(2, MAX_WINDOW, unit="latent frames", widget=(2, 64),
              fix="Use the official 33 (129 video frames), what the model was trained on.")
 WINDOW_STRIDE = Int(0, MAX_WINDOW - 1, unit="latent frames", widget=(0, 63),
                     fix="Use the official 10: the window grid moves this much per step, less than one window.")
-STEP_CACHE_THRESHOLD = Number(0.0, 10.0, widget=(0.0, 2.0), fix="0 = off; start low (e.g. 0.05).")
+STEP_CACHE_THRESHOLD = Number(0.0, None, widget=(0.0, 2.0), fix="0 = off; start low (e.g. 0.05).")
 STEP_CACHE_SKIPS = Int(0, 1000, fix="Keep 3: a computed call at least every 4 calls.")
 FRACTION = Number(0.0, 1.0, fix="Give a fraction of the steps between 0 and 1.")
 DEEP_CACHE_INTERVAL = Int(1, 1000, unit="steps", fix="The official plan runs one step in 5 fully.")

@@ -232,6 +232,20 @@ class Maybe(Spec):
         return self.inner.describe()
 
 
+def _pack_name(cls: type) -> str:
+    """A class's name inside this package, the same whether it was imported as ``avatar_core`` or as
+    ``<ComfyUI pack folder>.avatar_core`` (a host may hold both copies; distributed/wire.py does the same)."""
+    module = cls.__module__
+    return f"{module.split('avatar_core.', 1)[1]}.{cls.__qualname__}" if "avatar_core." in module else ""
+
+
+def _is_instance(value: Any, types: type | tuple[type, ...]) -> bool:
+    if isinstance(value, types):
+        return True
+    wanted = {_pack_name(t) for t in (types if isinstance(types, tuple) else (types,))} - {""}
+    return bool(wanted) and any(_pack_name(c) in wanted for c in type(value).__mro__)
+
+
 @dataclass(frozen=True)
 class Instance(Spec):
     """An object of one of ``types`` (a nested config, a module, a callable): checked for its type only."""
@@ -240,7 +254,7 @@ class Instance(Spec):
     what: str = ""
 
     def check(self, name: str, value: Any, hint: str = "") -> Any:
-        if not isinstance(value, self.types):
+        if not _is_instance(value, self.types):
             raise self.fail(name, f"expected {self.what or self.types}, got {type(value).__name__}", hint)
         if hasattr(type(value), "__specs__"):  # a declared dataclass: checked again (it may have been changed)
             label = _label(value)
