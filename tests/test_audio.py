@@ -170,16 +170,19 @@ def test_characters_share_the_video_length_and_start_offsets_shift_time():
     ],
 )
 def test_bad_audio_fails_before_any_encoding(waveform, rate, message):
+    stub = _PositionStub()
     with pytest.raises((ValueError, TypeError), match=message):
-        encode_audio(None, waveform, rate)  # type: ignore[arg-type]  # never reaches the encoder
+        encode_audio(stub, waveform, rate)
+    assert stub.calls == 0  # never reached the encoder
 
 
 def test_unsupported_fps_and_late_start_are_refused():
     loud = torch.full((16000,), 0.5)
     with pytest.raises(InputError, match=r"fps: 30 is not one of \[25\.0, 12\.5\].*trained on 25 fps"):
         encode_audio(None, loud, 16000, fps=30)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="after the video ends"):
-        encode_character_audio(None, [CharacterAudio(loud, 16000, 0.0), CharacterAudio(loud, 16000, 5.0)], num_frames=50)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="after the video ends"):  # refused before the encoder runs
+        encode_character_audio(_PositionStub(), [CharacterAudio(loud, 16000, 0.0), CharacterAudio(loud, 16000, 5.0)],
+                               num_frames=50)
     with pytest.raises(InputError, match="characters: has 0 items.*one audio clip per character"):
         encode_character_audio(None, [])  # type: ignore[arg-type]
 

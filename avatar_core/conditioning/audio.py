@@ -25,6 +25,8 @@ WINDOW = 10  # Whisper positions per video frame
 LEAD_ZEROS = 4  # zero positions prepended before windowing
 POSITIONS_PER_SECOND = 50
 SUPPORTED_FPS = VIDEO_FPS.values()
+_ENCODER = Instance(torch.nn.Module, what="a Whisper encoder (torch.nn.Module)",
+                    fix="Load whisper-tiny with load_whisper_encoder (in ComfyUI: Load Whisper (Avatar audio)).")
 
 
 @declared(waveform=WAVEFORM, sample_rate=SAMPLE_RATE, start_s=START_OFFSET,
@@ -113,7 +115,7 @@ def _video_frames(prepared: list[tuple[torch.Tensor, int]], labels: list[str], s
 @checked(characters=Items(Instance(CharacterAudio, what="a CharacterAudio",
                                    fix="Give CharacterAudio(waveform, sample_rate, start_s)."),
                           lo=1, hi=CHARACTERS.hi, fix="Connect one audio clip per character."),
-         fps=VIDEO_FPS, num_frames=Maybe(FRAME_COUNT))
+         fps=VIDEO_FPS, num_frames=Maybe(FRAME_COUNT), encoder=_ENCODER)
 def encode_character_audio(
     encoder: torch.nn.Module,
     characters: Sequence[CharacterAudio],
@@ -150,7 +152,7 @@ def encode_character_audio(
     return frame_windows(buffer[0], fps, num_frames)  # [N, F, 10, 5, 384]
 
 
-@checked(waveform=WAVEFORM, sample_rate=SAMPLE_RATE, fps=VIDEO_FPS, num_frames=Maybe(FRAME_COUNT))
+@checked(waveform=WAVEFORM, sample_rate=SAMPLE_RATE, fps=VIDEO_FPS, num_frames=Maybe(FRAME_COUNT), encoder=_ENCODER)
 def encode_audio(
     encoder: torch.nn.Module,
     waveform: torch.Tensor,

@@ -14,7 +14,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..specs.concepts import CHARACTERS, FACE_SCALE
-from ..specs.fields import Choice, Int, Items, Maybe, checked
+from ..specs.fields import Choice, Instance, Int, Items, Maybe, checked
 from ..specs.tensors import MASK, ONE_IMAGE
 from ..weight_files import INSIGHTFACE, WeightFileNotFound, check_format, describe, refuse, sniff
 
@@ -49,6 +49,7 @@ class FaceBox:
         return (self.x1 + self.x2) / 2
 
 
+@runtime_checkable
 class FaceDetector(Protocol):
     """Anything that finds faces in an RGB uint8 image [H, W, 3]."""
 
@@ -189,7 +190,9 @@ def _no_face_error(missing: int, num_characters: int, found: int, height: int, w
 @checked(image=ONE_IMAGE, num_characters=CHARACTERS, area=FACE_SCALE,
          user_masks=Maybe(Items(Maybe(MASK), fix="Give one MASK (or None) per character.")),
          latent_size=Maybe(Items(Int(1, 4096, unit="latents"), lo=2, hi=2, fix="Give (height, width) in latents.")),
-         overlap=Choice(("nearest", "sum"), fix="nearest: each spot to one character; sum: both audios drive it."))
+         overlap=Choice(("nearest", "sum"), fix="nearest: each spot to one character; sum: both audios drive it."),
+         detector=Maybe(Instance(FaceDetector, what="a face detector (an object with detect(image))",
+                                 fix="Load one (detface.pt or InsightFace), or give a MASK per character.")))
 def character_masks(
     image: torch.Tensor | np.ndarray,
     num_characters: int = 1,
