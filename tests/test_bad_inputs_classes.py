@@ -172,18 +172,23 @@ def test_bad_input_is_refused_clearly(case: str, call: Any, message: str) -> Non
 
 
 @pytest.mark.parametrize("damage,message", [
-    ("nan", r"clip001\.safetensors: latents: 1 of \d+ values are NaN or inf"),
+    ("nan", r"clip001\.safetensors: weight latents holds NaN/inf values"),  # weight_files' check of the file
     ("mask 0..255", r"clip001\.safetensors: face_mask: mask values must be in 0\.\.1.*divide by 255"),
     ("fps 0", r"clip001\.safetensors: fps: got 0\.0; values must be > 0"),
-    ("no emotion", r"clip001\.safetensors: train_aem needs every clip to hold an `emotion` latent"),
+    ("one without emotion", r"clips: 1 clips have an emotion latent and 1 do not"),
+    ("none with emotion", r"clips: train_aem needs clips with an `emotion` latent; clip000\.safetensors has none"),
     ("text size", r"clip001\.safetensors: text / pooled / audio sizes .* do not match the model's"),
+    ("first clip 1 frame, sampled", r"clip000\.safetensors: latent frames \(the clip that sample_every samples\): "
+                                    r"1 is out of range"),
 ])
 def test_a_bad_clip_anywhere_in_the_dataset_stops_training_before_step_1(tmp_path: Path, damage: str,
                                                                            message: str) -> None:
     """The SECOND clip is bad: found by the check of every clip before the first step, not when drawn."""
     cfg = AvatarConfig.tiny()
-    data = write_synthetic_folder(tmp_path / "clips", cfg, clips=1, emotion=True)
-    clip = synthetic_clip(cfg, 3, 4, 6, seed=1, emotion=damage != "no emotion", text_len=8)
+    emotion = damage != "none with emotion"
+    data = write_synthetic_folder(tmp_path / "clips", cfg, clips=1, emotion=emotion,
+                                  frames=1 if damage.startswith("first clip") else 3)
+    clip = synthetic_clip(cfg, 3, 4, 6, seed=1, emotion=emotion and damage != "one without emotion", text_len=8)
     if damage == "nan":
         clip.latents[0, 0, 0, 0] = NAN
     elif damage == "mask 0..255":
@@ -191,12 +196,13 @@ def test_a_bad_clip_anywhere_in_the_dataset_stops_training_before_step_1(tmp_pat
     elif damage == "fps 0":
         clip.fps = torch.tensor(0.0)
     elif damage == "text size":
-        clip = synthetic_clip(AvatarConfig.tiny().__class__(**{**vars(cfg), "text_dim": cfg.text_dim + 1}), 3, 4, 6)
+        clip = synthetic_clip(AvatarConfig(**{**vars(cfg), "text_dim": cfg.text_dim + 1}), 3, 4, 6, emotion=True)
     from safetensors.torch import save_file
     tensors = {k: v.contiguous() for k, v in vars(clip).items() if isinstance(v, torch.Tensor)}
     save_file(tensors, str(data / "clip001.safetensors"), metadata={"format": "hyavatar-train-clip", "version": "1"})
     config = TrainConfig(data=str(data), output=str(tmp_path / "run"), random_model="tiny", dtype="fp32", device="cpu",
-                         steps=5, progress=False, train_aem=damage == "no emotion")
+                         steps=5, progress=False, train_aem=damage.endswith("emotion"),
+                         sample_every=2 if damage.startswith("first clip") else 0)
     model = Never()
     model.cfg = cfg
     with pytest.raises(InputError, match=message):
