@@ -314,7 +314,6 @@ def _prepare_noise(noise: torch.Tensor | None, plan: ClipPlan, cond: AvatarCondi
     if noise.dim() != 5 or noise.shape[2] < plan.ring_frames or noise.shape[:2] + noise.shape[3:] != want[:2] + want[3:]:
         raise InputError(f"noise must be {list(want)} (or longer in time), got {tuple(noise.shape)}; leave noise "
                          "None for the seeded draw.")
-
     return noise[:, :, : plan.ring_frames].to(device=ref.device, dtype=torch.float32)
 
 
