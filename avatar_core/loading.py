@@ -16,7 +16,7 @@ from .checkpoint_checks import fp8_scales_missing, strip_comfy_prefix
 from .config import AvatarConfig
 from .model import AvatarTransformer
 from .model.fp8 import FP8, FP8FastLinears, FP8Linears
-from .model.linear import Linears, Operations, block_linear_names
+from .model.linear import Linears, Operations, stored_linear_names
 from .weight_files import (
     EMOTION,
     FP8_MAP,
@@ -151,7 +151,7 @@ def _convert(model, sd, scales, operations: Operations, dtype, device) -> dict[s
     """The file's tensors in the model's layout: the block linears in the family's storage (kept when the file
     already holds that storage, else dequantised and quantised), the rest in `dtype` (fp32 where official)."""
     storage = operations.storage
-    stored = {n + ".weight" for n in block_linear_names(model)} if storage.dtype is not None else set()
+    stored = {n + ".weight" for n in stored_linear_names(model)}
     out: dict[str, torch.Tensor] = {}
     for k, v in sd.items():
         mod = k.rsplit(".", 1)[0]

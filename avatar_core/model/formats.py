@@ -9,7 +9,7 @@ Adding a format is one entry in `WEIGHT_FORMATS` (with its `Storage` record, her
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -34,12 +34,18 @@ class WeightFormat:
 
 FP8 = WeightFormat(torch.bfloat16, FP8Linears)
 FP8_FAST = WeightFormat(torch.bfloat16, FP8FastLinears)
+# The fast preset keeps the modulation linears in bf16: on the 13B model (random weights, H100, 704x704, one
+# window) they alone made 8.3e-2 of its 1.27e-1 distance to the official forward, and keeping them costs no time
+# (9.68 vs 9.67 s per step; a batch of 2 rows) for +3.2 GiB of weights (bench/results/2026-12-07_h100_frontier).
+MODULATION = r"(_mod|modulation)\.linear$"
+FAST = WeightFormat(torch.bfloat16, replace(FP8FastLinears, plain=MODULATION))
 
 WEIGHT_FORMATS: dict[str, WeightFormat] = {
     "bf16": WeightFormat(torch.bfloat16), "fp16": WeightFormat(torch.float16), "fp32": WeightFormat(torch.float32),
     "fp8_e4m3fn": FP8,                  # official fp8 scheme: e4m3 + per-tensor scale, dequantised per call
     "fp8_e4m3fn_fast": FP8_FAST,        # the same weights, fp8 tensor-core matmuls (Ada / Hopper)
-    "fast": FP8_FAST,                   # the fast preset: fp8_e4m3fn_fast + fp8 attention (runner.FAST_ATTENTION)
+    "fast": FAST,                       # the fast preset: fp8_e4m3fn_fast but modulation in bf16 + fp8 attention
+                                        # (runner.FAST_ATTENTION)
 }
 
 __all__ = ["WEIGHT_FORMATS", "Family", "Storage", "WeightFormat"]

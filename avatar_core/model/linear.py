@@ -19,6 +19,7 @@ with a scale; `model/formats.py` lists the formats) and is the only code that to
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -279,12 +280,18 @@ class Operations(Protocol):
 
     def Linear(self, in_features: int, out_features: int, bias: bool = True) -> nn.Module: ...  # noqa: N802
 
+    def keeps_plain(self, name: str) -> bool: ...
+
 
 class Linears:
     """The plain family (bf16 / fp16 / fp32 weights)."""
 
     storage = PLAIN
     Linear = Linear
+
+    @staticmethod
+    def keeps_plain(name: str) -> bool:
+        return False  # every member is plain already
 
 
 @dataclass(frozen=True)
@@ -294,9 +301,15 @@ class Family:
     storage: Storage
     fast: bool = False
     member: type[StoredLinear] = StoredLinear   # a named subclass reads better in a model print (fp8.FP8Linear)
+    # Block linears kept in the compute dtype (plain), by name (re.search), e.g. the modulation layers: their
+    # few rows cost no time in any storage, and their error scales every token (bench/fp8_frontier.py).
+    plain: str = ""
 
     def Linear(self, in_features: int, out_features: int, bias: bool = True, device=None) -> StoredLinear:  # noqa: N802
         return self.member(in_features, out_features, bias, device, storage=self.storage, fast=self.fast)
+
+    def keeps_plain(self, name: str) -> bool:
+        return bool(self.plain) and re.search(self.plain, name) is not None
 
 
 def members(model: nn.Module) -> dict[str, WeightOwner]:
@@ -310,10 +323,29 @@ def block_linear_names(model: nn.Module) -> list[str]:
             if isinstance(m, WeightOwner) and ("double_blocks" in n or "single_blocks" in n)]
 
 
+def stored_linear_names(model: nn.Module) -> list[str]:
+    """The members whose weight is in a storage of its own (quantised), as the model was built."""
+    return [n for n, m in members(model).items() if m.storage.dtype is not None]
+
+
+def keep_plain_(model: nn.Module, operations: Operations) -> nn.Module:
+    """Rebuild the block linears `operations` keeps plain as plain members (same device, no data: at build time)."""
+    for name in block_linear_names(model):
+        old = model.get_submodule(name)
+        if operations.keeps_plain(name) and old.storage is not PLAIN:
+            parent_name, _, child = name.rpartition(".")
+            device = old.weight.device
+            setattr(model.get_submodule(parent_name), child,
+                    Linear(old.in_features, old.out_features, bias=old.bias is not None, device=device))
+    return model
+
+
 def store_blocks_(model: nn.Module, operations: Family, names: list[str] | None = None) -> nn.Module:
     """Rebuild the block linears (or the linears `names`) of a loaded model in `operations`' storage, in place,
-    one layer at a time (a load-time conversion; `loading.load_transformer` builds the family directly)."""
-    for name in block_linear_names(model) if names is None else names:
+    one layer at a time (a load-time conversion; `loading.load_transformer` builds the family directly); the
+    linears the family keeps plain stay as they are."""
+    chosen = block_linear_names(model) if names is None else names
+    for name in [n for n in chosen if not operations.keeps_plain(n)]:
         parent_name, _, child = name.rpartition(".")
         parent, old = model.get_submodule(parent_name), model.get_submodule(name)
         new = operations.Linear(old.in_features, old.out_features, bias=False, device="meta")

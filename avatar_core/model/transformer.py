@@ -26,7 +26,7 @@ from .blocks import AttnContext, DoubleStreamBlock, SingleStreamBlock
 from .compile import is_compiled
 from .emotion import AudioEmotionModule
 from .layers import FinalLayer, MLPEmbedder, PatchEmbed, TimestepEmbedder
-from .linear import Linear, Linears, Operations
+from .linear import Linear, Linears, Operations, keep_plain_
 from .options import RunOptions
 from .rope import avatar_rope
 from .token_refiner import SingleTokenRefiner
@@ -93,6 +93,7 @@ class AvatarTransformer(nn.Module):
                                                               operations) for _ in range(cfg.depth_double)])
         self.single_blocks = nn.ModuleList(
             [SingleStreamBlock(D, cfg.num_heads, cfg.mlp_hidden, operations) for _ in range(cfg.depth_single)])
+        keep_plain_(self, operations)  # the block linears the family keeps in the compute dtype (e.g. modulation)
         self.final_layer = FinalLayer(D, pt * ph * pw * cfg.out_channels)
         self.audio_proj = AudioProjection(cfg.audio_in_dim, cfg.audio_proj_dim, cfg.audio_tokens_per_frame, D)
         self.motion_exp = TimestepEmbedder(D // cfg.motion_dims)
