@@ -188,5 +188,9 @@ def test_a_bad_loader_input_is_named() -> None:
 def test_the_fast_preset_is_fp8_matmuls_plus_fp8_attention() -> None:
     from avatar_core.model.attention import resolve_backend
     from avatar_core.runner import WEIGHT_FORMATS
-    assert WEIGHT_FORMATS["fast"] == WEIGHT_FORMATS["fp8_e4m3fn_fast"]
+    fast, fp8 = WEIGHT_FORMATS["fast"], WEIGHT_FORMATS["fp8_e4m3fn_fast"]
+    # fp8_e4m3fn_fast's storage and matmul, but the modulation linears kept in bf16 (tests/test_fast_format.py)
+    assert (fast.compute, fast.storage, fast.operations.fast) == (fp8.compute, fp8.storage, fp8.operations.fast)
+    assert fast.operations.keeps_plain("double_blocks.0.img_mod.linear") and not fp8.operations.keeps_plain(
+        "double_blocks.0.img_mod.linear")
     assert LoadSpec(path="x", weight_format="fast", attention="sdpa").run_options().attention == resolve_backend("fa3_fp8")
