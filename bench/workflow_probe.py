@@ -120,8 +120,9 @@ class DevicePeak:
 class NodeProbe:
     """Times every node ComfyUI executes (not the ones it takes from its cache), with memory and progress."""
 
-    def __init__(self):
+    def __init__(self, on_row: Callable[[dict], None] | None = None):
         import execution
+        self.on_row = on_row  # called with each node's row as soon as the node ends (a killed run keeps its rows)
         self.rows: list[dict] = []
         self.current: dict | None = None
         self.run = None
@@ -171,6 +172,8 @@ class NodeProbe:
         if used is not None:
             row["device_used_peak_gib"] = round(used / GIB, 2)
         self.rows.append(row)
+        if self.on_row is not None:
+            self.on_row(row)
 
     def progress(self, node_id, value, total) -> None:
         """ComfyUI's progress-bar hook: one entry per update, seconds since the node started."""

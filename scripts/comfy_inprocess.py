@@ -86,6 +86,9 @@ def load_nodes(custom_nodes: bool = True) -> list[str]:
     import comfy.model_management as mm
 
     import nodes
+    import server
+    if getattr(server.PromptServer, "instance", None) is None:  # node modules that register things with the server
+        server.PromptServer.instance = StubServer()
     failed = asyncio.run(nodes.init_extra_nodes(init_custom_nodes=custom_nodes, init_api_nodes=False))
     mm.set_cudnn_benchmark()  # main.py: cuDNN autotuning only with --fast autotune
     return list(failed or [])
@@ -98,6 +101,11 @@ class StubServer:
     last_node_id = None
     last_prompt_id = None
     sockets_metadata: dict = {}
+
+    class node_replace_manager:  # noqa: N801 (ComfyUI's attribute name): node replacements need a browser
+        @staticmethod
+        def register(*args, **kwargs) -> None:
+            pass
 
     def send_sync(self, event, data, sid=None) -> None:
         pass
