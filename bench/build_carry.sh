@@ -11,7 +11,8 @@
 #                        paths remain; they serve ComfyUI's quantised fp8/int8 models, which these workflows do not
 #                        load), SQLAlchemy, alembic, Mako, torchsde, trampoline, simpleeval, blake3, pydantic (+ core,
 #                        settings, dotenv, annotated-types, typing-inspection), soxr; and FlashAttention-3
-#                        (tokenspeed-fa3, Hopper kernels) for the fast preset
+#                        (tokenspeed-fa3, Hopper kernels) for the fast preset; SQLAlchemy without its optional
+#                        Cython modules
 # Prints the sizes; the whole working tree that travels must stay under 64 MiB. Takes ~10 min on 2 cores (xz).
 # An archive already in DEST is kept (delete it to rebuild it).
 set -euo pipefail
@@ -50,6 +51,7 @@ for w in "$WORK"/wheels/*.whl; do
     esac
 done
 rm -f "$WORK"/site/comfy_kitchen/backends/cuda/_C*.so "$WORK"/site/comfy_kitchen/backends/hip/_C*.so
+rm -f "$WORK"/site/sqlalchemy/*/_*_cy.cpython-*.so  # SQLAlchemy's optional Cython speed-ups (pure Python remains)
 TOK="$WORK/comfy/comfy/text_encoders/llama_tokenizer/tokenizer.json"
 if [ ! -f "$TOK" ]; then
     cp "$(find "$WORK/tok" -name tokenizer.json | head -1)" "$TOK"
@@ -71,6 +73,7 @@ PYEOF
 fi
 
 [ -f "$DEST/comfyui.tar.xz" ] || tar -C "$WORK/comfy" -cf - . | xz -6 -T0 > "$DEST/comfyui.tar.xz"
-[ -f "$DEST/site.tar.xz" ] || tar -C "$WORK/site" -cf - . | xz -6 -T0 > "$DEST/site.tar.xz"
+# -9: FlashAttention-3's 300 MB library needs xz's 64 MiB dictionary to shrink to ~23 MB (-6: ~30 MB)
+[ -f "$DEST/site.tar.xz" ] || tar -C "$WORK/site" -cf - . | xz -9 -T0 > "$DEST/site.tar.xz"
 du -b "$DEST"/*.tar.xz
 echo "total $(du -cb "$DEST"/*.tar.xz | tail -1 | cut -f1) bytes; the repo's tracked files: $(git -C "$REPO" ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) bytes (limit 67108864 together)"

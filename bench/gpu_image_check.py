@@ -27,15 +27,32 @@ HIDDEN = ("comfy_angle", "comfyui_frontend_package", "comfyui_workflow_templates
 PREFIXES = ("comfyui_workflow_templates",)
 
 SITECUSTOMIZE = '''
+import importlib.util
 import sys
 HIDDEN, PREFIXES = {hidden!r}, {prefixes!r}
-class _Hide:
+
+
+def _hidden(name):
+    top = name.split(".")[0]
+    return top in HIDDEN or top.startswith(PREFIXES)
+
+
+class _Hide:  # an import of a hidden package fails as a missing one does
     def find_spec(self, name, path=None, target=None):
-        top = name.split(".")[0]
-        if top in HIDDEN or top.startswith(PREFIXES):
+        if _hidden(name):
             print(f"gpu_image_check: hidden import {{name}}", file=sys.stderr)
             raise ModuleNotFoundError(f"No module named {{name!r}} (hidden: not on the GPU image)", name=name)
         return None
+
+
+_find_spec = importlib.util.find_spec
+
+
+def find_spec(name, package=None):  # "is it installed?" probes (transformers' is_*_available) see it absent
+    return None if _hidden(name) else _find_spec(name, package)
+
+
+importlib.util.find_spec = find_spec
 sys.meta_path.insert(0, _Hide())
 '''
 
