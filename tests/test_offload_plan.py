@@ -53,6 +53,10 @@ def test_in_flight_memory_is_the_largest_streamed_block():
     k = 30  # 20 large + 10 small streamed: 2 large in flight
     budget = whole - (20 * BLOCK + 10 * (BLOCK // 2)) + 2 * BLOCK + EXTRA
     assert choose_offload(RESIDENT, blocks, budget).swap_blocks == k
+    small_first = [BLOCK // 2] * 10 + [BLOCK] * 50  # the largest streamed block is not the first one
+    whole = RESIDENT + sum(small_first)
+    budget = whole - (10 * (BLOCK // 2) + 5 * BLOCK) + 2 * BLOCK + EXTRA  # exactly k = 15 (10 small + 5 large)
+    assert choose_offload(RESIDENT, small_first, budget).swap_blocks == 15
 
 
 def test_model_bytes_split_the_loaded_model():
