@@ -79,7 +79,8 @@ def measure(vae, latent, config: str, label: str) -> dict:
     t = time.perf_counter()
     row = {"config": label, "settings": config}
     try:
-        images, fell_back = decode(vae, latent, config)
+        with torch.inference_mode():  # as ComfyUI's executor runs every node
+            images, fell_back = decode(vae, latent, config)
         sync()
         row.update(s=round(time.perf_counter() - t, 2), frames=int(images.shape[0]), shape=list(images.shape),
                    fell_back_to_tiled=bool(fell_back), finite=bool(torch.isfinite(images).all()))
@@ -115,7 +116,7 @@ def main(argv=None) -> int:
 
 def run_configs(vae, latent, configs: list[str], budget_s: float, report) -> list[dict]:
     """Decode `latent` with each config (plain ones first) until `budget_s` is spent; `report(row)` each row."""
-    start, rows = time.perf_counter(), []
+    start, rows, applied = time.perf_counter(), [], []
     plain = [c for c in configs if c not in GLOBAL]
     for config in plain + [c for c in configs if c in GLOBAL]:
         longest = max((r["s"] for r in rows), default=0.0)  # a config is not started unless it can end in time
@@ -130,8 +131,9 @@ def run_configs(vae, latent, configs: list[str], budget_s: float, report) -> lis
         if best is None:
             continue
         apply_global(vae, config)
+        applied.append(config)  # settings stay on: a later row has every earlier one too
         for attempt in ("first", "second"):
-            rows.append(measure(vae, latent, best["settings"], f"{config} ({attempt}) + {best['config']}"))
+            rows.append(measure(vae, latent, best["settings"], f"{'+'.join(applied)} ({attempt}) on {best['config']}"))
             report(rows[-1])
     return rows
 

@@ -267,7 +267,7 @@ def vae_bench(session: Session, args: argparse.Namespace) -> None:
     vae = nodes.VAELoader().load_vae(VAE)[0]
     frames = args.window or 33  # one window's latent frames (33 = 129 video frames)
     latent = torch.randn(1, 16, frames, size // 8, size // 8, generator=torch.Generator().manual_seed(0))
-    run_configs(vae, latent, args.vae_bench, budget, lambda row: session.emit({"vae_bench": True, **row}))
+    run_configs(vae, latent, args.vae_bench, budget, lambda row: session.emit({"vae_bench": True, "tag": args.tag, **row}))
 
 
 def _has(module: str) -> bool:
