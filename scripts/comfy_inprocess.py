@@ -84,9 +84,9 @@ def load_nodes(custom_nodes: bool = True) -> list[str]:
     API nodes are skipped (a headless render never uses them). Returns the extra-node files that failed to
     import (ComfyUI logs and skips them; a workflow that needs one then fails validation by name)."""
     import comfy.model_management as mm
+    import server
 
     import nodes
-    import server
     if getattr(server.PromptServer, "instance", None) is None:  # node modules that register things with the server
         server.PromptServer.instance = StubServer()
     failed = asyncio.run(nodes.init_extra_nodes(init_custom_nodes=custom_nodes, init_api_nodes=False))
