@@ -12,7 +12,8 @@
 #   fallback  main's cold + new-seed runs only, 1 step (if main ran out of time or failed late)
 #   smoke     the tiny files on the GPU (~1 min): the whole chain (wheels, comfy-aimdo, FA3, ComfyUI, the pack)
 # Every plan stops starting work at ~570 s (device calls end at 600 s). Output: $OUT/env.txt, assets.jsonl,
-# workflow.jsonl (rows: bench/README.md), comfy.log (ComfyUI's and Python's messages), one noise mp4.
+# workflow.jsonl (rows: bench/README.md), comfy.log (ComfyUI's and Python's messages), report.md (the tables of
+# bench/workflow_report.py), one noise mp4 if small enough to come back.
 set -uo pipefail
 PLAN=${1:-main}
 OUT=${OUT:-$PWD/out}
@@ -58,4 +59,5 @@ esac
 MP4=$(find $BASE/output -name '*.mp4' -size -15M 2>/dev/null | head -1)
 [ -n "$MP4" ] && cp "$MP4" "$OUT/" && ls -la "$OUT/$(basename "$MP4")"
 grep -E "Error|Traceback|error" "$OUT/comfy.log" | tail -5
+python3 bench/workflow_report.py "$OUT/workflow.jsonl" > "$OUT/report.md" 2>&1; cat "$OUT/report.md"
 say "done ($PLAN)"
