@@ -182,6 +182,7 @@ def main(argv=None) -> int:
     head = {"setup": True, "device": device, "comfyui_start_s": round(time.perf_counter() - t0, 2),
             "extra_nodes_failed": failed, "cache": runner.cache_type, "card_gib": args.card_gib,
             "memory_fraction": fraction, "fa3": _has("flash_attn_interface"), "torch": torch.__version__,
+            "model_files": str(args.base.resolve()),  # /dev/shm: cold loads read RAM, not a disk
             **state, **settings}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a") as out:
