@@ -265,6 +265,9 @@ def vae_bench(session: Session, args: argparse.Namespace) -> None:
     import nodes
     size = args.image_size or 704
     budget = min(args.vae_budget_s, session.left_s())
+    if budget < 45:  # one 129-frame decode may take ~30 s: not started so close to the deadline
+        session.emit({"vae_bench": True, "tag": args.tag, "config": "all", "skipped": f"{budget:.0f} s left"})
+        return
     vae = nodes.VAELoader().load_vae(VAE)[0]
     frames = args.window or 33  # one window's latent frames (33 = 129 video frames)
     latent = torch.randn(1, 16, frames, size // 8, size // 8, generator=torch.Generator().manual_seed(0))
