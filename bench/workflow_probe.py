@@ -9,7 +9,8 @@ Per node: wall seconds between CUDA synchronisations; torch's peak allocated / r
 node's start); the device's peak used bytes (NVML or cudaMemGetInfo, polled every 20 ms: it also sees memory
 that is not torch's, e.g. comfy-aimdo's, and other processes'); the process's peak resident set (VmHWM after
 /proc/self/clear_refs, else polled); the progress updates the node reported (the sampler reports one per model
-call), with their times; and the sub-stages timed inside it.
+call), with their times; and the sub-stages timed inside it. The resident set includes the pages of memory-mapped
+model files (RssFile, or RssShmem for files in /dev/shm): the rows also give RssAnon, the process's own memory.
 """
 
 from __future__ import annotations
@@ -164,6 +165,8 @@ class NodeProbe:
         row["s"] = round(time.perf_counter() - row.pop("_t0"), 3)
         row["rss_peak_gib"] = round(self.rss.stop() / GIB, 2)
         row["rss_end_gib"] = round(RssPeak._status("VmRSS") / GIB, 2)
+        for part in ("RssAnon", "RssFile", "RssShmem"):  # mmap'd model files count in RSS (file / tmpfs pages)
+            row[f"{part.lower()}_end_gib"] = round(RssPeak._status(part) / GIB, 2)
         used = self.device.stop()
         if torch is not None:
             row.update(peak_alloc_gib=round(torch.cuda.max_memory_allocated() / GIB, 2),
