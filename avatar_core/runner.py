@@ -27,10 +27,11 @@ from .model.options import ATTENTION, LOW_MEMORY_CHUNK_TOKENS, RunOptions
 from .sampling.resume import ResumeConfig
 from .sampling.sampler import AvatarConditioning, SamplerCallbacks, SamplerConfig, SampleResult, sample_avatar
 from .specs.concepts import CHUNK_TOKENS, PATH, SEED, SWAP_BLOCKS
-from .specs.fields import Choice, Flag, Instance, Maybe, Text, declared
+from .specs.fields import Choice, Flag, Instance, Int, Maybe, Text, declared
 
 FAST_ATTENTION = "fa3_fp8"  # the "fast" weight format (model/formats.py) also picks this attention kernel
 OFFLOAD_MODES = ("none", "block_swap", "low_memory")
+AUTO_OFFLOAD = "auto"  # resolved to one of OFFLOAD_MODES once the weights are loaded (offload_plan.py)
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,11 @@ class Runner(Protocol):
                                                    "fp8_e4m3fn takes half the memory."),
           attention=ATTENTION,
           emotion=Maybe(Text(nonempty=True, fix="Give the Audio Emotion Module weights file, or None.")),
-          offload=Choice(OFFLOAD_MODES, fix="none: the whole model on the GPU; low_memory: every block streams."),
-          swap_blocks=SWAP_BLOCKS, chunk_tokens=Maybe(CHUNK_TOKENS), compile=Flag())
+          offload=Choice(OFFLOAD_MODES + (AUTO_OFFLOAD,), fix="none: the whole model on the GPU; low_memory: every "
+                                                              "block streams; auto: the first that fits the GPU."),
+          swap_blocks=SWAP_BLOCKS, chunk_tokens=Maybe(CHUNK_TOKENS), compile=Flag(),
+          vram_budget=Maybe(Int(1, 2**50, unit="bytes", fix="GPU bytes the model may use with offload = auto, or "
+                                                            "None for the device's total.")))
 @dataclass(frozen=True, kw_only=True)
 class RunChoices:
     """The load choices shared by every spec (node inputs of 'Load HunyuanVideo-Avatar Model')."""
@@ -66,8 +70,9 @@ class RunChoices:
     weight_format: str = "bf16"
     attention: str = "auto"
     emotion: str | None = None        # Audio Emotion Module weights file
-    offload: str = "none"
+    offload: str = "none"             # one of OFFLOAD_MODES, or AUTO_OFFLOAD
     swap_blocks: int = 20             # with offload = block_swap: blocks streamed from CPU memory
+    vram_budget: int | None = None    # offload = auto: GPU bytes the model may use (None: the device's total)
     chunk_tokens: int | None = None   # None: the offload mode's default
     compile: bool = False             # per-block torch.compile
 
@@ -83,6 +88,8 @@ class RunChoices:
         load_device: where a model that is not offloaded is put (default `device`; ComfyUI moves it itself)."""
         from .loading import load_emotion_module
         from .model.compile import compile_blocks
+        if self.offload == AUTO_OFFLOAD:  # the weights are loaded (on the CPU): now their size is known
+            return self.resolve_offload(model, device).finish(model, device, load_device)
         if self.emotion:
             load_emotion_module(model, self.emotion)
         swap = None
@@ -96,6 +103,22 @@ class RunChoices:
         info = RunnerInfo(emotion=model.aem is not None, offload=self.offload, weight_format=self.weight_format,
                           attention=options.attention, swapped_blocks=0 if swap is None else len(swap.swapped))
         return LocalRunner(model, options, info, swap)
+
+    def resolve_offload(self, model: AvatarTransformer, device: str | torch.device) -> RunChoices:
+        """offload=auto -> these choices with the plan that fits the budget (none on a CPU device)."""
+        import logging
+
+        from .offload_plan import choose_offload, model_bytes
+        device = torch.device(device)
+        budget = self.vram_budget
+        if budget is None and device.type == "cuda":
+            fraction = getattr(torch.cuda, "get_per_process_memory_fraction", lambda d: 1.0)(device)
+            budget = int(torch.cuda.get_device_properties(device).total_memory * fraction)
+        if budget is None:
+            return replace(self, offload="none")
+        choice = choose_offload(*model_bytes(model), budget_bytes=budget, default_swap=self.swap_blocks)
+        logging.info("Avatar model: offload=auto chose %s: %s", choice.offload, choice.reason)
+        return replace(self, offload=choice.offload, swap_blocks=choice.swap_blocks)
 
 
 @declared(path=PATH)

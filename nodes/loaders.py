@@ -15,13 +15,13 @@ from ..avatar_core.conditioning.detface import DetFaceDetector
 from ..avatar_core.conditioning.faces import InsightFaceDetector
 from ..avatar_core.conditioning.whisper import load_whisper_encoder
 from ..avatar_core.distributed import MODES
-from ..avatar_core.runner import OFFLOAD_MODES, WEIGHT_FORMATS, LoadSpec
+from ..avatar_core.runner import AUTO_OFFLOAD, OFFLOAD_MODES, WEIGHT_FORMATS, LoadSpec
 from ..avatar_core.specs.concepts import DETECTOR_SIZE, GPUS, SWAP_BLOCKS
 from . import availability, distributed, paths
 from .types import AvatarModel, FaceDetector, WhisperEncoder
 
 WEIGHT_DTYPES = tuple(WEIGHT_FORMATS)
-OFFLOAD = OFFLOAD_MODES
+OFFLOAD = OFFLOAD_MODES + (AUTO_OFFLOAD,)
 NO_AEM = "none"
 PROVIDERS = {"CPU": ["CPUExecutionProvider"], "CUDA": ["CUDAExecutionProvider", "CPUExecutionProvider"],
              "ROCm": ["ROCMExecutionProvider", "CPUExecutionProvider"],
@@ -78,7 +78,8 @@ class AvatarModelLoader(io.ComfyNode):
                                tooltip="none: the whole model on the GPU (fastest; ~30 GB peak at 704x704 in bf16). "
                                        "block_swap: the first `swap_blocks` blocks stream from pinned RAM, one ahead "
                                        "on a side stream. low_memory: every block streams and token work is chunked "
-                                       "(7.6 GB peak at 704x704, ~0.5% slower on an H100 with PCIe 5)."),
+                                       "(7.6 GB peak at 704x704, ~0.5% slower on an H100 with PCIe 5). auto: the "
+                                       "first of these that fits this GPU's memory at 704x704 (the log says which)."),
                 io.Int.Input("swap_blocks", default=20, min=SWAP_BLOCKS.ui_min, max=SWAP_BLOCKS.ui_max, step=1,
                              optional=True,
                              tooltip="With offload = block_swap: how many of the 60 blocks live in RAM (each bf16 "
@@ -104,17 +105,29 @@ class AvatarModelLoader(io.ComfyNode):
             aem = folder_paths.get_full_path(paths.EMOTION, emotion_weights)
             if aem is None:
                 raise paths.missing_file_error(paths.EMOTION, emotion_weights, "Audio Emotion Module weights")
+        budget = _vram_budget() if offload == AUTO_OFFLOAD else None
         spec = LoadSpec(path=path, weight_format=weight_dtype, attention=attention, emotion=aem, offload=offload,
-                        swap_blocks=swap_blocks)
+                        swap_blocks=swap_blocks, vram_budget=budget)
         if gpus > 1:  # every worker builds the same spec: each input has its single-GPU effect
             return io.NodeOutput(distributed.load_pooled(spec, gpus, parallel))
         # A swapping model places itself (resident part on the GPU, blocks in pinned RAM); else ComfyUI moves it.
         runner = spec.build(mm.get_torch_device(), load_device=mm.unet_offload_device())
         if runner.info.offload != "none":
-            logging.info("Avatar model: offload=%s, %d of %d blocks streamed from RAM", offload,
+            logging.info("Avatar model: offload=%s, %d of %d blocks streamed from RAM", runner.info.offload,
                          runner.info.swapped_blocks, runner.diffusion_model.cfg.depth_double
                          + runner.diffusion_model.cfg.depth_single)
         return io.NodeOutput(_patcher(runner, swapping=runner.info.offload != "none"))
+
+
+def _vram_budget() -> int | None:
+    """GPU bytes the model may use for offload=auto: ComfyUI's view of the card (its --reserve-vram taken off),
+    within torch's per-process memory fraction. None on a CPU device (nothing to plan)."""
+    device = mm.get_torch_device()
+    if device.type != "cuda":
+        return None
+    budget = mm.get_total_memory(device) - mm.extra_reserved_memory()
+    fraction = getattr(torch.cuda, "get_per_process_memory_fraction", lambda d: 1.0)(device)
+    return int(min(budget, torch.cuda.get_device_properties(device).total_memory * fraction))
 
 
 def _whisper_choices() -> list[str]:

@@ -43,11 +43,13 @@ from ..avatar_core.specs.tensors import IMAGE, MASK
 from .convert import MOTION_EXP, MOTION_POSE, image_to_frames, motion_tensor, official_size, resize_masks
 from .lora import apply_attached_loras
 from .memory import does_not_fit, out_of_memory
+from .reference_cache import ReferenceCache
 from .resume import resume_config
 from .types import AudioFeatures, AvatarModel, CharacterMasks, Emotion, LongVideo, Resume
 
 LATENT = comfy.latent_formats.HunyuanVideo()
 SWAP_HEADROOM_BYTES = 12 * 2**30  # low-memory peak at 704x704 is 7.6 GiB; more for larger frames
+REFERENCE = ReferenceCache()  # a rerun with the same image, VAE and size skips the reference encode (129 frames)
 
 
 class AvatarLongVideo(io.ComfyNode):
@@ -163,7 +165,8 @@ class AvatarSampler(io.ComfyNode):
             raise InputError(f"{feats.shape[0]} audio tracks but {masks.shape[0]} character masks: give one mask per "
                              "audio (Avatar Character Masks, 'characters' input).")
         device = mm.get_torch_device()
-        ref = _reference_latents(image, vae, w, h, windows.audio_rows)                      # [1, 16, window, h/8, w/8]
+        ref = REFERENCE.get(image[:1], vae, (w, h, windows.audio_rows),                   # [1, 16, window, h/8, w/8]
+                            lambda: _reference_latents(image, vae, w, h, windows.audio_rows))
         runner: Runner = model.model  # the loader's runner (one process, or a pool of GPU workers) in its patcher
         warning = emotion_warning(runner.info.emotion, emotion is not None)
         if warning:

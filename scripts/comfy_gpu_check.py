@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+from comfy_inprocess import start_comfy  # noqa: E402  (ComfyUI's startup, shared with bench/workflow_gpu.py)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -50,49 +52,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def start_comfy(comfyui: Path, base: Path, dynamic: bool, cpu: bool = False) -> dict:
-    """ComfyUI's startup up to the first node, in main.py's order. Returns what was enabled."""
-    sys.path.insert(0, str(comfyui))
-    argv, sys.argv = sys.argv, [sys.argv[0], "--base-directory", str(base)] + ([] if dynamic else ["--disable-dynamic-vram"]) + (["--cpu"] if cpu else [])
-    import comfy.options
-    comfy.options.enable_args_parsing()
-    from comfy.cli_args import args, enables_dynamic_vram
-    sys.argv = argv
-    state = {"dynamic_vram": False, "aimdo": None}
-    try:
-        import comfy_aimdo.control
-    except ImportError:
-        comfy_aimdo = None
-    if comfy_aimdo is not None and enables_dynamic_vram():  # before torch initialises CUDA, as main.py does
-        for kwargs in ({"simple_vram_headroom": None, "nvml_pressure": not args.disable_nvml_pressure},
-                       {"simple_vram_headroom": None}, {}):
-            try:
-                comfy_aimdo.control.init(**kwargs)
-                break
-            except TypeError:
-                continue
-    import comfy.memory_management
-    import comfy.model_management as mm
-    import comfy.model_patcher
-    if comfy_aimdo is not None and enables_dynamic_vram() and mm.is_nvidia():
-        devices = list(mm.get_all_torch_devices())
-        try:
-            ok = comfy_aimdo.control.init_devices((d.index, int(args.vram_headroom * 1024 ** 3)) for d in devices)
-        except TypeError:
-            ok = comfy_aimdo.control.init_devices(d.index for d in devices)
-        if ok:
-            comfy.model_patcher.CoreModelPatcher = comfy.model_patcher.ModelPatcherDynamic
-            comfy.memory_management.aimdo_enabled = True
-            state["dynamic_vram"] = True
-    if comfy_aimdo is not None:
-        from importlib.metadata import PackageNotFoundError, version
-        try:
-            state["aimdo"] = version("comfy-aimdo")
-        except PackageNotFoundError:
-            state["aimdo"] = "unknown"
-    return state
-
-
 def write_13b(path: Path, loading, config) -> None:
     import torch
 
@@ -112,11 +71,10 @@ def main(argv=None) -> int:
     import comfy.model_management as mm
     import comfy.sd
     import numpy as np
+    import smoke_assets
     import torch
     from PIL import Image
     from safetensors.torch import load_file
-    sys.path.insert(0, str(REPO / "scripts"))
-    import smoke_assets
     imp = smoke_assets._pack()
     paths = imp("hyavatar_pack.nodes.paths")
     paths.register_folders()

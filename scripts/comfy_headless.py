@@ -12,16 +12,14 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PACK_DIR_NAME = "ComfyUI-HunyuanVideo-Avatar"
+sys.path.insert(0, str(REPO / "scripts"))
+from comfy_inprocess import PACK_DIR_NAME  # noqa: E402,F401  (one name for the pack's folder)
+from comfy_inprocess import prepare_base as _prepare  # noqa: E402
 
 
 def prepare_base(base: Path) -> None:
     """A ComfyUI base directory whose custom_nodes holds this repo (as a link)."""
-    for sub in ("custom_nodes", "models", "input", "output", "user"):
-        (base / sub).mkdir(parents=True, exist_ok=True)
-    link = base / "custom_nodes" / PACK_DIR_NAME
-    if not link.exists():
-        link.symlink_to(REPO, target_is_directory=True)
+    _prepare(base, REPO)
 
 
 def write_smoke_assets(base: Path, comfyui: str) -> dict:
