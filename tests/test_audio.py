@@ -118,7 +118,7 @@ class _PositionStub(torch.nn.Module):
 def test_audio_longer_than_60s_joins_overlapping_windows_on_the_time_axis():
     wav = torch.randn(65 * 16000) * 0.1
     stub = _PositionStub()
-    feats = encode_audio(stub, wav, 16000)
+    feats = encode_audio(stub, wav, 16000, official_fp16=False)  # positions > 2048: not fp16 values
     assert feats.shape == (65 * 25, 10, 5, 384)  # no 400-frame cap
     # 3254 positions (65 s + the last window's look-ahead) in 30 s windows overlapping by 10 s: windows start at
     # 0, 1000, 2000 and keep [0, 1250), [1250, 2250), [2250, 3254) (the last one reaches the clip's end).
@@ -136,7 +136,7 @@ def test_audio_longer_than_60s_joins_overlapping_windows_on_the_time_axis():
 
 def test_audio_that_fits_one_window_is_encoded_once_like_the_official_code():
     stub = _PositionStub()
-    feats = encode_audio(stub, torch.randn(20 * 16000) * 0.1, 16000)
+    feats = encode_audio(stub, torch.randn(20 * 16000) * 0.1, 16000, official_fp16=False)
     assert stub.calls == 1
     g = 2 * torch.arange(feats.shape[0])[:, None] - 4 + torch.arange(10)[None]
     assert torch.equal(feats[:, :, 0, 0], torch.where(g < 0, torch.zeros(()), g + 1.0))
@@ -199,21 +199,28 @@ def _tiny_whisper(layers: int = 2, width: int = 64) -> torch.nn.Module:
 
 
 @torch.no_grad()
-def _official_features(encoder: torch.nn.Module, wav16k: np.ndarray) -> torch.Tensor:
+def _official_features(encoder: torch.nn.Module, wav16k: np.ndarray, mel_fp16: bool = True,
+                       out_fp16: bool = True) -> torch.Tensor:
     """The official computation, transcribed from its code (Tencent-Hunyuan/HunyuanVideo-Avatar @ fd59436;
     fact sheet §3): data_kits/audio_dataset.py get_audio_feature (the WHOLE clip in 750*640-sample chunks
-    through the Whisper feature extractor, audio_len = len // 640) and data_kits/audio_preprocessor.py
-    encode_audio at fps 25 (first 3000 mel frames, hidden states stacked, 4 zero positions in front, frame f
-    takes positions 2f .. 2f+9)."""
+    through the Whisper feature extractor, audio_len = len // 640), stored in the batch as float16
+    (``audio_prompts.to(dtype=torch.float16)``); sample_inference_audio.py predict widens it to the encoder's
+    float32 (``audio_feat.to(dtype=wav2vec.dtype)``) for data_kits/audio_preprocessor.py encode_audio at fps 25
+    (first 3000 mel frames, hidden states stacked, 4 zero positions in front, frame f takes positions 2f .. 2f+9)
+    and casts the result back to the batch dtype, float16 (``.to(dtype=weight_dtype)``). Returns float32 holding
+    those float16 values; ``mel_fp16`` / ``out_fp16`` False leave out one rounding (to show each one matters)."""
     from transformers import WhisperFeatureExtractor
 
     fe = WhisperFeatureExtractor(feature_size=80, sampling_rate=16000)
     mel = torch.cat([fe(wav16k[i:i + 750 * 640], sampling_rate=16000, return_tensors="pt").input_features
                      for i in range(0, len(wav16k), 750 * 640)], dim=-1)
+    mel = mel.to(torch.float16) if mel_fp16 else mel
     num_frames = min(len(wav16k) // 640, 400)
-    hidden = torch.stack(encoder(mel[:, :, :3000], output_hidden_states=True).hidden_states, dim=2)
+    states = encoder(mel.to(torch.float32)[:, :, :3000], output_hidden_states=True).hidden_states
+    hidden = torch.stack(states, dim=2)
     hidden = torch.cat([torch.zeros_like(hidden[:, :4]), hidden], 1)
-    return torch.stack([hidden[0, 2 * f:2 * f + 10] for f in range(num_frames)])  # [F, 10, L, D]
+    feats = torch.stack([hidden[0, 2 * f:2 * f + 10] for f in range(num_frames)])  # [F, 10, L, D]
+    return (feats.to(torch.float16) if out_fp16 else feats).float()
 
 
 def test_clip_ending_mid_frame_gives_the_official_features_for_every_frame():
@@ -224,12 +231,30 @@ def test_clip_ending_mid_frame_gives_the_official_features_for_every_frame():
     ref = _official_features(encoder, wav.numpy())
     ours = encode_audio(encoder, wav, 16000)
     assert ours.shape == ref.shape == (wav.numel() // 640, 10, 3, 64)
-    assert torch.equal(ours, ref)  # every frame, the last ones included
+    assert ours.dtype == torch.float32 and torch.equal(ours, ref)  # every frame, the last ones included
     # What the old code encoded (the clip cut at F * 640 samples) differs in the last frames: the test can fail.
     cut = encode_audio(encoder, wav[: ours.shape[0] * 640], 16000)
     rel = (cut - ref).flatten(1).norm(dim=1) / ref.flatten(1).norm(dim=1)
     print(f"cutting the tail moves the last frames by {rel[-3:].tolist()}")
     assert rel[-1] > 1e-2 and rel[-1] > 5 * rel[:-4].median()  # (attention is global: the rest moves a little)
+
+
+def test_both_official_fp16_roundings_are_applied_by_default_and_can_be_left_out():
+    """The mel features and the output are each rounded to float16 as officially: leaving out either one gives
+    other features (measured per frame on this random encoder and printed), and official_fp16=False is the
+    plain float32 computation."""
+    encoder = _tiny_whisper()
+    wav = _speechy(2.4, 16000, seed=3)[0]
+    ours = encode_audio(encoder, wav, 16000)
+    assert torch.equal(ours, _official_features(encoder, wav.numpy()))
+    rel = lambda a, b: ((a - b).flatten(1).norm(dim=1) / b.flatten(1).norm(dim=1))  # noqa: E731
+    for mel, out in ((False, True), (True, False), (False, False)):
+        other = _official_features(encoder, wav.numpy(), mel_fp16=mel, out_fp16=out)
+        r = rel(other, ours)
+        print(f"mel fp16 {mel}, output fp16 {out}: per-frame relative difference {r.min():.1e} .. {r.max():.1e}")
+        assert r.min() > 0
+    assert torch.equal(encode_audio(encoder, wav, 16000, official_fp16=False),
+                       _official_features(encoder, wav.numpy(), mel_fp16=False, out_fp16=False))
 
 
 def test_duration_cuts_the_frames_but_whisper_still_hears_the_whole_clip():

@@ -121,6 +121,7 @@ def encode_character_audio(
     characters: Sequence[CharacterAudio],
     fps: float = 25.0,
     num_frames: int | None = None,
+    official_fp16: bool = True,
 ) -> torch.Tensor:
     """Whisper frame features for several characters, all as long as the video: [N, F, 10, 5, 384].
 
@@ -132,6 +133,8 @@ def encode_character_audio(
 
     The result is a VIEW of one [N, 4 + P, 5, 384] buffer of hidden states (P = 2F + 6 at 25 fps): an hour of
     one character's audio keeps 1.4 GB, not the 6.9 GB its overlapping windows would take as a copy.
+    ``official_fp16`` (default): the official float16 roundings of the mel features and of the features
+    (whisper.py); False keeps float32 throughout.
     """
     spf = samples_per_frame(fps)
     labels = [c.name or f"audio of character {i + 1}" for i, c in enumerate(characters)]
@@ -148,7 +151,7 @@ def encode_character_audio(
         return alloc
 
     for n, (wav, start) in enumerate(prepared):
-        whisper_hidden_states(encoder, wav, positions, out=rows_of(n), offset=start)
+        whisper_hidden_states(encoder, wav, positions, out=rows_of(n), offset=start, official_fp16=official_fp16)
     return frame_windows(buffer[0], fps, num_frames)  # [N, F, 10, 5, 384]
 
 
@@ -159,10 +162,12 @@ def encode_audio(
     sample_rate: int,
     fps: float = 25.0,
     num_frames: int | None = None,
+    official_fp16: bool = True,
 ) -> torch.Tensor:
     """Whisper frame features of one clip: [F, 10, 5, 384], F = floor(len * fps / sample_rate) by default.
 
     ``waveform``: [T], [C, T] or ComfyUI's [1, C, T], any sample rate (resampled to 16 kHz mono). Same
     layout as the official ``encode_audio`` but without its 16 s / 30 s caps.
     """
-    return encode_character_audio(encoder, [CharacterAudio(waveform, sample_rate, 0.0, "audio")], fps, num_frames)[0]
+    return encode_character_audio(encoder, [CharacterAudio(waveform, sample_rate, 0.0, "audio")], fps, num_frames,
+                                  official_fp16)[0]

@@ -7,6 +7,12 @@ each position is taken from the window in which it has at least 5 s of audio con
 clip's own ends have less), so Whisper's self-attention never sees a cut right next to a kept position.
 Window k starts at a whole number of positions, so its position p is global position start_k + p: the time
 axis stays exact, and the per-frame windows are cut from the joined sequence afterwards (see audio.py).
+
+Official fp16 roundings (``official_fp16``, on by default): the official dataset stores the log-mel features as
+float16 (audio_dataset.py: ``audio_prompts.to(dtype=torch.float16)``), ``predict`` widens them back to the fp32
+encoder's dtype, and casts the stacked hidden states to float16 again (``.to(dtype=weight_dtype)``, the mel's
+dtype) before the transformer. Both roundings are reproduced here; the states stay in a float32 tensor (every
+float16 value is exact in float32).
 """
 
 from __future__ import annotations
@@ -171,7 +177,7 @@ def timeline_samples(wav16k: torch.Tensor, offset: int, first: int, count: int) 
 @torch.no_grad()
 def whisper_hidden_states(encoder: torch.nn.Module, wav16k: torch.Tensor, num_positions: int,
                           out: torch.Tensor | Callable[[int, int], torch.Tensor] | None = None,
-                          offset: int = 0) -> torch.Tensor:
+                          offset: int = 0, official_fp16: bool = True) -> torch.Tensor:
     """All encoder hidden states of a mono 16 kHz waveform, in overlapping 30 s windows (module docstring).
 
     Returns [num_positions, L + 1, D] fp32 at 50 Hz (whisper-tiny: [P, 5, 384]: embedding output, then each
@@ -180,6 +186,8 @@ def whisper_hidden_states(encoder: torch.nn.Module, wav16k: torch.Tensor, num_po
     video frames' span) and zeros elsewhere, exactly as Whisper's own padding to 30 s. The states are written
     into `out` when given (no second copy of an hour of features; a callable gets (layers, dim) once the
     first window has run and returns the [num_positions, layers, dim] tensor to fill), else into a new tensor.
+    ``official_fp16``: round the mel features and the states to float16 as the official code does (module
+    docstring); False keeps them float32 (the encoder's own precision).
     """
     n_mels = encoder.config.num_mel_bins if hasattr(encoder, "config") else 80
     extractor = _feature_extractor(n_mels)
@@ -189,10 +197,17 @@ def whisper_hidden_states(encoder: torch.nn.Module, wav16k: torch.Tensor, num_po
     for start, keep_from, keep_to in chunk_plan(num_positions):
         chunk = timeline_samples(wav, offset, start * SAMPLES_PER_POSITION, CHUNK_SAMPLES).numpy()
         mel = extractor(chunk, sampling_rate=WHISPER_SAMPLE_RATE, return_tensors="pt").input_features  # [1, M, 3000]
+        mel = _official_round(mel, official_fp16)
         states = encoder(mel.to(device, torch.float32), output_hidden_states=True).hidden_states
         if not isinstance(out, torch.Tensor):
             shape = (len(states), states[0].shape[-1])
             out = out(*shape) if out is not None else torch.empty(num_positions, *shape)
         for layer, state in enumerate(states):  # [1, 1500, D] each
-            out[keep_from:keep_to, layer] = state[0, keep_from - start : keep_to - start].float().cpu()
+            out[keep_from:keep_to, layer] = _official_round(state[0, keep_from - start : keep_to - start],
+                                                            official_fp16).cpu()
     return out
+
+
+def _official_round(x: torch.Tensor, official_fp16: bool) -> torch.Tensor:
+    """``x`` in float32, through float16 first when the official roundings are on (round to nearest even)."""
+    return x.to(torch.float16).float() if official_fp16 else x.float()

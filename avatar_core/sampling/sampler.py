@@ -109,6 +109,18 @@ class AvatarConditioning:
     audio_frame_dim = 2  # [B, N, F, 10, 5, 384]
 
 
+# How a seed becomes the initial noise. Both draw randn of the official UN-CUT ring shape [B, C, noise_frames,
+# H, W] and cut it to the ring, as the official pipeline does.
+NOISE_MODES = {
+    # A CPU generator in float32: the same noise (so the same video) on every device, CPU runs and GPU pools.
+    "cpu": "CPU generator, float32: the same noise on any device",
+    # The official pipeline's draw (diffusers randn_tensor): a CUDA generator seeded with the seed, float16
+    # (dtype of the fp16 text embeddings). PyTorch's CUDA randn spreads elements over as many threads as the GPU
+    # holds (SM count x threads per SM), so the values depend on the GPU model as well as the seed.
+    "official": "CUDA generator, float16, as the official pipeline: equal to its draw on the same GPU model",
+}
+
+
 @declared(steps=STEPS, shift=FLOW_SHIFT, seed=SEED,
           guidance=Instance(GuidanceConfig, fix="Give a GuidanceConfig (official defaults: GuidanceConfig())."),
           deep_cache=Instance(DeepCacheConfig, fix="Give a DeepCacheConfig (DeepCacheConfig(enabled=False): off)."),
@@ -117,7 +129,9 @@ class AvatarConditioning:
                                     fix="The official loop rounds to torch.bfloat16; None keeps float32.")),
           cache_device=Maybe(DEVICE),
           split_cfg=Flag(), step_cache=Maybe(Instance(StepCacheConfig, fix="Give a StepCacheConfig or None (off).")),
-          solver=Choice(SOLVERS, fix="euler is the official solver."))
+          solver=Choice(SOLVERS, fix="euler is the official solver."),
+          noise=Choice(NOISE_MODES, fix="cpu: the same noise on any device; official: the official pipeline's CUDA "
+                                        "draw (needs a CUDA GPU)."))
 @dataclass
 class SamplerConfig:
     """Sampler settings; defaults reproduce the official run (50 steps, shift 5, cfg 7.5)."""
@@ -137,6 +151,7 @@ class SamplerConfig:
     # Opt-in first-block step cache (stepcache.py); None: off (the official result).
     step_cache: StepCacheConfig | None = None
     solver: str = "euler"  # a key of schedule.SOLVERS: how one window moves from sigma[i] to sigma[i + 1]
+    noise: str = "cpu"  # a key of NOISE_MODES: how the seed becomes the initial noise (see initial_noise)
 
 
 @dataclass(frozen=True)
@@ -170,13 +185,25 @@ class SampleResult:
     step_cache: StepCacheStats | None = None  # what the step cache did (None: it was off)
 
 
-def initial_noise(plan: ClipPlan, like: torch.Tensor, seed: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Official noise draw: one CPU generator seeded with ``seed``, ``randn`` of the un-cut ring shape
-    ``[B, C, noise_frames, H, W]``, then cut to the ring. CPU drawing keeps it device-independent.
-    ``like`` is the reference latents ``[B, C, T, H, W]`` (batch, channels, size)."""
+def initial_noise(plan: ClipPlan, like: torch.Tensor, seed: int, dtype: torch.dtype = torch.float32,
+                  mode: str = "cpu") -> torch.Tensor:
+    """Initial noise ``[B, C, ring_frames, H, W]`` for ``seed``: randn of the official un-cut ring shape
+    ``[B, C, noise_frames, H, W]``, then cut to the ring (see NOISE_MODES). ``like`` is the reference latents
+    ``[B, C, T, H, W]`` (batch, channels, size; ``mode="official"`` draws on its CUDA device). ``dtype`` applies
+    to the "cpu" mode; the official draw is float16 by definition."""
     b, c, _, h, w = like.shape
-    gen = torch.Generator("cpu").manual_seed(seed)
-    noise = torch.randn((b, c, plan.noise_frames, h, w), generator=gen, dtype=dtype)
+    shape = (b, c, plan.noise_frames, h, w)
+    if mode == "cpu":
+        noise = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed), dtype=dtype)
+    elif mode == "official":
+        if like.device.type != "cuda":
+            raise InputError(f"noise='official' draws with a CUDA generator, as the official pipeline does, but "
+                             f"this run is on {like.device.type}: use noise='cpu' (the same noise on any device) "
+                             "or run on a CUDA GPU.")
+        gen = torch.Generator(like.device).manual_seed(seed)
+        noise = torch.randn(shape, generator=gen, device=like.device, dtype=torch.float16)
+    else:
+        raise InputError(f"noise={mode!r} is not a noise mode; choose one of {list(NOISE_MODES)}")
     return noise[:, :, : plan.ring_frames]
 
 
@@ -305,11 +332,13 @@ def _denoise_step(run: _Run, step: int, latents: torch.Tensor, shift: int) -> to
     return fuse(total, count)
 
 
-def _prepare_noise(noise: torch.Tensor | None, plan: ClipPlan, cond: AvatarConditioning, seed: int) -> torch.Tensor:
-    """Initial ring latents (float32 on the conditioning's device); injected noise may be un-cut."""
+def _prepare_noise(noise: torch.Tensor | None, plan: ClipPlan, cond: AvatarConditioning,
+                   config: SamplerConfig) -> torch.Tensor:
+    """Initial ring latents (float32 on the conditioning's device; the official fp16 draw widens exactly);
+    injected noise may be un-cut."""
     ref = cond.ref_latents
     if noise is None:
-        noise = initial_noise(plan, ref, seed)
+        noise = initial_noise(plan, ref, config.seed, mode=config.noise)
     want = (ref.shape[0], ref.shape[1], plan.ring_frames, ref.shape[3], ref.shape[4])
     if noise.dim() != 5 or noise.shape[2] < plan.ring_frames or noise.shape[:2] + noise.shape[3:] != want[:2] + want[3:]:
         raise InputError(f"noise must be {list(want)} (or longer in time), got {tuple(noise.shape)}; leave noise "
@@ -345,7 +374,7 @@ def sample_avatar(denoise: Denoiser, cond: AvatarConditioning, config: SamplerCo
         callbacks=callbacks or SamplerCallbacks(), parallel=parallel,
         step_cache=None if config.step_cache is None else StepCache(config.step_cache),
     )
-    latents = _prepare_noise(noise, plan, cond, config.seed)  # [B, C, ring, H, W]
+    latents = _prepare_noise(noise, plan, cond, config)  # [B, C, ring, H, W]
     # Before step 1: the folder is usable and the key holds the weights behind `denoise` (on a pool: every rank
     # reads, rank 0 writes).
     ring = open_checkpoint(resume, cond, config, plan, latents, denoise, cached)
