@@ -7,7 +7,10 @@ panel shows: folder and download link). Plain data, no ComfyUI or torch import.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from .errors import InputError
 
 HF = "https://huggingface.co"
 REPACKAGED = f"{HF}/Comfy-Org/HunyuanVideo_repackaged/resolve/main/split_files"
@@ -54,15 +57,21 @@ LLAVA = ModelFile(
 LLAVA_VISION = ModelFile(
     "llava_llama3_vision.safetensors", "clip_vision", f"{REPACKAGED}/clip_vision/llava_llama3_vision.safetensors",
     "clip_vision/llava_llama3_vision.safetensors", "Comfy-Org/HunyuanVideo_repackaged")
+DETFACE = ModelFile(
+    "detface.pt", "face_detection", f"{OFFICIAL_REPO}/resolve/main/ckpts/det_align/detface.pt",
+    "face_detection/detface.pt",
+    "the official face detector, ckpts/det_align/detface.pt of the official weights (YOLO-face, TorchScript: "
+    "loaded with torch.jit.load, never unpickled); the masks are then the official ones")
 FACES = ModelFile(
     "buffalo_l", "insightface/models",
     "https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip",
     "insightface/models/buffalo_l/det_10g.onnx (+ the other .onnx files of the zip: 1k3d68, 2d106det, "
     "genderage, w600k_r50)",
-    "InsightFace's buffalo_l.zip, unzipped into a buffalo_l/ folder (non-commercial research licence); "
-    "antelopev2/ (scrfd_10g_bnkps.onnx, ...) works too")
+    "the FALLBACK face detector when detface.pt is absent (not the official one: masks can differ): InsightFace's "
+    "buffalo_l.zip, unzipped into a buffalo_l/ folder (non-commercial research licence); antelopev2/ "
+    "(scrfd_10g_bnkps.onnx, ...) works too")
 
-ALL = (AVATAR, WHISPER, VAE, CLIP_L, LLAVA, LLAVA_VISION, FACES)
+ALL = (AVATAR, WHISPER, VAE, CLIP_L, LLAVA, LLAVA_VISION, DETFACE, FACES)
 BY_NAME = {m.name: m for m in ALL}
 
 
@@ -81,3 +90,36 @@ def frontend_metadata(name: str) -> dict | None:
     if known is None or "/" in known.folder:  # folders the frontend does not know (insightface/models) get none
         return None
     return {"name": known.name, "url": known.url, "directory": known.folder}
+
+
+@dataclass(frozen=True)
+class DetectorChoice:
+    """Which face detector the loader builds for the name it was given, and what it tells the user."""
+
+    kind: str   # "detface" (TorchScript in models/face_detection) or "insightface" (a pack)
+    name: str   # the file or the pack that is loaded
+    note: str   # one line for the node's output text and the log
+    official: bool
+
+
+def choose_face_detector(name: str, torchscript_files: Sequence[str],
+                         insightface_packs: Sequence[str]) -> DetectorChoice:
+    """The detector for the loader's ``name``: an installed detface.pt-like file or InsightFace pack as named;
+    the official detface.pt named but absent -> an installed InsightFace pack (buffalo_l first), said so;
+    anything else -> an InputError that says what to download where."""
+    if name in torchscript_files:
+        return DetectorChoice("detface", name, f"{name}: the official face detector (the official masks).", True)
+    get_official = f"for the official masks put {DETFACE.name} in models/{DETFACE.folder}/ ({DETFACE.url})"
+    if name in insightface_packs:
+        return DetectorChoice("insightface", name, f"InsightFace {name}: NOT the official face detector (masks "
+                              f"can differ from the official ones); {get_official}.", False)
+    if name == DETFACE.name and insightface_packs:
+        pack = FACES.name if FACES.name in insightface_packs else insightface_packs[0]
+        return DetectorChoice("insightface", pack, f"{DETFACE.name} is not installed: using InsightFace {pack} "
+                              f"instead (fallback, NOT the official detector: masks can differ); {get_official}.",
+                              False)
+    raise InputError(f"face detector {name!r} is not installed (models/{DETFACE.folder} has "
+                     f"{list(torchscript_files) or 'nothing'}, models/{FACES.folder} has "
+                     f"{list(insightface_packs) or 'nothing'}).\n{describe(DETFACE.name, DETFACE.folder)}\n"
+                     f"  or the fallback: {describe(FACES.name, FACES.folder)}\nThen press R in ComfyUI to refresh "
+                     "the lists.")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
+from ..avatar_core.conditioning.faces import resize_masks  # noqa: F401 (node API)
 from ..avatar_core.conditioning.image import official_video_size as official_size  # noqa: F401 (node API)
 from ..avatar_core.errors import InputError
 from ..avatar_core.specs.concepts import START_OFFSET
@@ -46,13 +46,6 @@ def parse_offsets(text: str, count: int, name: str = "start_offsets") -> list[fl
 def image_to_frames(image: torch.Tensor, frames: int) -> torch.Tensor:
     """First IMAGE of a batch [B, H, W, C] (RGB, 0..1) repeated as a video [frames, H, W, 3]."""
     return image[:1, :, :, :3].expand(frames, -1, -1, -1).contiguous()
-
-
-def resize_masks(masks: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-    """Masks [N, H, W] resized to (h, w) with nearest (user masks keep hard edges)."""
-    if tuple(masks.shape[-2:]) == tuple(hw):
-        return masks.float()
-    return F.interpolate(masks[:, None].float(), size=hw, mode="nearest")[:, 0]
 
 
 def masks_by_character(masks: dict | None, characters: int) -> list[torch.Tensor | None]:

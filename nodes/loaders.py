@@ -11,6 +11,7 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
+from ..avatar_core import model_files
 from ..avatar_core.conditioning.detface import DetFaceDetector
 from ..avatar_core.conditioning.faces import InsightFaceDetector
 from ..avatar_core.conditioning.whisper import load_whisper_encoder
@@ -18,6 +19,7 @@ from ..avatar_core.distributed import MODES
 from ..avatar_core.runner import AUTO_OFFLOAD, OFFLOAD_MODES, WEIGHT_FORMATS, LoadSpec
 from ..avatar_core.specs.concepts import DETECTOR_SIZE, GPUS, SWAP_BLOCKS
 from . import availability, distributed, paths
+from .messages import tell_ui
 from .types import AvatarModel, FaceDetector, WhisperEncoder
 
 WEIGHT_DTYPES = tuple(WEIGHT_FORMATS)
@@ -159,19 +161,34 @@ class AvatarWhisperLoader(io.ComfyNode):
             Holder(encoder), load_device=mm.text_encoder_device(), offload_device=mm.text_encoder_offload_device()))
 
 
+def _detector_choices() -> list[str]:
+    """Installed detectors only: TorchScript files of models/face_detection first (the official detface.pt),
+    then InsightFace packs."""
+    return paths.face_detection_files() + paths.insightface_models()
+
+
+def _choose_detector(model_name: str) -> model_files.DetectorChoice:
+    return model_files.choose_face_detector(model_name, paths.face_detection_files(), paths.insightface_models())
+
+
 class AvatarInsightFaceLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
+        choices = _detector_choices()
+        official = model_files.DETFACE.name
         return io.Schema(
             node_id="AvatarInsightFaceLoader", display_name="Load Face Detector (Avatar faces)",
             category="HunyuanVideo-Avatar",
             description="Face detector for the character masks: the official detface.pt from models/face_detection "
-                        "(listed first when present; what the official code uses), else InsightFace from "
-                        "models/insightface/models/<name>.",
+                        "(the default; the official masks), else InsightFace from models/insightface/models/<name> "
+                        "(a fallback: the node says so when it runs).",
             inputs=[
-                io.Combo.Input("model_name", options=paths.face_detection_files() + paths.insightface_models(),
-                               tooltip="detface.pt (the official detector, models/face_detection) or an InsightFace "
-                                       "model pack folder (antelopev2 or buffalo_l)."),
+                io.Combo.Input("model_name", options=choices,
+                               default=official if official in choices or not choices else choices[0],
+                               tooltip=f"{official} (the official detector, models/face_detection; download: "
+                                       f"{model_files.DETFACE.url}) or an installed InsightFace pack (buffalo_l, "
+                                       f"antelopev2). When {official} is chosen but absent, an installed InsightFace "
+                                       "pack is used instead and the node says so."),
                 io.Combo.Input("provider", options=availability.detector_providers(), default="CPU",
                                tooltip="Where detection runs. Detection runs once per reference image, so CPU is fast "
                                        "enough; detface.pt uses torch (CUDA when torch sees a GPU). "
@@ -184,16 +201,26 @@ class AvatarInsightFaceLoader(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, model_name: str) -> bool | str:
+        """Replaces ComfyUI's "value not in list" check of model_name: detface.pt may be named and absent when
+        an InsightFace pack can stand in (the templates name the official detector)."""
+        try:
+            _choose_detector(model_name)
+        except ValueError as e:
+            return str(e)
+        return True
+
+    @classmethod
     def execute(cls, model_name: str, provider: str, det_size: int) -> io.NodeOutput:
         det_size = DETECTOR_SIZE.check("det_size", det_size, "Set the face detector loader's det_size.")
-        if model_name in paths.face_detection_files():  # the official TorchScript detector
+        choice = _choose_detector(model_name)
+        tell_ui(choice.note, "Load Face Detector", logging.INFO if choice.official else logging.WARNING)
+        if choice.kind == "detface":
             device = "cpu" if provider == "CPU" else mm.get_torch_device()
-            return io.NodeOutput(DetFaceDetector(folder_paths.get_full_path(paths.FACE_DETECTION, model_name), device))
-        root = paths.insightface_root()
-        if not os.path.isdir(os.path.join(root, "models", model_name)):
-            raise paths.missing_file_error(f"{paths.INSIGHTFACE}/models", model_name, "InsightFace model pack")
+            return io.NodeOutput(DetFaceDetector(folder_paths.get_full_path(paths.FACE_DETECTION, choice.name), device))
         try:
-            detector = InsightFaceDetector(root, pack=model_name, providers=PROVIDERS[provider], det_size=det_size)
+            detector = InsightFaceDetector(paths.insightface_root(), pack=choice.name, providers=PROVIDERS[provider],
+                                           det_size=det_size)
         except ImportError as e:
             raise RuntimeError("insightface is not installed: run `python install.py` in this pack's folder "
                                "(it installs insightface and exactly one onnxruntime flavour).") from e

@@ -29,14 +29,15 @@ def insightface_root() -> str:
 
 
 def insightface_models() -> list[str]:
-    """Model packs InsightFace can load: sub-folders of <insightface>/models that hold .onnx files."""
+    """Installed InsightFace packs: sub-folders of <insightface>/models that hold .onnx files (none: empty; a
+    list offers only what is installed)."""
     names = []
     for root in folder_paths.get_folder_paths(INSIGHTFACE):
         models = os.path.join(root, "models")
         if os.path.isdir(models):
             names += [d for d in sorted(os.listdir(models)) if os.path.isdir(os.path.join(models, d))
                       and any(f.endswith(".onnx") for f in os.listdir(os.path.join(models, d)))]
-    return sorted(set(names)) or ["antelopev2"]
+    return sorted(set(names))
 
 
 def missing_file_error(folder: str, name: str, what: str) -> FileNotFoundError:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import traceback
 
 import comfy.latent_formats
@@ -43,6 +42,7 @@ from ..avatar_core.specs.tensors import IMAGE, MASK
 from .convert import MOTION_EXP, MOTION_POSE, image_to_frames, motion_tensor, official_size, resize_masks
 from .lora import apply_attached_loras
 from .memory import does_not_fit, out_of_memory
+from .messages import tell_ui
 from .reference_cache import ReferenceCache
 from .resume import resume_config
 from .types import AudioFeatures, AvatarModel, CharacterMasks, Emotion, LongVideo, Resume
@@ -170,8 +170,7 @@ class AvatarSampler(io.ComfyNode):
         runner: Runner = model.model  # the loader's runner (one process, or a pool of GPU workers) in its patcher
         warning = emotion_warning(runner.info.emotion, emotion is not None)
         if warning:
-            logging.warning("Avatar Sampler: %s", warning)
-            _tell_ui(warning)
+            tell_ui(warning, "Avatar Sampler")
             emotion = None
         audio = feats[None]                                                                   # [1, N, F, 10, 5, 384]
         cond = AvatarConditioning(
@@ -231,17 +230,6 @@ _WIDGETS = {"image_size": VIDEO_SIZE, "steps": STEPS, "cfg": CFG, "shift": FLOW_
 def _check_widgets(**values: float) -> list:
     """ComfyUI's range check lets NaN through (every comparison with NaN is False): the specs check every widget."""
     return [_WIDGETS[name].check(name, value, f"Set the Avatar Sampler's {name} widget.") for name, value in values.items()]
-
-
-def _tell_ui(text: str) -> None:
-    """Show a message on the running node in the ComfyUI frontend (log only where the server lacks it)."""
-    try:
-        from comfy_execution.utils import get_executing_context
-        from server import PromptServer
-        ctx = get_executing_context()
-        PromptServer.instance.send_progress_text(text, ctx.node_id if ctx else "")
-    except Exception as e:  # an old ComfyUI: the log line above already says it
-        logging.debug("Avatar Sampler: could not show the message in the UI: %s", e)
 
 
 def _callbacks(device) -> SamplerCallbacks:

@@ -39,7 +39,7 @@ WORKFLOWS = ch.REPO / "example_workflows"
 MODEL_INPUTS = {("AvatarModelLoader", "ckpt_name"): "diffusion_models", ("AvatarWhisperLoader", "whisper_name"): "audio_encoders",
                 ("VAELoader", "vae_name"): "vae", ("DualCLIPLoader", "clip_name1"): "text_encoders",
                 ("DualCLIPLoader", "clip_name2"): "text_encoders", ("CLIPVisionLoader", "clip_name"): "clip_vision",
-                ("AvatarInsightFaceLoader", "model_name"): "insightface/models"}
+                ("AvatarInsightFaceLoader", "model_name"): "face_detection"}
 TEXT_NODES = {"DualCLIPLoader", "CLIPVisionLoader", "CLIPVisionEncode"}
 NEEDED = ("torch", "numpy", "safetensors", "transformers", "av", "aiohttp", "yaml")  # ComfyUI's and ours
 SMOKE_SECONDS = 0.6  # 15 video frames: enough to show the install works; the VAE work scales with the frames
@@ -102,7 +102,13 @@ def missing_models(prompt: dict, info: dict) -> list[str]:
                 continue
             spec = declared[name]
             options = spec[0] if isinstance(spec[0], list) else spec[1].get("options", [])
-            if value not in options:
+            if node["class_type"] == "AvatarInsightFaceLoader":  # detface.pt absent: an InsightFace pack stands in
+                try:
+                    model_files.choose_face_detector(value, [o for o in options if o.endswith(".pt")],
+                                                     [o for o in options if not o.endswith(".pt")])
+                except ValueError as e:
+                    out.append(str(e))
+            elif value not in options:
                 out.append(model_files.describe(value, folder))
     return out
 

@@ -4,7 +4,9 @@ The official detector (detface.pt, TorchScript) lives in detface.py.
 
 The official code keeps one face and builds one mask (``get_facemask``: the box scaled x3 about its
 floored centre, clipped, 1 inside; bilinear to latent size; the model then nearest-resizes to tokens).
-Here every character gets such a mask: faces are numbered left to right so character numbering is
+It detects on the reference AFTER resizing it to the video size (PIL LANCZOS, audio_dataset.py), so the box,
+its floored centre and the mask's pixel grid are those of the video: ``character_masks(video_size=...)`` does
+the same. Here every character gets such a mask: faces are numbered left to right so character numbering is
 stable, and a user-drawn mask replaces detection for its character.
 """
 
@@ -85,6 +87,24 @@ def to_latent(masks: torch.Tensor, latent_size: tuple[int, int]) -> torch.Tensor
         return latent
     winner = latent.argmax(0)  # [h, w]; first index on ties
     return latent * (torch.arange(latent.shape[0])[:, None, None] == winner)
+
+
+def resize_masks(masks: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """Masks [N, H, W] resized to (h, w) with nearest (user masks keep hard edges)."""
+    if tuple(masks.shape[-2:]) == tuple(hw):
+        return masks.float()
+    return F.interpolate(masks[:, None].float(), size=tuple(hw), mode="nearest")[:, 0]
+
+
+def at_video_size(image: np.ndarray, video_size: tuple[int, int]) -> np.ndarray:
+    """RGB uint8 [H, W, 3] -> the reference at the video (height, width), PIL LANCZOS as the official dataset."""
+    from PIL import Image
+
+    from .llava_image import reference_at_video_size
+
+    if tuple(image.shape[:2]) == tuple(video_size):
+        return image
+    return np.asarray(reference_at_video_size(Image.fromarray(image, "RGB"), tuple(video_size)))
 
 
 def face_mask_for_model(latent_masks: torch.Tensor) -> torch.Tensor:
@@ -201,8 +221,9 @@ def character_masks(
     area: float = OFFICIAL_AREA,
     latent_size: tuple[int, int] | None = None,
     overlap: str = "nearest",
+    video_size: tuple[int, int] | None = None,
 ) -> CharacterMasks:
-    """One face mask per character (numbered left to right), at image and latent resolution.
+    """One face mask per character (numbered left to right), at image (or video) and latent resolution.
 
     ``user_masks[i]`` (a MASK at image size) replaces detection for character i. With no face found and one
     character, the whole frame is used (the official fallback) and a note says so; with several characters,
@@ -210,6 +231,9 @@ def character_masks(
     ``overlap``: "nearest" (grown face boxes that overlap are split, each pixel to the nearest face centre; user
     masks keep their pixels; to_latent keeps the masks disjoint) or "sum" (masks as they are: where they
     overlap, both audios drive the same tokens).
+    ``video_size`` (height, width): detect on the reference resized to the video size (LANCZOS) and give the
+    masks at that size, as the official code does (image.official_video_size); user masks (drawn at the image
+    size) are resized to it with nearest. None: detect on the image as given.
     """
     arr = image_to_uint8(image)
     height, width = arr.shape[:2]
@@ -218,6 +242,9 @@ def character_masks(
         raise InputError(f"{len(user)} masks given for {num_characters} character(s); give at most one per character.")
     user += [None] * (num_characters - len(user))
     checked = {i: _check_user_mask(m, i, height, width) for i, m in enumerate(user) if m is not None}
+    if video_size is not None:
+        arr, (height, width) = at_video_size(arr, video_size), tuple(video_size)
+        checked = {i: resize_masks(m[None], (height, width))[0] for i, m in checked.items()}
     need = [i for i in range(num_characters) if i not in checked]
     faces, notes = [], []
     if need:
