@@ -13,12 +13,14 @@ from comfy_api.latest import io
 
 from ..avatar_core.conditioning.emotion import emotion_warning
 from ..avatar_core.conditioning.faces import face_mask_for_model, to_latent
+from ..avatar_core.conditioning.reference import REFERENCE_MODES
 from ..avatar_core.conditioning.text import check_official_conditioning
 from ..avatar_core.errors import InputError
 from ..avatar_core.runner import Runner
 from ..avatar_core.sampling.deepcache import DeepCacheConfig
 from ..avatar_core.sampling.guidance import GuidanceConfig
 from ..avatar_core.sampling.sampler import (
+    NOISE_MODES,
     AvatarConditioning,
     SamplerCallbacks,
     SamplerConfig,
@@ -39,10 +41,11 @@ from ..avatar_core.specs.concepts import (
     WINDOW_STRIDE,
 )
 from ..avatar_core.specs.tensors import IMAGE, MASK
-from .convert import MOTION_EXP, MOTION_POSE, image_to_frames, motion_tensor, official_size, resize_masks
+from .convert import MOTION_EXP, MOTION_POSE, motion_tensor, official_size, resize_masks
 from .lora import apply_attached_loras
 from .memory import does_not_fit, out_of_memory
 from .messages import tell_ui
+from .reference import reference_latents
 from .reference_cache import ReferenceCache
 from .resume import resume_config
 from .types import AudioFeatures, AvatarModel, CharacterMasks, Emotion, LongVideo, Resume
@@ -126,7 +129,8 @@ class AvatarSampler(io.ComfyNode):
                                tooltip="Flow-matching time shift of the noise schedule (official 5). Not the window "
                                        "stride of Avatar Long-Video Windows."),
                 io.Int.Input("seed", default=128, min=SEED.ui_min, max=SEED.ui_max, control_after_generate=True,
-                             tooltip="Noise seed (drawn on the CPU, so a seed gives the same video on any GPU)."),
+                             tooltip="Noise seed. With noise 'cpu' (default) the same seed gives the same noise on "
+                                     "any GPU; 'official' draws it as the official pipeline does (see noise)."),
                 io.Int.Input("motion_exp", default=MOTION_EXP, min=MOTION.ui_min, max=MOTION.ui_max, step=1,
                              tooltip="Expression motion bucket (official 30); lower = calmer face."),
                 io.Int.Input("motion_pose", default=MOTION_POSE, min=MOTION.ui_min, max=MOTION.ui_max, step=1,
@@ -143,6 +147,19 @@ class AvatarSampler(io.ComfyNode):
                                        "threshold (accumulated relative change) since the last computed step, the "
                                        "rest of the step is approximated from the cache. Random-weight tests: 0.5 "
                                        "gave 1.9x. Higher = faster, less faithful; start low."),
+                # Last and optional: workflows saved before them keep their widget values in place.
+                io.Combo.Input("noise", options=list(NOISE_MODES), default="cpu", optional=True,
+                               tooltip="How the seed becomes the initial noise. cpu (default): a CPU generator, so a "
+                                       "seed gives the same video on any GPU, in a pool of GPUs and on the CPU. "
+                                       "official: the official pipeline's draw (CUDA generator, float16): the official "
+                                       "run's noise for the same seed and size on the same GPU model (PyTorch's CUDA "
+                                       "random numbers depend on the GPU's SM count); needs a CUDA GPU."),
+                io.Combo.Input("reference_encode", options=list(REFERENCE_MODES), default="comfyui", optional=True,
+                               tooltip="How the reference image becomes the reference latent. comfyui (default): "
+                                       "ComfyUI's VAE encode (untiled, the posterior mean). official: as the official "
+                                       "code (tiled 256 px / 64 frames, a posterior SAMPLE with float16 noise seeded "
+                                       "by the seed): a little randomness in the identity latent. README "
+                                       "'Differences' has the measured sizes."),
             ],
             outputs=[io.Latent.Output(display_name="latent")],
         )
@@ -150,7 +167,8 @@ class AvatarSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, image, vae, audio_features, character_masks=None, emotion=None,
                 long_video=None, image_size=704, steps=50, cfg=7.5, shift=5.0, seed=128, motion_exp=MOTION_EXP,
-                motion_pose=MOTION_POSE, deep_cache=True, step_cache=0.0, resume=None) -> io.NodeOutput:
+                motion_pose=MOTION_POSE, deep_cache=True, step_cache=0.0, resume=None, noise="cpu",
+                reference_encode="comfyui") -> io.NodeOutput:
         IMAGE.check("image", image)
         widgets = _check_widgets(image_size=image_size, steps=steps, cfg=cfg, shift=shift, seed=seed,
                                  motion_exp=motion_exp, motion_pose=motion_pose, step_cache=step_cache)
@@ -165,8 +183,14 @@ class AvatarSampler(io.ComfyNode):
             raise InputError(f"{feats.shape[0]} audio tracks but {masks.shape[0]} character masks: give one mask per "
                              "audio (Avatar Character Masks, 'characters' input).")
         device = mm.get_torch_device()
-        ref = REFERENCE.get(image[:1], vae, (w, h, windows.audio_rows),                   # [1, 16, window, h/8, w/8]
-                            lambda: _reference_latents(image, vae, w, h, windows.audio_rows))
+        _check_modes(noise, reference_encode, device)
+        if tuple(masks.shape[-2:]) != (h, w) and character_masks is not None:
+            tell_ui(f"the character masks are {masks.shape[-1]}x{masks.shape[-2]}, the video {w}x{h}: set Avatar "
+                    "Character Masks' image_size to the sampler's so faces are found at the video size.", "Avatar Sampler")
+        # The official encode draws a posterior sample with the seed: the seed is part of what is encoded then.
+        what = (w, h, windows.audio_rows, reference_encode, seed if reference_encode == "official" else None)
+        ref = REFERENCE.get(image[:1], vae, what,                                           # [1, 16, window, h/8, w/8]
+                            lambda: reference_latents(image, vae, w, h, windows.audio_rows, reference_encode, seed))
         runner: Runner = model.model  # the loader's runner (one process, or a pool of GPU workers) in its patcher
         warning = emotion_warning(runner.info.emotion, emotion is not None)
         if warning:
@@ -183,7 +207,7 @@ class AvatarSampler(io.ComfyNode):
         # Deep-cache tokens are kept per latent frame of the whole clip: on the GPU for up to two windows
         # (~1.5 GB at 704x704), in system RAM beyond, so VRAM does not grow with the clip length.
         long_clip = plan_clip(feats.shape[1], windows).windows_per_step > 2
-        config = SamplerConfig(steps=steps, shift=shift, seed=seed, guidance=GuidanceConfig(cfg=cfg),
+        config = SamplerConfig(steps=steps, shift=shift, seed=seed, noise=noise, guidance=GuidanceConfig(cfg=cfg),
                                deep_cache=DeepCacheConfig(enabled=deep_cache), windows=windows,
                                cache_device=mm.unet_offload_device() if long_clip else None,
                                step_cache=StepCacheConfig(threshold=step_cache) if step_cache > 0 else None)
@@ -212,15 +236,16 @@ class AvatarSampler(io.ComfyNode):
         return io.NodeOutput({"samples": (result.latents / LATENT.scale_factor).float().cpu()})
 
 
-def _reference_latents(image, vae, w: int, h: int, frames: int) -> torch.Tensor:
-    """The reference image at the video size (LANCZOS), repeated over the window and VAE-encoded."""
-    pixels = comfy.utils.common_upscale(image[:1, :, :, :3].movedim(-1, 1), w, h, "lanczos", "disabled").movedim(1, -1)
-    ref = vae.encode(image_to_frames(pixels, frames)) * LATENT.scale_factor   # [1, 16, window, h/8, w/8]
-    if not torch.isfinite(ref).all():
-        raise InputError("vae: encoding the reference image gave NaN/inf, so the video would be black. Load the "
-                         "HunyuanVideo VAE (hunyuan_video_vae_bf16.safetensors) with VAELoader, or a different "
-                         "VAE file; an fp16 VAE can overflow.")
-    return ref
+def _check_modes(noise: str, reference_encode: str, device: torch.device) -> None:
+    """API prompts can send any string: refuse unknown modes, and the CUDA-only noise on another device, before
+    the VAE or the model runs."""
+    if noise not in NOISE_MODES:
+        raise InputError(f"noise={noise!r}: choose one of {list(NOISE_MODES)} (Avatar Sampler's noise widget).")
+    if reference_encode not in REFERENCE_MODES:
+        raise InputError(f"reference_encode={reference_encode!r}: choose one of {list(REFERENCE_MODES)}.")
+    if noise == "official" and device.type != "cuda":
+        raise InputError(f"noise='official' is the official pipeline's CUDA draw, but ComfyUI runs on {device.type}: "
+                         "set the Avatar Sampler's noise to 'cpu' (the same noise on any device).")
 
 
 _WIDGETS = {"image_size": VIDEO_SIZE, "steps": STEPS, "cfg": CFG, "shift": FLOW_SHIFT, "seed": SEED,

@@ -21,6 +21,9 @@ try {
   await page.goto(url);
   await page.waitForFunction(() => window.app?.graph && window.LiteGraph?.registered_node_types?.AvatarSampler, null,
     { timeout: 120000 });
+  // The frontend loads its default workflow after start-up: wait for it, or it would land in the first plan.
+  await page.waitForFunction(() => window.app.graph.nodes.length > 0, null, { timeout: 30000 }).catch(() => {});
+  await page.waitForTimeout(1500);
   for (const plan of plans) out[plan.name] = await page.evaluate(build, plan);
 } catch (e) {
   errors.push(String(e.stack ?? e));
@@ -30,6 +33,26 @@ try {
 console.log(JSON.stringify({ errors, workflows: out }));
 
 async function build(plan) {
+  // Columns side by side, each as wide as its widest node; in a column the nodes stacked in row order, each as
+  // tall as it is (title bar included): no node covers another, whatever the widgets made their sizes.
+  function layOut(plan, byKey) {
+    const TITLE = LiteGraph.NODE_TITLE_HEIGHT ?? 30, GAP_Y = 40, GAP_X = 80;
+    const columns = new Map();
+    for (const n of plan.nodes) if (byKey[n.key]) columns.set(n.col, [...(columns.get(n.col) ?? []), n]);
+    let x = 0;
+    for (const col of [...columns.keys()].sort((a, b) => a - b)) {
+      const nodes = columns.get(col).sort((a, b) => a.row - b.row).map((n) => byKey[n.key]);
+      let y = TITLE + 40;  // room for the group title above the first node
+      for (const node of nodes) {
+        // An image loader's preview can arrive after this: give it the height it then takes.
+        if (["LoadImage", "LoadImageMask"].includes(node.type)) node.size = [node.size[0], Math.max(node.size[1], 320)];
+        node.pos = [x, y];
+        y += node.size[1] + TITLE + GAP_Y;
+      }
+      x += Math.max(...nodes.map((node) => node.size[0])) + GAP_X;
+    }
+  }
+
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
   app.graph.clear();
   const byKey = {};
@@ -58,6 +81,21 @@ async function build(plan) {
     if (index < 0) { problems.push(`${target.type}: no input ${input} (has ${target.inputs.map((i) => i.name)})`); continue; }
     if (!byKey[from].connect(slot, target, index)) problems.push(`could not link ${from}:${slot} -> ${to}.${input}`);
     await sleep(50);
+  }
+  // Nodes grow after they are made (image previews arriving, widgets the frontend adds): lay out once no size
+  // changed for a while, and again if one changes after that.
+  const sizes = () => JSON.stringify(Object.values(byKey).map((n) => [n.size[0], n.size[1]]));
+  for (let round = 0; round < 3; round++) {
+    let last = sizes();
+    for (let i = 0, still = 0; i < 60 && still < 4; i++) {
+      await sleep(250);
+      const now = sizes();
+      still = now === last ? still + 1 : 0;
+      last = now;
+    }
+    layOut(plan, byKey);
+    await sleep(500);
+    if (sizes() === last) break;
   }
   for (const g of plan.groups) {
     const members = g.keys.map((k) => byKey[k]).filter(Boolean);

@@ -33,6 +33,10 @@ GROUPS = {0: "Models", 1: "Inputs", 2: "Conditioning", 3: "Sampling", 4: "Video"
 
 def plan(name: str) -> dict:
     nodes, links, description = workflow_specs.WORKFLOWS[name]()
+    # The Templates browser of frontend 1.49 shows a custom node pack's template by its file name only: the
+    # one-line description also opens the Note, where a user who opened the template reads it.
+    nodes = [(k, t, c, r, {**w, "text": f"{description}\n\n{w['text']}"} if t == "Note" else w, title)
+             for k, t, c, r, w, title in nodes]
     groups: dict[str, list[str]] = {}
     for key, kind, col, _, _, _ in nodes:
         if kind != "Note":

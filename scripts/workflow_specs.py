@@ -14,17 +14,18 @@ from avatar_core import model_files as mf  # noqa: E402
 
 DIT, WHISPER, VAE = mf.AVATAR.name, mf.WHISPER.name, mf.VAE.name
 CLIP_L, LLAVA, LLAVA_VISION = mf.CLIP_L.name, mf.LLAVA.name, mf.LLAVA_VISION.name  # fp16 LLaVA, as the official
-FACES = mf.FACES.name
+FACES, DETFACE = mf.FACES.name, mf.DETFACE.name
 NEGATIVE = ("Aerial view, aerial view, overexposed, low quality, deformation, a poor composition, bad hands, "
             "bad teeth, bad eyes, bad limbs, distortion, blurring, Lens changes")
 
 MODEL_NOTE = f"""Model files (the Missing Models panel links each; README "Model files" has the table):
 - models/diffusion_models/{DIT}: CONVERT the official mp_rank_00_model_states.pt (python -m avatar_core.convert ...; the .pt and the fp8 .pt load too)
-- models/audio_encoders/whisper-tiny/model.safetensors + config.json (openai/whisper-tiny, both files in one folder)
+- models/audio_encoders/whisper-tiny/model.safetensors (openai/whisper-tiny; its config.json beside it is optional: {mf.HF}/openai/whisper-tiny/resolve/main/config.json)
 - models/vae/{VAE}
 - models/text_encoders/{CLIP_L} and {LLAVA} (fp16, as the official; llava_llama3_fp8_scaled also works, see the README)
 - models/clip_vision/{LLAVA_VISION}
-- models/insightface/models/{FACES}/*.onnx (InsightFace buffalo_l.zip, unzipped; or antelopev2)
+- models/face_detection/{DETFACE}: the official face detector (official masks). Without it an InsightFace pack in
+  models/insightface/models/ ({FACES}.zip unzipped) stands in, and Load Face Detector says so.
 Inputs: example_inputs/ of this pack, copied to ComfyUI/input when ComfyUI starts.
 Out of memory? weight_dtype fp8_e4m3fn, a smaller image_size, or save the text conditioning once (Avatar Save Conditioning) and load it."""
 
@@ -38,16 +39,16 @@ def base(image: str, audio: str, prompt: str, image_size: int = 704, weight_dtyp
         ("vae", "VAELoader", 0, 2, {"vae_name": VAE}, None),
         ("clip", "DualCLIPLoader", 0, 3, {"clip_name1": CLIP_L, "clip_name2": LLAVA, "type": "hunyuan_video"}, None),
         ("clip_vision", "CLIPVisionLoader", 0, 4, {"clip_name": LLAVA_VISION}, None),
-        ("faces", "AvatarInsightFaceLoader", 0, 5, {"model_name": FACES, "provider": "CPU", "det_size": 640}, None),
+        ("faces", "AvatarInsightFaceLoader", 0, 5, {"model_name": DETFACE, "provider": "CPU", "det_size": 640}, None),
         ("image", "LoadImage", 1, 0, {"image": image}, "Reference image"),
         ("audio", "LoadAudio", 1, 2, {"audio": audio}, "Speech"),
         ("encode", "AvatarAudioEncode", 2, 0, {"start_offsets": "0", "fps": "25", "duration": 0.0}, None),
-        ("masks", "AvatarFaceMasks", 2, 1, {"characters": 1, "face_scale": 3.0}, None),
+        ("masks", "AvatarFaceMasks", 2, 1, {"characters": 1, "face_scale": 3.0, "image_size": image_size}, None),
         ("text", "AvatarTextEncode", 2, 3, {"prompt": prompt, "negative_prompt": NEGATIVE, "official_prefix": True,
                                             "image_size": image_size}, None),
         ("sampler", "AvatarSampler", 3, 0, {"image_size": image_size, "steps": 50, "cfg": 7.5, "shift": 5.0, "seed": 128,
                                             "control_after_generate": "fixed", "motion_exp": 30, "motion_pose": 25,
-                                            "deep_cache": True}, None),
+                                            "deep_cache": True, "noise": "cpu", "reference_encode": "official"}, None),
         ("decode", "VAEDecodeTiled", 4, 0, {"tile_size": 256, "overlap": 64, "temporal_size": 64,
                                             "temporal_overlap": 8}, None),
         ("trim", "ImageFromBatch", 4, 1, {"batch_index": 0, "length": 1}, "Trim to the audio"),
@@ -76,7 +77,7 @@ def _set(nodes: list, key: str, **widgets) -> list:
 
 def single_portrait():
     nodes, links = base("portrait.jpg", "speech.wav", "A person is talking to the camera.", prefix="avatar/portrait")
-    return nodes, links, "Single portrait: one face, one speech track -> lip-synced mp4 (704 px, 25 fps)."
+    return nodes, links, "Single portrait: one face and one speech track -> a lip-synced mp4 (704 px, 25 fps)."
 
 
 def full_body():
@@ -84,9 +85,8 @@ def full_body():
                         weight_dtype="fp8_e4m3fn", prefix="avatar/full_body")
     nodes = _set(nodes, "masks", face_scale=3.0)
     nodes = _set(nodes, "sampler", motion_pose=25, image_size=704)
-    return nodes, links, ("Full body: the whole figure in frame (this 320x512 example gives a 704x1152 portrait video). "
-                          "The face is small: the detector finds it and the mask covers 3x the face box. fp8 weights "
-                          "to fit the larger video in memory.")
+    nodes = _set(nodes, "masks", image_size=704)
+    return nodes, links, "Full body: a whole figure with a small face -> a 704x1152 talking video (fp8 weights)."
 
 
 def two_character_dialogue():
@@ -128,7 +128,8 @@ def long_clip():
         ("long", "AvatarLongVideo", 2, 5, {"window": 33, "stride": 10}, None),
         ("note", "Note", 5, 2, {"text": MODEL_NOTE + LONG_NOTE}, "Model files / long clips"),
     ]
-    return nodes, links + [("long", 0, "sampler", "long_video")], "Long clip (a 61 s talk): window stitching, any length, bounded memory."
+    return nodes, links + [("long", 0, "sampler", "long_video")], ("Long clip: a 61 s talk -> one video as long as "
+                                                                    "the audio (window stitching, bounded memory).")
 
 
 LONG_NOTE = """
@@ -149,7 +150,7 @@ def emotion_reference():
     ]
     links = links + [("emotion_image", 0, "emotion", "image"), ("vae", 0, "emotion", "vae"),
                      ("emotion", 0, "sampler", "emotion")]
-    return nodes, links, "Emotion reference: a face showing the wanted expression steers the Audio Emotion Module."
+    return nodes, links, "Emotion reference: a face showing the wanted expression steers it (needs AEM weights)."
 
 
 EMOTION_NOTE = """

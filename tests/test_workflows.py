@@ -7,7 +7,7 @@ import json
 import numbers
 
 import pytest
-from workflow_schema import NATIVE, REPO, our_schemas
+from workflow_schema import NATIVE, REPO, our_schemas, overlaps
 
 FOLDER = REPO / "example_workflows"
 EXPECTED = ["avatar_emotion_reference", "avatar_full_body", "avatar_long_clip", "avatar_single_portrait",
@@ -15,7 +15,9 @@ EXPECTED = ["avatar_emotion_reference", "avatar_full_body", "avatar_long_clip", 
 OURS = our_schemas()
 SCHEMAS = {**NATIVE, **OURS}
 MODEL_WIDGETS = {"AvatarModelLoader": "ckpt_name", "AvatarWhisperLoader": "whisper_name", "VAELoader": "vae_name",
-                 "DualCLIPLoader": ("clip_name1", "clip_name2"), "CLIPVisionLoader": "clip_name"}
+                 "DualCLIPLoader": ("clip_name1", "clip_name2"), "CLIPVisionLoader": "clip_name",
+                 "AvatarInsightFaceLoader": "model_name"}
+TITLE_HEIGHT = 30  # LiteGraph.NODE_TITLE_HEIGHT: the title bar is drawn above a node's pos
 
 
 def load(name: str) -> dict:
@@ -91,7 +93,8 @@ def test_note_names_every_model_file_and_its_folder(name):
     for node in wf["nodes"]:
         for widget in (lambda w: w if isinstance(w, tuple) else (w,))(MODEL_WIDGETS.get(node["type"], ())):
             assert widgets(node)[widget] in note, f"{name}: the Note does not name {widgets(node)[widget]}"
-    for folder in ("diffusion_models", "audio_encoders", "vae", "text_encoders", "clip_vision", "insightface"):
+    for folder in ("diffusion_models", "audio_encoders", "vae", "text_encoders", "clip_vision", "face_detection",
+                   "insightface"):
         assert f"models/{folder}/" in note
 
 
@@ -130,7 +133,9 @@ def test_model_loaders_carry_the_frontends_model_metadata(name):
         for file in wanted:
             known = model_files.BY_NAME[file]
             assert entries.get(file) == {"name": file, "url": known.url, "directory": known.folder}, f"{name}: {file}"
-            assert known.url.startswith("https://huggingface.co/") and file.endswith(".safetensors")  # downloadable
+            # downloadable, never a pickle (detface.pt is TorchScript, loaded with torch.jit.load)
+            assert known.url.startswith("https://huggingface.co/")
+            assert file.endswith(".safetensors") or file == model_files.DETFACE.name
 
 
 def test_llava_is_fp16_by_default():
@@ -152,3 +157,33 @@ def test_thumbnail_and_example_inputs_are_shipped(name):
     licences = (REPO / "example_inputs" / "README.md").read_text()
     for f in (REPO / "example_inputs").iterdir():
         assert f.name == "README.md" or f"`{f.name}`" in licences, f"{f.name} has no licence line"
+
+
+def test_overlap_check_sees_an_overlap():
+    boxes = [{"type": "A", "title": "a", "rect": [0, 0, 100, 100]}, {"type": "B", "title": "b", "rect": [99, 50, 10, 10]},
+             {"type": "C", "title": "c", "rect": [100, 0, 10, 10]}]
+    assert overlaps(boxes) == ["A 'a' and B 'b'"]
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_saved_layout_has_no_overlapping_nodes(name):
+    """As saved (pos = top-left of the body, the title bar above it); tests/test_frontend_templates.py checks
+    the same in the real frontend after it opened the template."""
+    boxes = [{"type": n["type"], "title": n.get("title", ""),
+              "rect": [n["pos"][0], n["pos"][1] - TITLE_HEIGHT, n["size"][0], n["size"][1] + TITLE_HEIGHT]}
+             for n in load(name)["nodes"]]
+    assert overlaps(boxes) == []
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_templates_use_the_official_detector_and_detect_at_the_video_size(name):
+    wf = load(name)
+    faces = next(n for n in wf["nodes"] if n["type"] == "AvatarInsightFaceLoader")
+    assert widgets(faces)["model_name"] == "detface.pt"
+    sampler = next(n for n in wf["nodes"] if n["type"] == "AvatarSampler")
+    masks = next(n for n in wf["nodes"] if n["type"] == "AvatarFaceMasks")
+    assert widgets(masks)["image_size"] == widgets(sampler)["image_size"]
+    description = wf["extra"]["info"]["description"]
+    assert "\n" not in description and len(description) <= 100
+    note = next(n for n in wf["nodes"] if n["type"] == "Note")
+    assert note["widgets_values"][0].startswith(description + "\n")

@@ -135,3 +135,14 @@ NATIVE = {
     "AudioMerge": _native({"audio1": "AUDIO", "audio2": "AUDIO", "merge_method": "COMBO"}, ["AUDIO"]),
     "Note": _native({"text": "STRING"}, []),
 }
+
+
+def overlaps(boxes: list[dict]) -> list[str]:
+    """Pairs of nodes whose rectangles ``rect`` = [x, y, w, h] share area (touching edges do not count)."""
+    import itertools
+    out = []
+    for a, b in itertools.combinations(boxes, 2):
+        (ax, ay, aw, ah), (bx, by, bw, bh) = a["rect"], b["rect"]
+        if min(ax + aw, bx + bw) - max(ax, bx) > 0 and min(ay + ah, by + bh) - max(ay, by) > 0:
+            out.append(f"{a['type']} '{a['title']}' and {b['type']} '{b['title']}'")
+    return out

@@ -31,6 +31,13 @@ try {
       nodes: app.graph.nodes.length, title: app.workflowManager?.activeWorkflow?.filename ?? null,
       images: app.graph.nodes.filter((n) => ["LoadImage", "LoadAudio", "LoadImageMask"].includes(n.type))
         .map((n) => ({ type: n.type, value: n.widgets?.[0]?.value, options: n.widgets?.[0]?.options?.values ?? [] })),
+      // What the canvas draws for each node, title bar included: [x, y, width, height].
+      boxes: app.graph.nodes.map((n) => ({ id: n.id, type: n.type, title: n.title,
+        rect: Array.from(n.boundingRect ?? n.getBounding()) })),
+      combos: app.graph.nodes.filter((n) => n.type === "AvatarInsightFaceLoader").map((n) => {
+        const w = n.widgets?.find((x) => x.name === "model_name");
+        return { value: w?.value, options: typeof w?.options?.values === "function" ? w.options.values() : (w?.options?.values ?? []) };
+      }),
     }));
     const overlay = await page.evaluate(() => document.body.innerText);
     await page.screenshot({ path: path.join(cfg.outDir, `template_${name}.png`) });

@@ -1,0 +1,59 @@
+"""The sampler's reference latent from ComfyUI's VAE: its own encode ("comfyui") or the official one ("official").
+
+ComfyUI's HunyuanVideo VAE (comfy.sd.VAE around an AutoencoderKL) returns the posterior MEAN of an untiled
+encode. The official mode needs the mean AND the log-variance of each tile: those are the encoder's output
+through quant_conv (``first_stage_model.encoder`` + ``quant_conv``, what its ``encode`` computes before keeping
+the mean), run here tile by tile (avatar_core/conditioning/reference.py).
+"""
+
+from __future__ import annotations
+
+import comfy.latent_formats
+import comfy.model_management as mm
+import comfy.utils
+import torch
+
+from ..avatar_core.conditioning.reference import REFERENCE_MODES, VaeTiling, official_reference_latent
+from ..avatar_core.errors import InputError
+from .convert import image_to_frames
+
+LATENT = comfy.latent_formats.HunyuanVideo()
+
+
+def reference_latents(image: torch.Tensor, vae, w: int, h: int, frames: int, mode: str = "comfyui",
+                      seed: int = 0) -> torch.Tensor:
+    """The reference image at the video size (LANCZOS), repeated over the window and VAE-encoded:
+    [1, 16, window, h/8, w/8] float32, scaled (see REFERENCE_MODES)."""
+    if mode not in REFERENCE_MODES:
+        raise InputError(f"reference_encode={mode!r}: choose one of {list(REFERENCE_MODES)}")
+    pixels = comfy.utils.common_upscale(image[:1, :, :, :3].movedim(-1, 1), w, h, "lanczos", "disabled").movedim(1, -1)
+    if mode == "official":
+        ref = _official(pixels, vae, frames, seed)
+    else:
+        ref = vae.encode(image_to_frames(pixels, frames)) * LATENT.scale_factor   # [1, 16, window, h/8, w/8]
+    if not torch.isfinite(ref).all():
+        raise InputError("vae: encoding the reference image gave NaN/inf, so the video would be black. Load the "
+                         "HunyuanVideo VAE (hunyuan_video_vae_bf16.safetensors) with VAELoader, or a different "
+                         "VAE file; an fp16 VAE can overflow.")
+    return ref.float()
+
+
+def _official(pixels: torch.Tensor, vae, frames: int, seed: int) -> torch.Tensor:
+    """Official tiled encode + posterior sample with ComfyUI's VAE weights, in the VAE's dtype on its device."""
+    model = getattr(vae, "first_stage_model", None)
+    if model is None or not hasattr(model, "encoder") or not hasattr(model, "quant_conv"):
+        raise InputError("reference_encode='official' needs the HunyuanVideo VAE (an AutoencoderKL with encoder and "
+                         "quant_conv); this VAE has none: load hunyuan_video_vae_bf16.safetensors with VAELoader "
+                         "or set reference_encode to 'comfyui'.")
+    tiling = VaeTiling()
+    tile_shape = (1, 3, tiling.tile_frames + 1, tiling.tile, tiling.tile)
+    mm.load_models_gpu([vae.patcher], memory_required=vae.memory_used_encode(tile_shape, vae.vae_dtype),
+                       force_full_load=getattr(vae, "disable_offload", False))
+    u8 = (pixels[0].float().clamp(0, 1) * 255).round()  # LoadImage / lanczos give uint8 values / 255
+    video = u8[None].expand(frames, -1, -1, -1)           # [frames, h, w, 3], a view
+
+    def moments(x: torch.Tensor) -> torch.Tensor:
+        return model.quant_conv(model.encoder(x.to(device=vae.device, dtype=vae.vae_dtype)))
+
+    with torch.no_grad():
+        return official_reference_latent(video, moments, seed, LATENT.scale_factor, tiling)
