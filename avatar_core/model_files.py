@@ -41,8 +41,9 @@ AVATAR = ModelFile(
 WHISPER = ModelFile(
     "whisper-tiny/model.safetensors", "audio_encoders", f"{HF}/openai/whisper-tiny/resolve/main/model.safetensors",
     "audio_encoders/whisper-tiny/model.safetensors + audio_encoders/whisper-tiny/config.json",
-    f"openai/whisper-tiny (= the official ckpts/whisper-tiny): model.safetensors AND config.json "
-    f"({HF}/openai/whisper-tiny/resolve/main/config.json) in one whisper-tiny/ folder")
+    f"openai/whisper-tiny (= the official ckpts/whisper-tiny): model.safetensors, with its config.json "
+    f"({HF}/openai/whisper-tiny/resolve/main/config.json) beside it in one whisper-tiny/ folder (optional: the "
+    f"loader reads the sizes off the weights)")
 VAE = ModelFile(
     "hunyuan_video_vae_bf16.safetensors", "vae", f"{REPACKAGED}/vae/hunyuan_video_vae_bf16.safetensors",
     "vae/hunyuan_video_vae_bf16.safetensors", "Comfy-Org/HunyuanVideo_repackaged (= the official VAE)")

@@ -131,6 +131,8 @@ def smoke_graph(prompt: dict, files: dict) -> dict:
     first(prompt, "VAELoader")["inputs"]["vae_name"] = files["vae"]
     prompt["smoke_windows"] = {"class_type": "AvatarLongVideo", "inputs": {"window": SMOKE_WINDOW, "stride": 2}}
     first(prompt, "AvatarSampler")["inputs"]["long_video"] = ["smoke_windows", 0]
+    # The tiny TAEHV stand-in has no posterior (mean and log-variance): ComfyUI's own encode.
+    first(prompt, "AvatarSampler")["inputs"]["reference_encode"] = "comfyui"
     return prompt
 
 
@@ -266,6 +268,7 @@ def build_prompt(args: argparse.Namespace, info: dict, files: dict | None, input
     sampler = first(prompt, "AvatarSampler")["inputs"]
     sampler.update(steps=args.steps or (2 if args.smoke else sampler["steps"]),
                    image_size=args.image_size or (128 if args.smoke else sampler["image_size"]))
+    first(prompt, "AvatarFaceMasks")["inputs"]["image_size"] = sampler["image_size"]  # faces found at the video size
     first(prompt, "LoadAudio")["inputs"]["audio"] = inputs["audio"]
     first(prompt, "LoadImage")["inputs"]["image"] = inputs["image"]
     if args.prompt and "AvatarTextEncode" in {n["class_type"] for n in prompt.values()}:

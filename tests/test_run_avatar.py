@@ -116,3 +116,14 @@ def test_the_smoke_video_never_replaces_an_earlier_one(tmp_path, monkeypatch):
     assert run_avatar.default_out(args, tmp_path / "x.mp4") == tmp_path / "hyavatar_smoke.mp4"
     (tmp_path / "hyavatar_smoke.mp4").write_bytes(b"earlier")
     assert run_avatar.default_out(args, tmp_path / "x.mp4") == tmp_path / "hyavatar_smoke_00001.mp4"
+
+
+def test_smoke_graph_encodes_the_reference_with_comfyuis_encode():
+    """The smoke VAE (TAEHV) has no posterior: the official reference encode would refuse it."""
+    import run_avatar
+    prompt = {"1": {"class_type": "AvatarTextEncode", "inputs": {}}, "2": {"class_type": "AvatarFaceMasks", "inputs": {}},
+              "3": {"class_type": "AvatarModelLoader", "inputs": {}}, "4": {"class_type": "AvatarWhisperLoader", "inputs": {}},
+              "5": {"class_type": "VAELoader", "inputs": {}},
+              "6": {"class_type": "AvatarSampler", "inputs": {"reference_encode": "official"}}}
+    out = run_avatar.smoke_graph(prompt, {"conditioning": "c", "dit": "d", "whisper": "w", "vae": "v"})
+    assert out["6"]["inputs"]["reference_encode"] == "comfyui"
