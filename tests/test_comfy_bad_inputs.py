@@ -113,7 +113,7 @@ CASES = [  # (case, node, inputs, expected node type, pattern: the input ... the
     ("official encode on a VAE without a posterior", "AvatarSampler", {"reference_encode": "official"}, "AvatarSampler",
      r"reference_encode='official' needs the HunyuanVideo VAE.*'comfyui'"),
     ("mask image_size not a multiple of 64", "AvatarFaceMasks", {"image_size": 200}, "AvatarFaceMasks",
-     r"image_size must be a positive multiple of 64"),
+     r"image_size: 200 is not a multiple of 64.*Avatar Sampler.s image_size"),
     ("face_scale NaN", "AvatarFaceMasks", {"face_scale": NAN}, "AvatarFaceMasks",
      r"face_scale: got nan.*official 3\.0"),
     ("duration NaN", "AvatarAudioEncode", {"duration": NAN}, "AvatarAudioEncode",
