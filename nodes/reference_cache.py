@@ -25,6 +25,12 @@ def content_key(image: torch.Tensor) -> str:
     return h.hexdigest()
 
 
+def encode_key(width: int, height: int, frames: int, mode: str, seed: int) -> Hashable:
+    """What the sampler encodes, for the cache: the size, the frames and the mode; the seed only for the official
+    mode (it draws a posterior sample with the seed; ComfyUI's mode returns the mean, the same for every seed)."""
+    return (width, height, frames, mode, seed if mode == "official" else None)
+
+
 class ReferenceCache:
     def __init__(self) -> None:
         self._vae: weakref.ref | None = None   # the VAE the entry was made with (not kept alive by the cache)

@@ -46,7 +46,7 @@ from .lora import apply_attached_loras
 from .memory import does_not_fit, out_of_memory
 from .messages import tell_ui
 from .reference import reference_latents
-from .reference_cache import ReferenceCache
+from .reference_cache import ReferenceCache, encode_key
 from .resume import resume_config
 from .types import AudioFeatures, AvatarModel, CharacterMasks, Emotion, LongVideo, Resume
 
@@ -187,8 +187,7 @@ class AvatarSampler(io.ComfyNode):
         if tuple(masks.shape[-2:]) != (h, w) and character_masks is not None:
             tell_ui(f"the character masks are {masks.shape[-1]}x{masks.shape[-2]}, the video {w}x{h}: set Avatar "
                     "Character Masks' image_size to the sampler's so faces are found at the video size.", "Avatar Sampler")
-        # The official encode draws a posterior sample with the seed: the seed is part of what is encoded then.
-        what = (w, h, windows.audio_rows, reference_encode, seed if reference_encode == "official" else None)
+        what = encode_key(w, h, windows.audio_rows, reference_encode, seed)
         ref = REFERENCE.get(image[:1], vae, what,                                           # [1, 16, window, h/8, w/8]
                             lambda: reference_latents(image, vae, w, h, windows.audio_rows, reference_encode, seed))
         runner: Runner = model.model  # the loader's runner (one process, or a pool of GPU workers) in its patcher

@@ -60,3 +60,15 @@ def test_a_dropped_vae_is_not_kept_alive_and_never_matches_a_new_one():
     fresh = FakeVAE()
     run(cache, image, fresh)
     assert fresh.calls == 1
+
+
+def test_the_official_encode_is_cached_per_seed_comfyuis_for_every_seed():
+    """The official mode draws a posterior sample with the seed: another seed must encode again."""
+    key = cache_mod.encode_key
+    assert key(704, 704, 129, "comfyui", 1) == key(704, 704, 129, "comfyui", 2)
+    assert key(704, 704, 129, "official", 1) != key(704, 704, 129, "official", 2)
+    assert key(704, 704, 129, "official", 1) != key(704, 704, 129, "comfyui", 1)
+    cache, vae, image = cache_mod.ReferenceCache(), FakeVAE(), torch.rand(1, 64, 64, 3)
+    for seed in (1, 2):
+        cache.get(image, vae, key(64, 64, 9, "official", seed), lambda: vae.encode(image))
+    assert vae.calls == 2
