@@ -78,6 +78,11 @@ LORA_ALPHA = Number(0.0, 1e6, above=True, fix="Usually equal to the rank (defaul
 EVERY = Int(1, None, unit="steps", fix="Give a positive number of steps.")
 EVERY_OR_OFF = Int(0, None, unit="steps", fix="Give a number of steps (0 = off).")
 AEM_EVERY = Int(1, 1000, unit="blocks", fix="One emotion layer after every n-th double block (default 2).")
+BATCH_SIZE = Int(1, 4096, unit="clips", fix="Clips per micro-step, all of one aspect-ratio bucket (default 1).")
+LR_WARMUP = Int(0, 10**8, unit="steps", fix="Steps of linear warmup to the learning rate (0 = none).")
+LR_SCHEDULE = Choice(("constant", "cosine"), fix="constant, or cosine (down to zero at the last step).")
+TRAIN_BLOCK_SWAP = Int(0, 1000, unit="blocks",
+                       fix="Blocks whose weights stream from CPU memory during training (0 = none; 13B has 60).")
 NAME = Text(nonempty=True, fix="Give a name.")
 PATH = Text(nonempty=True, paths=True, fix="Give a file or folder path.")
 _BLOCKS = re.compile(r"(all|double|single)(:\d+(-\d+)?)?")
