@@ -124,14 +124,18 @@ def write_clip(path: str | Path, clip: ClipSample) -> None:
     save_file(tensors, str(path), metadata={"format": FORMAT, "version": VERSION, "caption": clip.caption})
 
 
-def write_clip_new(folder: str | Path, name: str, clip: ClipSample) -> Path:
-    """Write one cached clip as `<folder>/<name>_NNNNN.safetensors` (ComfyUI's counter naming): never over an
-    existing file, so a second run of the same graph adds a clip instead of replacing one."""
+def clip_bytes(clip: ClipSample, name: str) -> bytes:
+    """One clip cache file's bytes (checked; `name` names the clip in an error)."""
     clip.check(name)
     tensors = {f.name: getattr(clip, f.name) for f in fields(clip) if f.name != "caption"}
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items() if v is not None}
-    data = save(tensors, metadata={"format": FORMAT, "version": VERSION, "caption": clip.caption})
-    return write_new(folder, name, data)
+    return save(tensors, metadata={"format": FORMAT, "version": VERSION, "caption": clip.caption})
+
+
+def write_clip_new(folder: str | Path, name: str, clip: ClipSample) -> Path:
+    """Write one cached clip as `<folder>/<name>_NNNNN.safetensors` (ComfyUI's counter naming): never over an
+    existing file, so a second run of the same graph adds a clip instead of replacing one."""
+    return write_new(folder, name, clip_bytes(clip, name))
 
 
 def read_clip(path: str | Path) -> ClipSample:
