@@ -153,11 +153,12 @@ def test_a_rerun_resumes_without_rewriting_and_other_settings_are_refused(videos
 
 
 @pytest.mark.parametrize("kw, message", [
-    (dict(clip_frames=32), "clip_frames must be 4k\\+1"),
-    (dict(fps=30.0), "fps: fps=30.0 is not supported"),
-    (dict(image_size=100), "image_size must be a positive multiple of 64"),
-    (dict(max_clips=-1), "max_clips must be a whole number >= 0"),
-    (dict(caption="  "), "caption is empty"),
+    (dict(clip_frames=32), "clip_frames: 32 frames is not 4k\\+1"),
+    (dict(clip_frames=3), "clip_frames: 3 is out of range"),
+    (dict(fps=30.0), "fps: 30.0 is not one of \\[25.0, 12.5\\]"),
+    (dict(image_size=100), "image_size: 100 is not a multiple of 64"),
+    (dict(max_clips=-1), "max_clips: -1 is out of range"),
+    (dict(caption="  "), "caption: is empty"),
 ])
 def test_bad_settings_are_refused_before_any_video_is_read(videos, tmp_path, kw, message):
     with pytest.raises(InputError, match=message):

@@ -33,12 +33,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..conditioning.audio import encode_audio, position_stride
+from ..conditioning.audio import encode_audio
 from ..conditioning.faces import FaceDetector, character_masks, to_latent
 from ..conditioning.image import official_video_size
-from ..conditioning.waveform import SILENCE_PEAK
 from ..errors import InputError
 from ..output_files import check_folder, write_exclusive
+from ..specs.audio import SILENCE_PEAK
+from ..specs.concepts import CAPTION, CLIP_FRAMES, MAX_CLIPS, MIN_SIDE, PATH, VIDEO_FPS, VIDEO_SIZE
+from ..specs.fields import Flag, Maybe, Rule, check_fields, declared
 from .data import ClipSample, clip_bytes
 from .video import VIDEO_SUFFIXES, VideoError, VideoInfo, frame_count, frames_at, probe, read_audio, reason
 
@@ -64,10 +66,19 @@ def whisper_audio(encoder: torch.nn.Module) -> Callable[[torch.Tensor, int, floa
     return lambda wave, rate, fps, frames: encode_audio(encoder, wave, rate, fps, frames)
 
 
+def _four_k_plus_one(cfg: PrepareConfig) -> str:
+    return "" if (cfg.clip_frames - 1) % 4 == 0 else f"{cfg.clip_frames} frames is not 4k+1 (the VAE's 4x time steps)"
+
+
+@declared(Rule(("clip_frames",), _four_k_plus_one, "Use 33, 65, 129 (4k+1)."),
+          videos=PATH, output=Maybe(PATH), clip_frames=CLIP_FRAMES, fps=VIDEO_FPS, image_size=VIDEO_SIZE,
+          max_clips=MAX_CLIPS, min_side=MIN_SIDE, caption=CAPTION, progress=Flag())
 @dataclass
 class PrepareConfig:
+    """Every setting of a dataset build, checked when made (specs above)."""
+
     videos: str                              # folder of videos (its own files, not subfolders)
-    output: str                              # dataset folder: clip caches + dataset.json
+    output: str | None = None                # dataset folder: clip caches + dataset.json (None: survey only)
     clip_frames: int = 33                    # 4k+1 video frames per clip (33 = 1.3 s at 25 fps)
     fps: float = 25.0                        # clip rate: 25 (official) or 12.5
     image_size: int = 704                    # short side of the video size (official sizes per aspect ratio)
@@ -77,22 +88,10 @@ class PrepareConfig:
     progress: bool = True
 
     def check(self) -> None:
+        """The settings again (after a field was changed in place) and the videos folder."""
+        check_fields(self)
         if not Path(self.videos).is_dir():
             raise InputError(f"videos {self.videos}: not a folder; give the folder that holds your videos")
-        if not isinstance(self.clip_frames, int) or self.clip_frames < 5 or (self.clip_frames - 1) % 4:
-            raise InputError(f"clip_frames must be 4k+1 and at least 5 (e.g. 33, 65, 129), got {self.clip_frames!r}")
-        try:
-            position_stride(self.fps)
-        except ValueError as e:
-            raise InputError(f"fps: {e}") from e
-        if not isinstance(self.image_size, int) or self.image_size <= 0 or self.image_size % 64:
-            raise InputError(f"image_size must be a positive multiple of 64 (official 704), got {self.image_size!r}")
-        for name in ("max_clips", "min_side"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
-                raise InputError(f"{name} must be a whole number >= 0, got {value!r}")
-        if not self.caption.strip():
-            raise InputError("caption is empty; give the default prompt for videos without a .txt beside them")
 
     def settings(self) -> dict:
         """What the clips' contents depend on (dataset.json): a rerun must match."""
@@ -185,6 +184,8 @@ def plan_folder(cfg: PrepareConfig) -> tuple[list[VideoPlan], list[Skip]]:
 
 def check_dataset_folder(cfg: PrepareConfig) -> Path:
     """The output folder: writable, and made with these settings if it holds a dataset.json already."""
+    if cfg.output is None:
+        raise InputError("output: no dataset folder given; give the folder the clips are written to")
     out = check_folder(cfg.output, f"dataset folder {cfg.output}")
     manifest = out / "dataset.json"
     if manifest.is_file():
@@ -335,7 +336,7 @@ def main(argv: list[str] | None = None) -> PrepareReport | None:
     p.add_argument("--fps", type=float, default=25.0)
     p.add_argument("--caption", default=PrepareConfig.caption)
     args = p.parse_args(argv)
-    cfg = PrepareConfig(args.videos, args.output or "", args.clip_frames, args.fps, args.image_size, args.max_clips,
+    cfg = PrepareConfig(args.videos, args.output, args.clip_frames, args.fps, args.image_size, args.max_clips,
                         args.min_side, args.caption)
     if args.output is None:
         cfg.check()
