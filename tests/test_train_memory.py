@@ -255,3 +255,11 @@ def test_bad_memory_settings_fail_before_training(data, tmp_path, kw, message):
     with pytest.raises(InputError, match=message):
         train(_config(data, tmp_path / "out", **{"steps": 2, **kw}))
     assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+def test_the_13b_benchmark_runs_the_24gb_preset_on_the_tiny_config():
+    from bench.train_13b import main as bench_main
+    row = bench_main(["--preset", "24gb", "--config", "tiny", "--size", "48", "--video-frames", "5", "--steps", "2",
+                      "--rank", "4", "--text-len", "8", "--device", "cpu", "--block-swap", "3"])
+    assert row["fp8_base"] is True and row["block_swap"] == 3 and row["memory_cap_gib"] == 23.0   # explicit wins
+    assert row["latent_frames"] == 2 and len(row["step_s"]) == 2 and all(v == v for v in row["losses"])

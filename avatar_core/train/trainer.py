@@ -219,10 +219,12 @@ def prepare(model: torch.nn.Module, cfg: TrainConfig, data: ClipFolder, swap: Bl
 
 
 def train(cfg: TrainConfig, model: torch.nn.Module | None = None,
-          decoder: Callable[[torch.Tensor], torch.Tensor] | None = None) -> TrainResult:
+          decoder: Callable[[torch.Tensor], torch.Tensor] | None = None,
+          before_steps: Callable[[torch.nn.Module], None] | None = None) -> TrainResult:
     """Run (or resume) a training; `model`: a prebuilt base (else built from cfg; it keeps the trained
-    adapters afterwards); `decoder`: latents -> frames [F, H, W, 3] in 0..1 for sample videos (else samples
-    are saved as latents)."""
+    adapters and its block swap afterwards); `decoder`: latents -> frames [F, H, W, 3] in 0..1 for sample
+    videos (else samples are saved as latents); `before_steps(model)`: called once the base is placed (fp8,
+    block swap) and the adapters exist, before step 1 (bench/train_13b.py caps the GPU memory there)."""
     cfg.check()
     out = Path(cfg.output)
     check_output(out, cfg.resume)  # before any clip or weight is read: never over another run, never a late error
@@ -244,6 +246,8 @@ def train(cfg: TrainConfig, model: torch.nn.Module | None = None,
         state = load_checkpoint(resume, params, opt)
         step, losses = state["step"], state["losses"]
         log.info("resumed from %s at step %d", resume, step)
+    if before_steps is not None:
+        before_steps(model)
     bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress, desc="train", dynamic_ncols=True)
     seconds = []
     while step < cfg.steps:
