@@ -196,3 +196,10 @@ def test_videos_to_a_trained_lora_end_to_end(dataset, tmp_path):
     assert result.step == 4 and all(math.isfinite(v) for v in result.losses)
     lora = load_lora(result.lora, build_random_transformer(CFG, seed=0))
     assert lora.unmatched == () and lora.matched > 0
+
+
+def test_write_exclusive_never_replaces_a_file_and_leaves_no_part_file(tmp_path):
+    from avatar_core.output_files import write_exclusive
+    assert write_exclusive(tmp_path / "a.bin", b"first") == tmp_path / "a.bin"
+    assert write_exclusive(tmp_path / "a.bin", b"second") is None
+    assert (tmp_path / "a.bin").read_bytes() == b"first" and sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
