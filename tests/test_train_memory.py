@@ -10,8 +10,8 @@ import torch
 
 from avatar_core.config import AvatarConfig
 from avatar_core.loading import build_random_transformer
-from avatar_core.model.fp8 import FP8, FP8Linears
-from avatar_core.model.linear import WeightOwner, block_linear_names, store_blocks_
+from avatar_core.model.fp8 import FP8, FP8Linear, FP8Linears
+from avatar_core.model.linear import Linear, WeightOwner, block_linear_names, store_blocks_
 from avatar_core.model.offload import BlockSwap
 from avatar_core.train import ClipFolder, TrainConfig, train
 from avatar_core.train.adapters import add_lora, enable_gradient_checkpointing
@@ -153,6 +153,16 @@ def test_fp8_base_training_keeps_the_base_in_fp8_and_its_lora_loads_on_a_plain_b
 
 
 # ---------------------------------------------------------------- block swap + gradient checkpointing
+def _spy_weight_rows(monkeypatch, classes, record) -> None:
+    """Call `record(member)` at every use of a member's weight (patched on each member class, so a class that
+    holds its own weight_rows attribute is spied on too)."""
+    for cls in classes:
+        def spy(self, *a, _rows=cls.weight_rows, **k):
+            record(self)
+            return _rows(self, *a, **k)
+        monkeypatch.setattr(cls, "weight_rows", spy)
+
+
 def test_block_swap_step_gives_the_same_gradients_and_stages_every_use_in_forward_and_backward(data, monkeypatch):
     clip = ClipFolder(data)[0]
     plain = build_random_transformer(CFG, seed=0)
@@ -172,13 +182,8 @@ def test_block_swap_step_gives_the_same_gradients_and_stages_every_use_in_forwar
     enable_gradient_checkpointing(model, swap)
     uses = {"forward": [], "backward": []}
     phase = ["forward"]
-    rows = WeightOwner.weight_rows
-
-    def spy(self, *a, **k):
-        if id(self) in swapped:
-            uses[phase[0]].append(self._home is not None)                   # staged copy, not the CPU home
-        return rows(self, *a, **k)
-    monkeypatch.setattr(WeightOwner, "weight_rows", spy)
+    _spy_weight_rows(monkeypatch, {type(m) for m in model.modules() if isinstance(m, WeightOwner)},
+                     lambda m: id(m) in swapped and uses[phase[0]].append(m._home is not None))
     entered = {"forward": [], "backward": []}
     enter = swap._enter
 
@@ -225,9 +230,7 @@ def test_gradient_checkpointing_recomputes_every_block_in_backward_with_fp8_and_
 def test_the_trainer_swaps_blocks_in_forward_and_backward_of_an_fp8_base(data, tmp_path, monkeypatch):
     model = build_random_transformer(CFG, seed=0)
     uses = []
-    rows = WeightOwner.weight_rows
-    monkeypatch.setattr(WeightOwner, "weight_rows",
-                        lambda self, *a, **k: uses.append((self, self._home is not None)) or rows(self, *a, **k))
+    _spy_weight_rows(monkeypatch, (Linear, FP8Linear), lambda m: uses.append((m, m._home is not None)))
     result = train(_config(data, tmp_path, steps=3, fp8_base=True, block_swap=4, batch_size=2, lr_warmup=1,
                            lr_schedule="cosine"), model=model)
     assert result.step == 3 and all(math.isfinite(v) for v in result.losses)
