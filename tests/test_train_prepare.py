@@ -180,6 +180,10 @@ def test_the_cli_surveys_a_folder_and_refuses_to_encode_without_encoders(videos,
     with pytest.raises(SystemExit):
         main([str(videos), "--output", str(tmp_path / "o")])
     assert "Avatar Training Dataset From Folder" in capsys.readouterr().err
+    report = main([str(videos), "--output", str(tmp_path / "r"), "--random-encoders", "tiny", "--clip-frames", "9",
+                   "--image-size", "64", "--min-side", "64", "--max-clips", "1"])
+    assert len(report.written) == 3 and len(ClipFolder(tmp_path / "r")) == 3   # no detector: noface.mp4 too
+    assert "3 clips written" in capsys.readouterr().out
 
 
 def test_videos_to_a_trained_lora_end_to_end(dataset, tmp_path):
