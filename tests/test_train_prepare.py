@@ -34,6 +34,7 @@ def videos(tmp_path_factory):
     (folder / "tall.txt").write_text("A woman explains a recipe.\n")
     write_talking_video(folder / "noface.mp4", 0.8, 25, (96, 128), face=False)
     write_talking_video(folder / "mute.mp4", 0.8, 25, (96, 128), audio=False)
+    write_talking_video(folder / "silent.mp4", 0.8, 25, (96, 128), silent=True)
     write_talking_video(folder / "short.mp4", 0.2, 25, (96, 128))
     write_talking_video(folder / "small.mp4", 0.8, 25, (48, 64))
     (folder / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
@@ -41,10 +42,15 @@ def videos(tmp_path_factory):
     return folder
 
 
+PROGRESS: list[tuple[int, int]] = []
+
+
 @pytest.fixture(scope="module")
 def dataset(videos, tmp_path_factory):
     out = tmp_path_factory.mktemp("dataset")
-    return out, prepare_dataset(PrepareConfig(str(videos), str(out), **SMALL), _encoders())
+    report = prepare_dataset(PrepareConfig(str(videos), str(out), **SMALL), _encoders(),
+                             on_progress=lambda done, total: PROGRESS.append((done, total)))
+    return out, report
 
 
 def test_a_folder_of_videos_becomes_clips_and_bad_files_are_named(dataset):
@@ -54,7 +60,8 @@ def test_a_folder_of_videos_becomes_clips_and_bad_files_are_named(dataset):
                     [f"{clip_name(out / 'wide.mp4', i)}.safetensors" for i in range(4)]
     why = {(s.video, s.clip): s.why for s in report.skipped}
     assert why.keys() == {("broken.mp4", None), ("mute.mp4", None), ("short.mp4", None), ("small.mp4", None),
-                          ("noface.mp4", 0), ("noface.mp4", 1)}
+                          ("silent.mp4", None), ("noface.mp4", 0), ("noface.mp4", 1)}
+    assert why["silent.mp4", None] == "its audio track is silent"
     assert why["broken.mp4", None].startswith("unreadable")
     assert "no audio track" in why["mute.mp4", None]
     assert "too short: 0.20 s" in why["short.mp4", None] and "0.36 s" in why["short.mp4", None]
@@ -62,6 +69,7 @@ def test_a_folder_of_videos_becomes_clips_and_bad_files_are_named(dataset):
     assert why["noface.mp4", 0] == "no face in its first frame"
     summary = report.summary()
     assert "7 clips written" in summary and "noface.mp4 clips 0-1: no face" in summary
+    assert PROGRESS == [(k, 11) for k in range(1, 12)]                  # 4 + 3 + 2 + 2 planned clips, each once
 
 
 def test_clips_hold_the_sampler_layout_in_two_aspect_ratio_buckets(dataset):

@@ -219,7 +219,10 @@ def prepare_dataset(cfg: PrepareConfig, encoders: Encoders,
             on_progress(done, total)
     try:
         for plan in plans:
+            before = done
             _prepare_video(plan, cfg, encoders, report, advance)
+            for _ in range(plan.clips - (done - before)):  # clips of a video skipped part-way: counted as done
+                advance()
     finally:
         bar.close()
     if report.skipped:

@@ -52,12 +52,13 @@ def speech_like(seconds: float, rate: int, seed: int = 0) -> np.ndarray:
 
 
 def write_talking_video(path: str | Path, seconds: float = 1.5, fps: int = 30, size: tuple[int, int] = (96, 128),
-                        face: bool = True, audio: bool = True, rate: int = 22050, seed: int = 0) -> Path:
+                        face: bool = True, audio: bool = True, rate: int = 22050, seed: int = 0,
+                        silent: bool = False) -> Path:
     """An mp4 (H.264 + AAC) of a synthetic face (a skin-coloured disc whose mouth opens with the sound)
-    drifting over a dark background, with a speech-like mono track: a training video for tests."""
+    drifting over a dark background, with a speech-like mono track (all zeros if `silent`): a test video."""
     import av
     h, w = size
-    wave = speech_like(seconds, rate, seed)
+    wave = speech_like(seconds, rate, seed) * (0.0 if silent else 1.0)
     yy, xx = np.mgrid[0:h, 0:w]
     with av.open(str(path), "w") as c:
         video = c.add_stream("libx264", rate=fps)
