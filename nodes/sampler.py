@@ -41,7 +41,7 @@ from ..avatar_core.specs.concepts import (
 )
 from ..avatar_core.specs.tensors import IMAGE, MASK
 from .convert import MOTION_EXP, MOTION_POSE, image_to_frames, motion_tensor, official_size, resize_masks
-from .lora import apply_attached_loras
+from .lora import attached_loras
 from .memory import does_not_fit, out_of_memory
 from .reference_cache import ReferenceCache
 from .resume import resume_config
@@ -198,8 +198,8 @@ class AvatarSampler(io.ComfyNode):
                 mm.load_models_gpu([model], force_full_load=True)
             else:  # it streams its own blocks: only make room for the resident part and the activations
                 mm.free_memory(SWAP_HEADROOM_BYTES, device)
-            loras = apply_attached_loras(model)  # this branch's LoRAs (or none) on the shared weights
-            result = runner.sample(cond, config, callbacks=_callbacks(device), loras=loras,
+            # this branch's LoRAs (or none): the runner puts them on the shared weights for this run
+            result = runner.sample(cond, config, callbacks=_callbacks(device), loras=attached_loras(model),
                                    resume=checkpoints)
         except SamplingCancelled:
             raise mm.InterruptProcessingException() from None

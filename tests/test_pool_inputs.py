@@ -21,7 +21,7 @@ import torch.multiprocessing as mp
 from test_distributed import CFG, _port
 from test_distributed import cond as conditioning
 
-from avatar_core.distributed import ParallelConfig, WorkerPool, build_groups, check_step_cache, sample_on_rank
+from avatar_core.distributed import ParallelConfig, WorkerPool, build_groups, check_step_cache
 from avatar_core.distributed.pool import PooledRunner
 from avatar_core.loading import build_random_transformer, init_random_, save_emotion_module, save_transformer
 from avatar_core.model.emotion import AudioEmotionModule, EmotionConfig
@@ -82,8 +82,9 @@ def _run_case(runner, name: str, groups=None) -> dict[str, Any]:
     if groups is None:  # the single process: CFG-parallel ranks run each half as a batch-1 call, so does this
         split = parallel.cfg > 1 and sampler.step_cache is None
         res = runner.sample(cond, replace(sampler, split_cfg=split))
-    else:
-        res = sample_on_rank(runner.diffusion_model, groups, cond, sampler, torch.device("cpu"), options=runner.options)
+    else:  # as a pool worker serves a request: the same LocalRunner.sample, given its place in the pool
+        runner.rank_groups = groups
+        res = runner.sample(cond, sampler)
     return {"latents": res.ring_latents, "stats": res.step_cache}
 
 
