@@ -26,6 +26,7 @@ from ..avatar_core.sampling.sampler import (
     SamplingCancelled,
     TextConditioning,
 )
+from ..avatar_core.sampling.solvers import SOLVERS
 from ..avatar_core.sampling.stepcache import StepCacheConfig
 from ..avatar_core.sampling.windows import OFFICIAL_OFFSET, OFFICIAL_WINDOW, WindowConfig, plan_clip
 from ..avatar_core.specs.concepts import (
@@ -143,6 +144,8 @@ class AvatarSampler(io.ComfyNode):
                                        "threshold (accumulated relative change) since the last computed step, the "
                                        "rest of the step is approximated from the cache. Random-weight tests: 0.5 "
                                        "gave 1.9x. Higher = faster, less faithful; start low."),
+                io.Combo.Input("solver", options=list(SOLVERS), default="euler", optional=True,
+                               tooltip=_solver_tooltip()),
             ],
             outputs=[io.Latent.Output(display_name="latent")],
         )
@@ -150,7 +153,8 @@ class AvatarSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, image, vae, audio_features, character_masks=None, emotion=None,
                 long_video=None, image_size=704, steps=50, cfg=7.5, shift=5.0, seed=128, motion_exp=MOTION_EXP,
-                motion_pose=MOTION_POSE, deep_cache=True, step_cache=0.0, resume=None) -> io.NodeOutput:
+                motion_pose=MOTION_POSE, deep_cache=True, step_cache=0.0, resume=None,
+                solver="euler") -> io.NodeOutput:
         IMAGE.check("image", image)
         widgets = _check_widgets(image_size=image_size, steps=steps, cfg=cfg, shift=shift, seed=seed,
                                  motion_exp=motion_exp, motion_pose=motion_pose, step_cache=step_cache)
@@ -184,7 +188,7 @@ class AvatarSampler(io.ComfyNode):
         # Deep-cache tokens are kept per latent frame of the whole clip: on the GPU for up to two windows
         # (~1.5 GB at 704x704), in system RAM beyond, so VRAM does not grow with the clip length.
         long_clip = plan_clip(feats.shape[1], windows).windows_per_step > 2
-        config = SamplerConfig(steps=steps, shift=shift, seed=seed, guidance=GuidanceConfig(cfg=cfg),
+        config = SamplerConfig(steps=steps, shift=shift, seed=seed, guidance=GuidanceConfig(cfg=cfg), solver=solver,
                                deep_cache=DeepCacheConfig(enabled=deep_cache), windows=windows,
                                cache_device=mm.unet_offload_device() if long_clip else None,
                                step_cache=StepCacheConfig(threshold=step_cache) if step_cache > 0 else None)
@@ -211,6 +215,13 @@ class AvatarSampler(io.ComfyNode):
             del cond
             mm.soft_empty_cache()
         return io.NodeOutput({"samples": (result.latents / LATENT.scale_factor).float().cpu()})
+
+
+def _solver_tooltip() -> str:
+    """From the solver registry's records (a solver registered later is described too)."""
+    lines = "; ".join(f"{s.name}: {s.note}" for s in SOLVERS.values())
+    return ("How each step moves the latents along the model's velocity. euler is the OFFICIAL one and the default; "
+            f"the others are not official. {lines}.")
 
 
 def _reference_latents(image, vae, w: int, h: int, frames: int) -> torch.Tensor:
