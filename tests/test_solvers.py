@@ -196,7 +196,7 @@ def test_a_multistep_render_resumes_bitwise_with_its_state(tmp_path: Path) -> No
     the state the first resumed step would be first order and differ), and an Euler run never takes its file."""
     cond, config = small_cond(FRAMES), ring_config("dpmpp_2m", 5)
     reference = sample_avatar(guided_field, cond, config).ring_latents
-    resume, seen = ResumeConfig(tmp_path, interval_s=0), []
+    resume, seen = ResumeConfig(tmp_path, interval_s=0, weights=torch.nn.Identity()), []  # the stand-in has none
     stop = SamplerCallbacks(on_progress=seen.append, should_cancel=lambda: len(seen) >= 8)   # in step 3
     with pytest.raises(SamplingCancelled):
         sample_avatar(guided_field, cond, config, callbacks=stop, resume=resume)
@@ -211,3 +211,24 @@ def test_a_multistep_render_resumes_bitwise_with_its_state(tmp_path: Path) -> No
     resumed = sample_avatar(lambda *a, **k: calls.append(1) or guided_field(*a, **k), cond, config,
                             resume=resume).ring_latents
     assert len(calls) == 3 * 3 and torch.equal(resumed, reference)
+
+
+def test_a_multistep_checkpoint_without_its_state_is_not_trusted(tmp_path: Path, caplog) -> None:
+    """A 2M checkpoint whose history is gone (its content hash recomputed, so only that is wrong) would resume
+    first order: it is reported, removed, and the render starts afresh."""
+    from safetensors.torch import save_file
+
+    from avatar_core.sampling.resume import content_hash
+    cond, config = small_cond(FRAMES), ring_config("dpmpp_2m", 5)
+    resume, seen = ResumeConfig(tmp_path, interval_s=0, weights=torch.nn.Identity()), []
+    with pytest.raises(SamplingCancelled):
+        sample_avatar(guided_field, cond, config, resume=resume,
+                      callbacks=SamplerCallbacks(on_progress=seen.append, should_cancel=lambda: len(seen) >= 8))
+    (saved,) = tmp_path.iterdir()
+    with safe_open(str(saved), framework="pt") as f:
+        meta, latents, rng = dict(f.metadata()), f.get_tensor("latents"), f.get_tensor("rng_cpu")
+    meta["content_sha256"] = content_hash(latents, rng, meta)
+    save_file({"latents": latents, "rng_cpu": rng}, str(saved), metadata=meta)
+    calls = []
+    sample_avatar(lambda *a, **k: calls.append(1) or guided_field(*a, **k), cond, config, resume=resume)
+    assert len(calls) == 5 * 3 and "cannot be trusted" in caplog.text and "history" in caplog.text
