@@ -192,7 +192,7 @@ def test_a_kernel_registered_after_import_is_a_choice_everywhere():
     def spy(q, k, v):
         calls.append(q.shape)
         return A._sdpa(q, k, v)
-    with pytest.raises(ValueError, match="unknown attention backend"):
+    with pytest.raises(ValueError, match="attention: 'late_spy' is not one of"):
         RunOptions(attention="late_spy")
     A.register(A.AttentionKernel("late_spy", spy, lambda q: True))
     pack_attention = load_pack("avatar_core.model.attention")       # the module the nodes import (pack name)

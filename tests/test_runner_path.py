@@ -47,7 +47,7 @@ def test_local_runner_carries_exactly_the_loras_it_is_given(runner, tmp_path):
     base = runner.diffusion_model.double_blocks[0].img_attn_qkv.weight.detach().clone()
     path = _lora(tmp_path / "a.safetensors")
     lora = runner.load_lora(path)
-    up, down = lora.patches[0].up, lora.patches[0].down
+    up, down = lora.patches[0].patch.up, lora.patches[0].patch.down
     expected = (base.float() + 0.5 * up.float() @ down.float()).to(base.dtype)   # closed form, alpha absent: scale 1
     runner.sample(None, loras=((lora, 0.5),))
     assert torch.equal(runner.seen[-1], expected)
