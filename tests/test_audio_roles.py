@@ -85,7 +85,7 @@ def test_a_long_listener_equals_the_windowed_encoding_of_zero_samples(encoder):
 
 def test_only_listeners_need_a_length():
     with pytest.raises(InputError, match="every character is a listener.*num_frames"):
-        encode_character_audio(None, [CharacterAudio.listener(), CharacterAudio.listener()])  # type: ignore[arg-type]
+        encode_character_audio(_PositionStub(), [CharacterAudio.listener(), CharacterAudio.listener()])
 
 
 @pytest.mark.parametrize("fps", [25.0, 12.5])
