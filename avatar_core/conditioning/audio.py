@@ -26,8 +26,8 @@ Whisper of silence depends on what else is in the same 30 s Whisper window: the 
 the window's loudest value (WhisperFeatureExtractor: ``max(log_spec, log_spec.max() - 8)``) and self-attention
 spans the window. So a speaker's silent stretches inside a window that also holds its speech are Whisper's
 features of that silence IN CONTEXT (what the official code gives a pause), and equal the listener's features
-only in windows without any of its speech (measured on whisper-tiny.en: 0.3-0.7 relative distance next to
-speech, 0 in a speech-free window). A speaker's track never contains another speaker's samples.
+only in windows without any of its speech (measured on whisper-tiny.en: 0.26-0.44 relative distance 2 to 20 s
+after the speech, more right next to it; 0 in a speech-free window). A speaker's track never contains another speaker's samples.
 """
 
 from __future__ import annotations
