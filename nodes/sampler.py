@@ -110,7 +110,8 @@ class AvatarSampler(io.ComfyNode):
                 AudioFeatures.Input("audio_features", tooltip="From Avatar Audio Encode: one track per character; "
                                                               "the video is as long as this audio."),
                 CharacterMasks.Input("character_masks", optional=True,
-                                     tooltip="One mask per audio track; default: one character, the whole frame."),
+                                     tooltip="One mask per character; a character without an audio track listens. "
+                                             "Default: one character, the whole frame."),
                 Emotion.Input("emotion", optional=True, tooltip="Emotion reference (needs AEM weights)."),
                 LongVideo.Input("long_video", optional=True, tooltip="Window / stride; default official 33 / 10."),
                 Resume.Input("resume", optional=True, tooltip="From Avatar Resume; default: checkpoints in "
@@ -164,10 +165,7 @@ class AvatarSampler(io.ComfyNode):
         h, w = official_size(image.shape[1], image.shape[2], image_size)
         masks = character_masks if character_masks is not None else torch.ones(1, h, w)
         MASK.check("character_masks", masks)
-        feats = audio_features.features
-        if feats.shape[0] != masks.shape[0]:
-            raise InputError(f"{feats.shape[0]} audio tracks but {masks.shape[0]} character masks: give one mask per "
-                             "audio (Avatar Character Masks, 'characters' input).")
+        feats = audio_features.for_characters(masks.shape[0])  # a mask without a track: a listener
         device = mm.get_torch_device()
         ref = REFERENCE.get(image[:1], vae, (w, h, windows.audio_rows),                   # [1, 16, window, h/8, w/8]
                             lambda: _reference_latents(image, vae, w, h, windows.audio_rows))

@@ -82,3 +82,12 @@ def test_template_inputs_are_present_in_comfyui(opened, name):
     assert loaders, f"{name}: no LoadImage / LoadAudio nodes seen"
     for loader in loaders:
         assert loader["value"] in loader["options"], f"{name}: {loader['type']} {loader['value']} not in ComfyUI/input"
+
+
+def test_four_speaker_legend_names_each_character_its_audio_in_order(opened):
+    """The extension's legend on the mask node of the four-speaker template, as drawn in the browser: four rows,
+    audio_k -> character k + 1 with its file, each file decoded in the browser (FLAC) for its waveform."""
+    legends = opened["avatar_four_speakers"]["graph"]["legends"]
+    assert legends == [[{"character": k + 1, "input": f"audio_{k}", "role": "speaker", "file": f"speaker_{k + 1}.flac",
+                         "summary": True} for k in range(4)]]
+    assert [len(rows) for rows in opened["avatar_two_character_dialogue"]["graph"]["legends"]] == [2]

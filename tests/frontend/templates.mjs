@@ -31,6 +31,8 @@ try {
       nodes: app.graph.nodes.length, title: app.workflowManager?.activeWorkflow?.filename ?? null,
       images: app.graph.nodes.filter((n) => ["LoadImage", "LoadAudio", "LoadImageMask"].includes(n.type))
         .map((n) => ({ type: n.type, value: n.widgets?.[0]?.value, options: n.widgets?.[0]?.options?.values ?? [] })),
+      // the per-character legend(s) of the mask node: who is who, as the extension drew it
+      legends: [...document.querySelectorAll("canvas.hyavatar-legend")].map((c) => JSON.parse(c.dataset.rows ?? "null")),
     }));
     const overlay = await page.evaluate(() => document.body.innerText);
     await page.screenshot({ path: path.join(cfg.outDir, `template_${name}.png`) });
