@@ -56,6 +56,25 @@ def write_new(folder: str | Path, name: str, data: bytes, suffix: str = ".safete
     raise FileExistsError(f"could not find a free file name for {name} in {folder}")
 
 
+def write_exclusive(path: str | Path, data: bytes) -> Path | None:
+    """Write `data` as exactly `path` unless a file is there (then None: nothing written, nothing replaced).
+    Written beside it under a temporary name and linked into place, so a crash never leaves a half file at
+    `path` (a resumable writer, e.g. the dataset builder, takes a file that exists as done)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    with open(tmp, "xb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        os.link(tmp, path)                 # atomic, and refuses an existing name (rename would replace it)
+    except FileExistsError:
+        return None
+    finally:
+        tmp.unlink()
+    return path
+
+
 def folder_problem(directory: str | Path, need_bytes: int = 0, margin: int = 16 << 20) -> str | None:
     """Why `directory` cannot take `need_bytes` of new files (None: it can). Creates nothing: a missing folder
     is judged by the nearest folder above it that exists (the writer creates it when it writes)."""

@@ -8,18 +8,26 @@ The load choices live in one spec (`LoadSpec`, or `RandomSpec` for random weight
 runner and every worker of a pool build from, so an input has the same effect with one GPU and many.
 The runner holds the per-run options the model is called with (`model.options.RunOptions`) and the
 offload plan; the model itself holds weights only.
+
+There is one runner path: a pool worker holds a LocalRunner that knows its place in the pool
+(`LocalRunner.rank_groups`) and serves each request with the same `LocalRunner.sample` (LoRAs, resume
+keying, the sampler call). LoRAs always travel through `sample(loras=...)`: the weights are made to match
+that list (none: the base weights, bit for bit) before every run.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 import torch.nn as nn
 
 from .config import AvatarConfig
+from .errors import InputError
 from .model import AvatarTransformer
 from .model.formats import WEIGHT_FORMATS
 from .model.offload import BlockSwap
@@ -28,6 +36,13 @@ from .sampling.resume import ResumeConfig
 from .sampling.sampler import AvatarConditioning, SamplerCallbacks, SamplerConfig, SampleResult, sample_avatar
 from .specs.concepts import CHUNK_TOKENS, PATH, SEED, SWAP_BLOCKS
 from .specs.fields import Choice, Flag, Instance, Int, Maybe, Text, declared
+
+if TYPE_CHECKING:
+    from .distributed.group import ParallelGroups
+    from .lora import LoraFile
+
+# (LoRA, strength) pairs of one run: LoraFile objects (read and checked by `Runner.load_lora`) or file paths.
+Loras = Sequence[tuple["LoraFile | str | Path", float]]
 
 FAST_ATTENTION = "fa3_fp8"  # the "fast" weight format (model/formats.py) also picks this attention kernel
 OFFLOAD_MODES = ("none", "block_swap", "low_memory")
@@ -44,14 +59,19 @@ class RunnerInfo:
     attention: str = "sdpa"     # the attention kernel that runs (after a fallback to SDPA, if any)
     gpus: int = 1               # processes (GPUs) that sample
     swapped_blocks: int = 0     # blocks streamed from CPU memory (per process)
+    config: AvatarConfig | None = None  # the model's sizes (a pool checks a LoRA file against them)
 
 
 class Runner(Protocol):
     info: RunnerInfo
 
+    def load_lora(self, path: str | Path) -> LoraFile:
+        """Read a LoRA file and check its keys and shapes against this runner's model, before any run."""
+        ...
+
     def sample(self, cond: AvatarConditioning, config: SamplerConfig | None = None, *,
                noise: torch.Tensor | None = None, callbacks: SamplerCallbacks | None = None,
-               loras: tuple[tuple[str, float], ...] = (), resume: ResumeConfig | None = None) -> SampleResult: ...
+               loras: Loras = (), resume: ResumeConfig | None = None) -> SampleResult: ...
 
 
 @declared(weight_format=Choice(WEIGHT_FORMATS, fix="The loader's weight_dtype: bf16 is the official precision, "
@@ -101,8 +121,9 @@ class RunChoices:
             compile_blocks(model)
         options = self.run_options()
         info = RunnerInfo(emotion=model.aem is not None, offload=self.offload, weight_format=self.weight_format,
-                          attention=options.attention, swapped_blocks=0 if swap is None else len(swap.swapped))
-        return LocalRunner(model, options, info, swap)
+                          attention=options.attention, swapped_blocks=0 if swap is None else len(swap.swapped),
+                          config=model.cfg)
+        return LocalRunner(model, options, info, swap, compute_device=device)
 
     def resolve_offload(self, model: AvatarTransformer, device: str | torch.device) -> RunChoices:
         """offload=auto -> these choices with the plan that fits the budget (none on a CPU device)."""
@@ -162,28 +183,54 @@ class LocalRunner(nn.Module):
 
     An nn.Module whose one child is `diffusion_model` (ComfyUI's convention), so that ComfyUI's
     ModelPatcher can measure, move and patch the weights; whatever the patcher writes onto the module it
-    manages lands here, not on the transformer."""
+    manages lands here, not on the transformer (it writes `device`, hence `compute_device`)."""
 
     def __init__(self, model: AvatarTransformer, options: RunOptions, info: RunnerInfo,
-                 offload: BlockSwap | None = None):
+                 offload: BlockSwap | None = None, compute_device: str | torch.device | None = None):
         super().__init__()
         self.diffusion_model = model
         self.options, self.info, self.offload = options, info, offload
+        # Where the model runs and LoRA merges are computed (None: where each weight is).
+        self.compute_device = None if compute_device is None else torch.device(compute_device)
+        # A pool worker's place in the pool (distributed.group.ParallelGroups); None: the whole run is here.
+        self.rank_groups: ParallelGroups | None = None
 
     def denoiser(self, options: RunOptions | None = None) -> partial:
         """The model bound to this runner's options: the sampler's `denoise` callable."""
         return partial(self.diffusion_model, options=options or self.options)
 
+    def load_lora(self, path: str | Path) -> LoraFile:
+        from .lora import load_lora
+        return load_lora(path, self.diffusion_model)
+
+    def use_loras(self, loras: Loras) -> None:
+        """Make the weights carry exactly `loras` (none: the base weights, restored bit for bit). Loaded
+        LoraFile objects are applied as they are; paths are read once per runner (a pool worker's request)."""
+        from .lora import LoraFile, set_lora_files, set_loras
+        loaded = [isinstance(lora, LoraFile) for lora, _ in loras]
+        if any(loaded) and not all(loaded):
+            raise InputError(f"loras: {[(getattr(lo, 'name', lo), s) for lo, s in loras]} mixes loaded LoRAs "
+                             "(LoraFile) and file paths; give all of them one way (Runner.load_lora reads a path)")
+        device = self.offload.device if self.offload is not None else self.compute_device
+        if all(loaded):  # also no LoRA at all
+            set_loras(self.diffusion_model, [(lora, float(s)) for lora, s in loras], device)
+        else:
+            set_lora_files(self.diffusion_model, [(str(lora), float(s)) for lora, s in loras], device)
+
     def sample(self, cond: AvatarConditioning, config: SamplerConfig | None = None, *,
                noise: torch.Tensor | None = None, callbacks: SamplerCallbacks | None = None,
-               loras: tuple[tuple[str, float], ...] = (), resume: ResumeConfig | None = None) -> SampleResult:
-        """``loras``: (file, strength) pairs to apply first; () leaves the weights as they are (the LoRA
-        node applies its own LoRA objects to `diffusion_model` itself, avatar_core.lora.set_loras).
-        ``resume``: checkpoint long renders and continue a matching earlier one (sampling/resume.py)."""
-        if loras:
-            from .lora import set_lora_files
-            set_lora_files(self.diffusion_model, loras, None if self.offload is None else self.offload.device)
-        if resume is not None:  # the checkpoint is keyed by these weights and this kernel too
-            resume = replace(resume, weights=self.diffusion_model, attention=self.options.attention)
-        return sample_avatar(self.denoiser(), cond, config, noise=noise, callbacks=callbacks, resume=resume)
-
+               loras: Loras = (), resume: ResumeConfig | None = None) -> SampleResult:
+        """``loras``: (LoRA, strength) pairs the weights carry for this run (`use_loras`); () = base weights.
+        ``resume``: checkpoint long renders and continue a matching earlier one (sampling/resume.py).
+        In a pool worker (`rank_groups` set) the run is this rank's share (distributed.parallel.sample_on_rank)."""
+        self.use_loras(loras)
+        groups = self.rank_groups
+        if resume is not None:  # keyed by these weights and this kernel too; in a pool only rank 0 writes
+            resume = replace(resume, weights=self.diffusion_model, attention=self.options.attention,
+                             writer=resume.writer and (groups is None or groups.rank == 0))
+        if groups is None:
+            return sample_avatar(self.denoiser(), cond, config, noise=noise, callbacks=callbacks, resume=resume)
+        from .distributed.parallel import sample_on_rank
+        device = self.compute_device or cond.ref_latents.device  # where the ranks' exchanges run
+        return sample_on_rank(self.diffusion_model, groups, cond, config or SamplerConfig(), device,
+                              options=self.options, noise=noise, callbacks=callbacks, resume=resume)

@@ -8,6 +8,8 @@ memory). The numbers time the sampler end to end (every window, CFG batch, deep 
 --preset: bf16 weights with the attention kernel the loader's `auto` picks (FA3 on Hopper when installed, else
 cuDNN SDPA), bf16 with SDPA, or `fast` (fp8 weights + fp8 GEMMs + FA3 fp8 attention). --save-latents writes the
 final latents; --reference compares them with an earlier run's (relative Frobenius error in the summary).
+--runner times the same run through `runner.LocalRunner.sample` (RandomSpec, the same weights: the path the
+nodes and every pool worker take); --solver picks the solver (euler, official, by default).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from avatar_core.config import AvatarConfig  # noqa: E402
 from avatar_core.loading import build_random_transformer  # noqa: E402
 from avatar_core.model.fp8 import enable_fp8_  # noqa: E402
 from avatar_core.model.options import RunOptions  # noqa: E402
+from avatar_core.runner import RandomSpec  # noqa: E402
 from avatar_core.sampling import AvatarConditioning, SamplerCallbacks, SamplerConfig, TextConditioning, sample_avatar  # noqa: E402
 from avatar_core.sampling.stepcache import StepCacheConfig  # noqa: E402
 from bench.common import TEXT_LEN, TEXT_VALID, gib, parse_shape  # noqa: E402
@@ -79,15 +82,22 @@ def main() -> int:
     ap.add_argument("--step-cache", type=float, help="opt-in step cache threshold (default: off)")
     ap.add_argument("--save-latents", type=Path, help="write the final latents (safetensors)")
     ap.add_argument("--reference", type=Path, help="latents of an earlier run to compare with")
+    ap.add_argument("--runner", action="store_true", help="sample through runner.LocalRunner.sample")
+    ap.add_argument("--solver", default="euler", help="a key of avatar_core.sampling.solvers.SOLVERS")
     ap.add_argument("--log", type=Path)
     ap.add_argument("--tiny", action="store_true", help="tiny model on the CPU: checks the script, times nothing real")
     args = ap.parse_args()
     shape = parse_shape(args.size)
     cfg, device = (AvatarConfig.tiny(), "cpu") if args.tiny else (AvatarConfig.avatar_13b(), "cuda")
-    model = build_random_transformer(cfg, dtype=torch.bfloat16, device=device, seed=0)
     fp8, attention = PRESETS[args.preset]
-    if fp8:
-        enable_fp8_(model, fast=True)
+    runner = None
+    if args.runner:  # the same weights (seed 0, bf16, fp8 quantised from them) and run options, as a LocalRunner
+        runner = RandomSpec(config=cfg, weight_format="fast" if fp8 else "bf16", attention=attention).build(device)
+        model = runner.diffusion_model
+    else:
+        model = build_random_transformer(cfg, dtype=torch.bfloat16, device=device, seed=0)
+        if fp8:
+            enable_fp8_(model, fast=True)
     denoise = partial(model, options=RunOptions(attention=attention))
     cond = conditioning(cfg, shape.height, shape.width, args.audio_frames, device, args.characters)
     if args.tiny:  # make the CUDA calls below harmless
@@ -116,12 +126,15 @@ def main() -> int:
     torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     step_cache = None if args.step_cache is None else StepCacheConfig(args.step_cache)
-    result = sample_avatar(denoise, cond, SamplerConfig(steps=args.steps, seed=0, step_cache=step_cache),
-                           callbacks=SamplerCallbacks(on_progress=on_progress, on_preview=on_preview))
+    config = SamplerConfig(steps=args.steps, seed=0, step_cache=step_cache, solver=args.solver)
+    callbacks = SamplerCallbacks(on_progress=on_progress, on_preview=on_preview)
+    result = runner.sample(cond, config, callbacks=callbacks) if runner is not None else \
+        sample_avatar(denoise, cond, config, callbacks=callbacks)
     torch.cuda.synchronize()
     total = time.perf_counter() - t0
     summary = dict(device=torch.cuda.get_device_name(), size=str(shape), audio_frames=args.audio_frames,
                    characters=args.characters, preset=args.preset, attention=attention, step_cache=args.step_cache,
+                   runner=args.runner, solver=args.solver,
                    step_cache_calls=None if result.step_cache is None else result.step_cache.calls,
                    step_cache_skipped=None if result.step_cache is None else result.step_cache.skipped,
                    windows_per_step=result.plan.windows_per_step, ring=result.plan.ring_frames, steps=args.steps,

@@ -1,6 +1,6 @@
 // HunyuanVideo-Avatar: on "Avatar Character Masks", show the character overlay (numbered, coloured masks on
 // the reference image) and, per character, which audio input drives it with a tiny waveform, duration and
-// level. The overlay is kept in the node's properties, so it survives saving and reopening the workflow.
+// level (or that it listens: no audio connected). The overlay is kept in the node's properties, so it survives saving and reopening the workflow.
 
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
@@ -114,7 +114,7 @@ function setup(node) {
     const ctx = legend.getContext("2d");
     ctx.scale(dpr, dpr);
     paint(ctx, ops);
-    legend.dataset.rows = JSON.stringify(info.rows.map((r) => ({ character: r.character, input: r.input, file: r.source?.file ?? null, summary: summaries[r.input] ? true : false })));
+    legend.dataset.rows = JSON.stringify(info.rows.map((r) => ({ character: r.character, input: r.input, role: r.role, file: r.source?.file ?? null, summary: summaries[r.input] ? true : false })));
     legend.dataset.warnings = JSON.stringify(warnings);
     if (height !== state.legendHeight) { state.legendHeight = height; fitNode(); }
     node.setDirtyCanvas(true, true);

@@ -13,9 +13,6 @@ from ..avatar_core.model import attention
 ONNX_PROVIDERS = {"CUDAExecutionProvider": "CUDA", "ROCMExecutionProvider": "ROCm",
                   "CoreMLExecutionProvider": "CoreML", "CPUExecutionProvider": "CPU"}
 
-ATTENTION_HELP = ("A kernel not listed is not installed or lacks its GPU here: fa3 / fa3_fp8 need a Hopper GPU and "
-                  "the FlashAttention-3 package (install.py adds it there), flash_attn `pip install flash-attn`, sage "
-                  "`pip install sageattention` (CUDA GPUs); restart ComfyUI after installing.")
 GPU_HELP = "Up to the number of CUDA GPUs torch sees here; more need more GPUs in this machine (CUDA_VISIBLE_DEVICES)."
 PROVIDER_HELP = ("Only the providers of the installed onnxruntime are listed. CUDA: `pip uninstall -y onnxruntime` "
                  "then `pip install onnxruntime-gpu` (ROCm: onnxruntime-rocm; CoreML: the macOS onnxruntime), "
@@ -32,6 +29,21 @@ def _importable(module: str) -> bool:
 def attention_kernels() -> list[str]:
     """"auto" and every registered kernel that is installed and has its hardware here (the model's registry)."""
     return attention.available_kernels()
+
+
+def attention_tooltip() -> str:
+    """The loader's attention tooltip, from the registry's records: which kernels are quantised, and what each
+    kernel that is not listed here needs (its record's note)."""
+    kernels = attention.KERNELS.values()
+    quantised = " / ".join(k.name for k in kernels if not k.exact)
+    missing = "; ".join(f"{k.name}: {k.note}" for k in kernels if not k.available())
+    text = ("Attention kernel (only those that run on this machine are listed). auto: FlashAttention-3 on Hopper "
+            "when installed, else sdpa (works everywhere).")
+    if quantised:
+        text += f" {quantised}: quantised (small extra error)."
+    if missing:
+        text += f" Not available here: {missing}. Restart ComfyUI after installing."
+    return text
 
 
 def gpu_count() -> int:

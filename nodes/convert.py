@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..avatar_core.conditioning.audio import CharacterAudio, with_listeners
 from ..avatar_core.conditioning.faces import resize_masks  # noqa: F401 (node API)
 from ..avatar_core.conditioning.image import official_video_size as official_size  # noqa: F401 (node API)
 from ..avatar_core.errors import InputError
@@ -16,14 +17,41 @@ MOTION_EXP, MOTION_POSE = 30, 25  # official motion bucket ids
 
 @dataclass
 class AudioFeatures:
-    """Whisper windows of every character, all as long as the video."""
+    """Whisper windows of every character, all as long as the video, and a listener's (for the characters
+    after the last track: those the masks have and the audio node does not)."""
 
     features: torch.Tensor  # [N, F, 10, 5, 384]
     fps: float
+    listener: torch.Tensor | None = None  # [F, 10, 5, 384] Whisper of silence; None: every character has a track
 
     @property
     def num_frames(self) -> int:
         return int(self.features.shape[1])
+
+    def for_characters(self, count: int) -> torch.Tensor:
+        """[count, F, 10, 5, 384]: the tracks, then listeners up to ``count`` characters (one per mask)."""
+        n = self.features.shape[0]
+        if n > count:
+            raise InputError(f"Avatar Audio Encode gives {n} tracks (audio_0 .. audio_{n - 1}) but there are only "
+                             f"{count} character masks: set characters to {n} on Avatar Character Masks, or "
+                             f"disconnect audio_{count} and after.")
+        if n < count and self.listener is None:
+            raise InputError(f"{n} audio tracks but {count} character masks: give one mask per audio (Avatar "
+                             "Character Masks, 'characters' input).")
+        return self.features if n == count else with_listeners(self.features, self.listener, count, self.fps)
+
+
+def character_tracks(audio: dict | None, start_offsets: str = "0", max_characters: int = 8) -> list[CharacterAudio]:
+    """Autogrow AUDIO inputs {'audio_0': AUDIO or None, ...} -> one track per character up to the last connected
+    input: audio_k is character k + 1, a SPEAKER starting at the k-th of the comma-separated ``start_offsets``
+    (seconds); an input left unconnected makes its character a LISTENER (no speech). Offsets of characters after
+    the last connected input (listeners the sampler adds) are ignored. No input connected: one listener."""
+    slots = {int(name.rsplit("_", 1)[1]): a for name, a in (audio or {}).items() if a is not None}
+    count = max(slots) + 1 if slots else 1
+    offsets = parse_offsets(start_offsets, max_characters)
+    return [CharacterAudio(slots[k]["waveform"], slots[k]["sample_rate"], offsets[k], f"audio_{k} (character {k + 1})")
+            if k in slots else CharacterAudio.listener(f"character {k + 1} (listener: audio_{k} not connected)")
+            for k in range(count)]
 
 
 def parse_offsets(text: str, count: int, name: str = "start_offsets") -> list[float]:

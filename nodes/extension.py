@@ -19,5 +19,6 @@ class AvatarExtension(ComfyExtension):
             audio.AvatarAudioEncode, faces.AvatarFaceMasks, emotion.AvatarEmotionEncode,
             text.AvatarTextEncode, text.AvatarConditioningSave, text.AvatarConditioningLoad,
             sampler.AvatarLongVideo, sampler.AvatarSampler,
-            lora.AvatarLoraLoader, training.AvatarTrainingClip, resume.AvatarResume,
+            lora.AvatarLoraLoader, training.AvatarTrainingClip, training.AvatarTrainingDatasetFromFolder,
+            resume.AvatarResume,
         ]

@@ -68,9 +68,7 @@ class AvatarModelLoader(io.ComfyNode):
                                        "GPUs; ~5% faster on an H100, small extra error). fast: fp8_e4m3fn_fast plus fp8 "
                                        "attention (FlashAttention-3 on Hopper; see the README's performance section)."),
                 io.Combo.Input("attention", options=availability.attention_kernels(), default="auto",
-                               tooltip="Attention kernel (only those that run on this machine are listed). auto: "
-                                       "FlashAttention-3 on Hopper when installed, else sdpa (works everywhere). "
-                                       "fa3_fp8 / sage are quantised (small extra error). " + availability.ATTENTION_HELP),
+                               tooltip=availability.attention_tooltip()),
                 io.Combo.Input("emotion_weights", options=[NO_AEM] + paths.emotion_files(), default=NO_AEM,
                                optional=True,
                                tooltip="Audio Emotion Module weights (.safetensors in models/avatar_emotion) for the "

@@ -27,6 +27,7 @@ from ..avatar_core.sampling.sampler import (
     SamplingCancelled,
     TextConditioning,
 )
+from ..avatar_core.sampling.solvers import SOLVERS
 from ..avatar_core.sampling.stepcache import StepCacheConfig
 from ..avatar_core.sampling.windows import OFFICIAL_OFFSET, OFFICIAL_WINDOW, WindowConfig, plan_clip
 from ..avatar_core.specs.concepts import (
@@ -42,7 +43,7 @@ from ..avatar_core.specs.concepts import (
 )
 from ..avatar_core.specs.tensors import IMAGE, MASK
 from .convert import MOTION_EXP, MOTION_POSE, motion_tensor, official_size, resize_masks
-from .lora import apply_attached_loras
+from .lora import attached_loras
 from .memory import does_not_fit, out_of_memory
 from .messages import tell_ui
 from .reference import reference_latents
@@ -112,7 +113,8 @@ class AvatarSampler(io.ComfyNode):
                 AudioFeatures.Input("audio_features", tooltip="From Avatar Audio Encode: one track per character; "
                                                               "the video is as long as this audio."),
                 CharacterMasks.Input("character_masks", optional=True,
-                                     tooltip="One mask per audio track; default: one character, the whole frame."),
+                                     tooltip="One mask per character; a character without an audio track listens. "
+                                             "Default: one character, the whole frame."),
                 Emotion.Input("emotion", optional=True, tooltip="Emotion reference (needs AEM weights)."),
                 LongVideo.Input("long_video", optional=True, tooltip="Window / stride; default official 33 / 10."),
                 Resume.Input("resume", optional=True, tooltip="From Avatar Resume; default: checkpoints in "
@@ -160,6 +162,8 @@ class AvatarSampler(io.ComfyNode):
                                        "code (tiled 256 px / 64 frames, a posterior SAMPLE with float16 noise seeded "
                                        "by the seed): a little randomness in the identity latent. README "
                                        "'Differences' has the measured sizes."),
+                io.Combo.Input("solver", options=list(SOLVERS), default="euler", optional=True,
+                               tooltip=_solver_tooltip()),
             ],
             outputs=[io.Latent.Output(display_name="latent")],
         )
@@ -168,7 +172,7 @@ class AvatarSampler(io.ComfyNode):
     def execute(cls, model, positive, negative, image, vae, audio_features, character_masks=None, emotion=None,
                 long_video=None, image_size=704, steps=50, cfg=7.5, shift=5.0, seed=128, motion_exp=MOTION_EXP,
                 motion_pose=MOTION_POSE, deep_cache=True, step_cache=0.0, resume=None, noise="cpu",
-                reference_encode="comfyui") -> io.NodeOutput:
+                reference_encode="comfyui", solver="euler") -> io.NodeOutput:
         IMAGE.check("image", image)
         widgets = _check_widgets(image_size=image_size, steps=steps, cfg=cfg, shift=shift, seed=seed,
                                  motion_exp=motion_exp, motion_pose=motion_pose, step_cache=step_cache)
@@ -178,10 +182,7 @@ class AvatarSampler(io.ComfyNode):
         h, w = official_size(image.shape[1], image.shape[2], image_size)
         masks = character_masks if character_masks is not None else torch.ones(1, h, w)
         MASK.check("character_masks", masks)
-        feats = audio_features.features
-        if feats.shape[0] != masks.shape[0]:
-            raise InputError(f"{feats.shape[0]} audio tracks but {masks.shape[0]} character masks: give one mask per "
-                             "audio (Avatar Character Masks, 'characters' input).")
+        feats = audio_features.for_characters(masks.shape[0])  # a mask without a track: a listener
         device = mm.get_torch_device()
         _check_modes(noise, reference_encode, device)
         if tuple(masks.shape[-2:]) != (h, w) and character_masks is not None:
@@ -207,6 +208,7 @@ class AvatarSampler(io.ComfyNode):
         # (~1.5 GB at 704x704), in system RAM beyond, so VRAM does not grow with the clip length.
         long_clip = plan_clip(feats.shape[1], windows).windows_per_step > 2
         config = SamplerConfig(steps=steps, shift=shift, seed=seed, noise=noise, guidance=GuidanceConfig(cfg=cfg),
+                               solver=solver,
                                deep_cache=DeepCacheConfig(enabled=deep_cache), windows=windows,
                                cache_device=mm.unet_offload_device() if long_clip else None,
                                step_cache=StepCacheConfig(threshold=step_cache) if step_cache > 0 else None)
@@ -220,8 +222,8 @@ class AvatarSampler(io.ComfyNode):
                 mm.load_models_gpu([model], force_full_load=True)
             else:  # it streams its own blocks: only make room for the resident part and the activations
                 mm.free_memory(SWAP_HEADROOM_BYTES, device)
-            loras = apply_attached_loras(model)  # this branch's LoRAs (or none) on the shared weights
-            result = runner.sample(cond, config, callbacks=_callbacks(device), loras=loras,
+            # this branch's LoRAs (or none): the runner puts them on the shared weights for this run
+            result = runner.sample(cond, config, callbacks=_callbacks(device), loras=attached_loras(model),
                                    resume=checkpoints)
         except SamplingCancelled:
             raise mm.InterruptProcessingException() from None
@@ -245,6 +247,13 @@ def _check_modes(noise: str, reference_encode: str, device: torch.device) -> Non
     if noise == "official" and device.type != "cuda":
         raise InputError(f"noise='official' is the official pipeline's CUDA draw, but ComfyUI runs on {device.type}: "
                          "set the Avatar Sampler's noise to 'cpu' (the same noise on any device).")
+
+
+def _solver_tooltip() -> str:
+    """From the solver registry's records (a solver registered later is described too)."""
+    lines = "; ".join(f"{s.name}: {s.note}" for s in SOLVERS.values())
+    return ("How each step moves the latents along the model's velocity. euler is the OFFICIAL one and the default; "
+            f"the others are not official. {lines}.")
 
 
 _WIDGETS = {"image_size": VIDEO_SIZE, "steps": STEPS, "cfg": CFG, "shift": FLOW_SHIFT, "seed": SEED,

@@ -1,7 +1,8 @@
-"""Avatar Training Clip: encodes one training clip with ComfyUI's own encoders into the trainer's cache file.
+"""Training data nodes: Avatar Training Clip (one clip from frames already in the graph) and Avatar Training
+Dataset From Folder (a folder of videos, avatar_core/train/prepare.py), both with ComfyUI's own encoders.
 
-The HunyuanVideo VAE and text encoders are ComfyUI's, so the cache (avatar_core/train/data.py) is written
-here, once per clip, with exactly the conversions the sampler applies; `python -m avatar_core.train` reads it.
+The HunyuanVideo VAE and text encoders are ComfyUI's, so the caches (avatar_core/train/data.py) are written
+here with exactly the conversions the sampler applies; `python -m avatar_core.train` reads them.
 """
 
 from __future__ import annotations
@@ -9,20 +10,23 @@ from __future__ import annotations
 import os
 
 import comfy.latent_formats
+import comfy.model_management as mm
 import comfy.utils
 import folder_paths
 import torch
 from comfy_api.latest import io
 
 from ..avatar_core.conditioning.faces import to_latent
+from ..avatar_core.conditioning.text import with_prefix
 from ..avatar_core.errors import InputError
 from ..avatar_core.output_files import check_folder, check_name
-from ..avatar_core.specs.concepts import NAME, VIDEO_SIZE
+from ..avatar_core.specs.concepts import CLIP_FRAMES, MAX_CLIPS, MIN_SIDE, NAME, VIDEO_SIZE
 from ..avatar_core.specs.tensors import IMAGE, MASK
 from ..avatar_core.train.data import ClipSample, write_clip_new
+from ..avatar_core.train.prepare import Encoders, PrepareConfig, prepare_dataset, whisper_audio
 from .convert import MOTION_EXP, MOTION_POSE, image_to_frames, official_size, resize_masks
 from .sampler import text_conditioning
-from .types import AudioFeatures, CharacterMasks, Emotion
+from .types import AudioFeatures, CharacterMasks, Emotion, FaceDetector, WhisperEncoder
 
 LATENT = comfy.latent_formats.HunyuanVideo()
 
@@ -85,3 +89,89 @@ class AvatarTrainingClip(io.ComfyNode):
             fps=torch.tensor(float(audio_features.fps)), emotion=None if emotion is None else emotion[0].float().cpu(),
             caption=name)
         return io.NodeOutput(str(write_clip_new(folder, name, clip)))  # name_00001, ...: never over a clip
+
+
+def _text_encoder(clip, clip_vision, positive, official_prefix: bool, image_size: int):
+    """Encoders.text: each clip's caption with its first frame through LLaVA (as the sampler's Avatar Text
+    Encode), or one given conditioning for every clip."""
+    if clip is not None and clip_vision is not None:
+        from .text import encode  # (imports ComfyUI's text-encoder helpers only when used)
+
+        def text(caption: str, image: torch.Tensor):
+            cond = encode(clip, clip_vision, image[None], {"prompt": with_prefix(caption, official_prefix)},
+                          image_size)[0]
+            t = text_conditioning(cond, "caption", "cpu")
+            return t.states[0], t.mask[0], t.pooled[0]
+        return text
+    if positive is None:
+        raise InputError("Avatar Training Dataset From Folder: connect clip + clip_vision (each clip's caption "
+                         "encoded with its first frame, as the sampler does) or positive (one prompt for all clips).")
+    fixed = text_conditioning(positive, "positive", "cpu")
+    return lambda caption, image: (fixed.states[0], fixed.mask[0], fixed.pooled[0])
+
+
+class AvatarTrainingDatasetFromFolder(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AvatarTrainingDatasetFromFolder", display_name="Avatar Training Dataset From Folder",
+            category="HunyuanVideo-Avatar",
+            description="Turns a folder of talking videos into the dataset python -m avatar_core.train reads: each "
+                        "video is cut into clips of clip_frames frames at fps, each clip encoded (VAE latents, "
+                        "Whisper features of its speech, face mask, caption from <video>.txt or the default). "
+                        "Resumable (clips already written are kept); bad files are skipped and listed in 'report'.",
+            inputs=[
+                io.String.Input("videos", default="avatar_training/videos",
+                                tooltip="Folder of videos (.mp4, .mov, .mkv, ...), relative to ComfyUI's input "
+                                        "folder or absolute. One speaker per video; <name>.txt beside a video is its "
+                                        "caption."),
+                io.String.Input("dataset", default="avatar_training/my_set",
+                                tooltip="Dataset folder, relative to ComfyUI's output folder (or absolute). Run again "
+                                        "with the same settings to continue it."),
+                io.Vae.Input("vae", tooltip="The HunyuanVideo VAE."),
+                WhisperEncoder.Input("whisper", tooltip="From 'Load Whisper (Avatar audio)'."),
+                io.Clip.Input("clip", optional=True, tooltip="DualCLIPLoader (clip_l + llava_llama3, hunyuan_video): "
+                              "each clip's caption encoded with its first frame. Or connect positive."),
+                io.ClipVision.Input("clip_vision", optional=True, tooltip="Load CLIP Vision: llava_llama3_vision."),
+                io.Conditioning.Input("positive", optional=True,
+                                      tooltip="Instead of clip + clip_vision: one encoded prompt for every clip "
+                                              "(Avatar Text Encode or Avatar Load Conditioning)."),
+                FaceDetector.Input("face_detector", optional=True,
+                                   tooltip="Masks from the face in each clip's first frame; clips without a face are "
+                                           "skipped. Without it the whole frame is the mask."),
+                io.String.Input("caption", multiline=True, default="A person is talking.",
+                                tooltip="Caption of videos without a <name>.txt beside them."),
+                io.Boolean.Input("official_prefix", default=True,
+                                 tooltip="Prepend the official prompt prefix, as Avatar Text Encode does."),
+                io.Int.Input("clip_frames", default=33, min=CLIP_FRAMES.ui_min, max=CLIP_FRAMES.ui_max, step=4,
+                             tooltip="Frames per clip, 4k+1 (33 = 1.3 s at 25 fps; 129 = the sampler's window)."),
+                io.Combo.Input("fps", options=["25", "12.5"], default="25", tooltip="Clip frame rate (official 25)."),
+                io.Int.Input("image_size", default=704, min=VIDEO_SIZE.ui_min, max=VIDEO_SIZE.ui_max, step=64,
+                             tooltip="Short side of the training size (as the sampler's image_size); each aspect "
+                                     "ratio gets its official size and trains in its own bucket."),
+                io.Int.Input("max_clips", default=0, min=MAX_CLIPS.ui_min, max=MAX_CLIPS.ui_max,
+                             tooltip="Clips per video at most; 0 = all."),
+                io.Int.Input("min_side", default=256, min=MIN_SIDE.ui_min, max=MIN_SIDE.ui_max,
+                             tooltip="Videos whose shorter side has fewer pixels are skipped as too small."),
+            ],
+            outputs=[io.String.Output(display_name="dataset"), io.String.Output(display_name="report")],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, videos: str, dataset: str, vae, whisper, caption: str, official_prefix: bool, clip_frames: int,
+                fps: str, image_size: int, max_clips: int, min_side: int, clip=None, clip_vision=None, positive=None,
+                face_detector=None) -> io.NodeOutput:
+        source = videos if os.path.isabs(videos) else os.path.join(folder_paths.get_input_directory(), videos)
+        folder = dataset if os.path.isabs(dataset) else os.path.join(folder_paths.get_output_directory(), dataset)
+        cfg = PrepareConfig(source, folder, clip_frames, float(fps), image_size, max_clips, min_side, caption)
+        cfg.check()  # the settings and the videos folder, before any model is loaded
+        text = _text_encoder(clip, clip_vision, positive, official_prefix, image_size)
+        mm.load_model_gpu(whisper)
+        encoders = Encoders(vae=lambda frames: vae.encode(frames) * LATENT.scale_factor, text=text,
+                            audio=whisper_audio(whisper.model.inner), faces=face_detector,
+                            check_cancel=mm.throw_exception_if_processing_interrupted)
+        bar = comfy.utils.ProgressBar(1)
+        report = prepare_dataset(cfg, encoders, on_progress=lambda done, total: bar.update_absolute(done, total))
+        summary = report.summary()
+        return io.NodeOutput(str(report.folder), summary, ui={"text": [summary]})

@@ -1,4 +1,4 @@
-"""The five example workflows, as compact graphs. `scripts/build_workflows.py` realises them in the real ComfyUI
+"""The example workflows, as compact graphs. `scripts/build_workflows.py` realises them in the real ComfyUI
 frontend and saves what it serialises to example_workflows/ (the UI format the Templates browser opens).
 
 A node is (key, type, column, row, {widget: value}, title); a link is (from_key, output_slot, to_key, input_name).
@@ -160,6 +160,38 @@ loader's emotion_weights. The public HunyuanVideo-Avatar release has none: with 
 and on the node) that the emotion input has no effect, and renders as without it."""
 
 
+def four_speakers():
+    nodes, links = base("four_people.jpg", "speaker_1.flac", "Four people are talking in turn in a meeting.",
+                        prefix="avatar/four")
+    nodes = _set(nodes, "masks", characters=4)
+    nodes = _set(nodes, "encode", start_offsets="0, 0, 0, 0")
+    nodes = _retitle(nodes, "audio", "Speech of character 1 (left)")
+    speakers = [(f"audio{k}", "LoadAudio", 1, k + 1, {"audio": f"speaker_{k}.flac"}, f"Speech of character {k}")
+                for k in (2, 3, 4)]
+    mixes = [("mix12", "AudioMerge", 3, 2, {"merge_method": "add"}, "Soundtrack: 1 + 2"),
+             ("mix123", "AudioMerge", 3, 3, {"merge_method": "add"}, "Soundtrack: 1 + 2 + 3"),
+             ("mix", "AudioMerge", 3, 4, {"merge_method": "add"}, "Soundtrack: all four")]
+    nodes = [n for n in nodes if n[0] != "note"] + speakers + mixes + [
+        ("note", "Note", 5, 2, {"text": MODEL_NOTE + FOUR_NOTE}, "Model files / four speakers")]
+    links = [ln for ln in links if ln[2:] != ("video", "audio")] + [
+        ("audio2", 0, "encode", "audio.audio_1"), ("audio3", 0, "encode", "audio.audio_2"),
+        ("audio4", 0, "encode", "audio.audio_3"),
+        ("audio", 0, "mix12", "audio1"), ("audio2", 0, "mix12", "audio2"), ("mix12", 0, "mix123", "audio1"),
+        ("audio3", 0, "mix123", "audio2"), ("mix123", 0, "mix", "audio1"), ("audio4", 0, "mix", "audio2"),
+        ("mix", 0, "video", "audio")]
+    return nodes, links, "Four speakers: one speech track per face (left to right); a face without audio listens."
+
+
+FOUR_NOTE = """
+
+Four characters: audio_k drives character k + 1, and the detector numbers the faces LEFT TO RIGHT (with more faces
+than characters, the largest are kept). Each track is that speaker alone, as long as the conversation, silent while
+the others speak. Roles: disconnect a character's audio_k and that character LISTENS (Whisper's features of
+silence: mouth closed, natural idle); a character after the last connected audio listens too. Where grown face boxes
+overlap, 'nearest face' gives each spot to one character, so no audio drives another's face. The soundtrack is the
+four tracks added (AudioMerge)."""
+
+
 def _retitle(nodes: list, key: str, title: str) -> list:
     return [(k, t, c, r, w, title if k == key else ti) for k, t, c, r, w, ti in nodes]
 
@@ -170,4 +202,5 @@ WORKFLOWS = {
     "avatar_two_character_dialogue": two_character_dialogue,
     "avatar_long_clip": long_clip,
     "avatar_emotion_reference": emotion_reference,
+    "avatar_four_speakers": four_speakers,
 }

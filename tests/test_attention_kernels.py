@@ -20,7 +20,7 @@ def _sdpa_segments(q, k, v, cu):
 
 
 def test_registry_names_and_resolution():
-    assert A.BACKENDS[0] == "auto" and {"sdpa", "fa3", "fa3_fp8"} <= set(A.KERNELS)
+    assert A.backends()[0] == "auto" and {"sdpa", "fa3", "fa3_fp8"} <= set(A.KERNELS)
     assert A.available_kernels()[:1] == ["auto"] and "sdpa" in A.available_kernels()
     assert A.resolve_backend(None) == "auto" and A.resolve_backend("sdpa") == "sdpa"
     with pytest.raises(ValueError, match="unknown attention backend"):
@@ -159,15 +159,66 @@ def test_fp8_heads_only_for_fa3_fp8_inference(monkeypatch):
     assert not A.fp8_heads_ready("fa3_fp8", like, 128)                         # autograd on
 
 
-def test_fp8_heads_path_through_the_blocks_on_cpu(monkeypatch):
-    """The block plumbing of the fast preset's e4m3 q/k (a GPU path) run on the CPU: the path forced on and FA3's fp8
-    call replaced by dequantise + SDPA. Every block and sample hands e4m3 q/k with its norm-weight scales to the
-    attention, and the forward stays within e4m3 error of the plain one."""
+def test_fp8_heads_is_a_capability_of_the_record(monkeypatch):
+    """Any record with an `fp8_heads` entry gets the e4m3 q/k path, under its own `supports` and `available`;
+    fa3_fp8 without the entry would not."""
+    from dataclasses import replace
+    like = torch.empty(0, dtype=torch.bfloat16)
+    monkeypatch.setitem(A.KERNELS, "fp8_test", A.AttentionKernel("fp8_test", A._sdpa, lambda q: q.shape[-1] == 64,
+                                                                 fp8_heads=lambda *a: None))
+    with torch.no_grad():
+        assert A.fp8_heads_ready("fp8_test", like, 64) and not A.fp8_heads_ready("fp8_test", like, 128)
+        monkeypatch.setitem(A.KERNELS, "fp8_test", replace(A.KERNELS["fp8_test"], available=lambda: False))
+        assert not A.fp8_heads_ready("fp8_test", like, 64)
+        monkeypatch.setitem(A.KERNELS, "fa3_fp8", replace(A.KERNELS["fa3_fp8"], available=lambda: True,
+                                                          supports=lambda q: True, fp8_heads=None))
+        assert not A.fp8_heads_ready("fa3_fp8", like, 128)
+        with pytest.raises(ValueError, match="no fp8_heads entry"):
+            A.segmented_attention(*(torch.zeros(1, 4, 2, 8) for _ in range(3)), [4], "sdpa",
+                                  qk_scales=torch.ones(2))
+
+
+def test_a_kernel_registered_after_import_is_a_choice_everywhere():
+    """The registry is read at use: a record registered now is accepted by RunOptions (not refused as unknown),
+    listed by the loader's choices, and runs the model's attention."""
+    from conftest import load_pack
     from test_model import call, tiny_inputs
 
     from avatar_core.config import AvatarConfig
     from avatar_core.loading import build_random_transformer
-    from avatar_core.model import blocks
+    from avatar_core.model.options import RunOptions
+    calls = []
+
+    def spy(q, k, v):
+        calls.append(q.shape)
+        return A._sdpa(q, k, v)
+    with pytest.raises(ValueError, match="attention: 'late_spy' is not one of"):
+        RunOptions(attention="late_spy")
+    A.register(A.AttentionKernel("late_spy", spy, lambda q: True))
+    pack_attention = load_pack("avatar_core.model.attention")       # the module the nodes import (pack name)
+    pack_attention.register(A.KERNELS["late_spy"])
+    try:
+        assert RunOptions(attention="late_spy").attention == "late_spy"
+        assert "late_spy" in A.backends() and "late_spy" in load_pack("nodes.availability").attention_kernels()
+        model = build_random_transformer(AvatarConfig.tiny(), seed=1)
+        inp = tiny_inputs(B=2)
+        out = call(model, inp, options=RunOptions(attention="late_spy"))
+        cfg = model.cfg
+        assert len(calls) >= cfg.depth_double + cfg.depth_single      # every block's attention went through it
+        assert torch.equal(out, call(model, inp, options=RunOptions(attention="sdpa")))  # the same arithmetic
+    finally:
+        del A.KERNELS["late_spy"], pack_attention.KERNELS["late_spy"]
+
+
+def test_fp8_heads_path_through_the_blocks_on_cpu():
+    """The block plumbing of the fast preset's e4m3 q/k (a GPU path) run on the CPU, chosen by capability: a kernel
+    registered with an `fp8_heads` entry (here dequantise + SDPA, in place of FA3's fp8 call) gets it, with no name
+    check anywhere. Every block and sample hands e4m3 q/k with its norm-weight scales to the attention, and the
+    forward stays within e4m3 error of the plain one."""
+    from test_model import call, tiny_inputs
+
+    from avatar_core.config import AvatarConfig
+    from avatar_core.loading import build_random_transformer
     from avatar_core.model.fused import qk_fp8_scales
     from avatar_core.model.options import RunOptions
     cfg = AvatarConfig.tiny()
@@ -180,9 +231,11 @@ def test_fp8_heads_path_through_the_blocks_on_cpu(monkeypatch):
         assert q.dtype == k.dtype == torch.float8_e4m3fn and v.dtype == torch.float32
         seen.append(qk_scales)
         return _sdpa_segments(q.float() * qk_scales[0], k.float() * qk_scales[1], v, cu)
-    monkeypatch.setattr(blocks, "fp8_heads_ready", lambda *a: True)
-    monkeypatch.setattr(A.fa3, "varlen_fp8", fake_fp8)
-    out = call(model, inp, options=RunOptions(attention="sdpa"))
+    A.register(A.AttentionKernel("test_fp8_heads", A._sdpa, lambda q: True, exact=False, fp8_heads=fake_fp8))
+    try:
+        out = call(model, inp, options=RunOptions(attention="test_fp8_heads"))
+    finally:
+        del A.KERNELS["test_fp8_heads"]
     expected = [qk_fp8_scales((b.img_attn_q_norm, b.txt_attn_q_norm), (b.img_attn_k_norm, b.txt_attn_k_norm))
                 for b in model.double_blocks] + [qk_fp8_scales((b.q_norm,), (b.k_norm,)) for b in model.single_blocks]
     assert len(seen) == 2 * len(expected)                                 # every block, both samples

@@ -131,3 +131,18 @@ def test_converted_encoder_matches_ctranslate2_on_real_speech(whisper_encoder, s
     err = np.abs(ours - ref).max()
     print(f"ours vs CTranslate2: max abs {err:.2e}, reference max abs {np.abs(ref).max():.2f}")
     assert err < 1e-3  # measured 5.6e-5; swapping q and k of one layer gives 15
+
+
+def test_a_speakers_silence_is_whisper_of_silence_in_context_and_a_listeners_once_its_window_is_free(
+        whisper_encoder, speech_a):
+    """The README's numbers (Several characters): real whisper-tiny.en, real speech in the first 4 s of a 70 s video.
+    Silent frames in the speech's Whisper window (6-24 s) differ from a listener's (measured 0.26-0.44, relative), frames kept from
+    speech-free windows (from 1250 positions = 25 s on) equal a listener's exactly."""
+    a, rate = speech_a
+    feats = encode_character_audio(whisper_encoder, [CharacterAudio(torch.from_numpy(a), rate, 0.0),
+                                                      CharacterAudio.listener()], num_frames=1750)
+    speaker, listener = feats[0], feats[1]
+    assert torch.equal(speaker[627:], listener[627:])
+    rel = _rel_dist(speaker[150:600], listener[150:600])  # 6 s to 24 s: silent samples, speech in the window
+    print(f"speaker's silence vs a listener's, 6-24 s: relative distance {rel.min():.2f} .. {rel.max():.2f}")
+    assert 0.2 < rel.min() and rel.max() < 0.8

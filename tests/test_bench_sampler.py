@@ -28,3 +28,5 @@ def test_presets_step_cache_and_latent_comparison(tmp_path):
     cached = _summary(tmp_path, "--step-cache", "10", "--reference", str(ref))
     assert cached["step_cache_calls"] == 3 and cached["step_cache_skipped"] >= 1
     assert cached["rel_err_vs_reference"] > 0
+    through_runner = _summary(tmp_path, "--runner", "--reference", str(ref))
+    assert through_runner["runner"] and through_runner["rel_err_vs_reference"] == 0.0   # same weights, same path

@@ -65,3 +65,17 @@ def test_blank_image_has_no_face(detector):
     assert detector.detect(blank) == []
     with pytest.raises(ValueError, match="character 1 \\(of 2\\) has no face"):
         character_masks(blank, 2, detector)
+
+
+def test_the_four_speaker_example_gives_four_faces_left_to_right_with_disjoint_masks(detector):
+    """example_inputs/four_people.jpg (the four-speaker template's image): one face per 192 px column, numbered
+    left to right; their 3x boxes overlap their neighbours and the default split keeps every token to one."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    image = np.asarray(Image.open(Path(__file__).resolve().parents[1] / "example_inputs" / "four_people.jpg").convert("RGB"))
+    out = character_masks(image, 4, detector)
+    assert [int(b.center_x // 192) for b in out.boxes] == [0, 1, 2, 3]
+    assert int((character_masks(image, 4, detector, overlap="sum").pixel > 0).sum(0).max()) > 1  # they do overlap
+    assert int((out.pixel > 0).sum(0).max()) == 1 and int((out.latent > 0).sum(0).max()) == 1

@@ -99,3 +99,10 @@ def test_face_detector_list_offers_only_installed_detectors(opened, name):
     template's detface.pt shows in the Missing Models panel instead (test above)."""
     (loader,) = opened[name]["graph"]["combos"]
     assert loader["value"] == model_files.DETFACE.name and loader["options"] == []
+def test_four_speaker_legend_names_each_character_its_audio_in_order(opened):
+    """The extension's legend on the mask node of the four-speaker template, as drawn in the browser: four rows,
+    audio_k -> character k + 1 with its file, each file decoded in the browser (FLAC) for its waveform."""
+    legends = opened["avatar_four_speakers"]["graph"]["legends"]
+    assert legends == [[{"character": k + 1, "input": f"audio_{k}", "role": "speaker", "file": f"speaker_{k + 1}.flac",
+                         "summary": True} for k in range(4)]]
+    assert [len(rows) for rows in opened["avatar_two_character_dialogue"]["graph"]["legends"]] == [2]

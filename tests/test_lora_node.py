@@ -1,5 +1,6 @@
 """LoRA and training nodes in a real ComfyUI Python (COMFYUI_PATH / COMFYUI_PYTHON): chained LoRAs on a patcher
-clone, applied by the sampler's hook, other branches restored bit for bit, a pooled model given the file list."""
+clone, applied by runner.sample() as the sampler node calls it, other branches restored bit for bit, a pooled
+model given the file list through the same call."""
 
 from __future__ import annotations
 
@@ -40,23 +41,31 @@ SCRIPT = textwrap.dedent("""
                   f"{tmp}/{name}.safetensors")
     runner_mod = importlib.import_module("hyavatar_pack.avatar_core.runner")
     runner = runner_mod.RunChoices(weight_format="bf16").finish(model, "cpu")  # what the loader hands over
+    seen = []  # the weights the sampler was called with (runner.sample puts the LoRAs on, then samples)
+    runner_mod.sample_avatar = lambda *a, **kw: seen.append({k: v.clone() for k, v in model.state_dict().items()})
+
+    def sample(patcher):  # what the sampler node does with its patcher
+        return patcher.model.sample(None, None, loras=node.attached_loras(patcher))
     patcher = comfy.model_patcher.CoreModelPatcher(runner, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
     assert node._lora_files() == ["a.safetensors", "b.safetensors"], node._lora_files()
     one = node.AvatarLoraLoader.execute(patcher, "a.safetensors", 0.5).result[0]
     two = node.AvatarLoraLoader.execute(one, "b.safetensors", 1.0).result[0]
     assert [s for _, s in two.get_attachment(node.ATTACHMENT)] == [0.5, 1.0]
     assert patcher.get_attachment(node.ATTACHMENT) is None
-    node.apply_attached_loras(two)
-    sd = model.state_dict()
+    sample(two)
+    sd = seen[-1]
     changed = sorted(k for k in sd if not torch.equal(sd[k], base[k]))
     assert changed == ["double_blocks.0.img_attn_qkv.weight", "single_blocks.1.linear2.weight"], changed
-    node.apply_attached_loras(patcher)       # another branch without LoRA: the base weights, bit for bit
-    assert all(torch.equal(v, base[k]) for k, v in model.state_dict().items())
+    sample(patcher)                          # another branch without LoRA: the base weights, bit for bit
+    assert all(torch.equal(v, base[k]) for k, v in seen[-1].items())
     # A multi-GPU model: checked against the released model's layout, then handed to the workers as files.
     save_file({"diffusion_model.double_blocks.3.img_attn_qkv.lora_down.weight": torch.randn(2, 3072),
                "diffusion_model.double_blocks.3.img_attn_qkv.lora_up.weight": torch.randn(9216, 2)}, f"{tmp}/c.safetensors")
     PooledRunner = importlib.import_module("hyavatar_pack.avatar_core.distributed.pool").PooledRunner
-    fake_pool = types.SimpleNamespace(info=runner_mod.RunnerInfo(False, "none", "bf16", gpus=2))
+    sent = []  # what the pool would send its workers
+    fake_pool = types.SimpleNamespace(info=runner_mod.RunnerInfo(False, "none", "bf16", gpus=2,
+                                                                 config=AvatarConfig.avatar_13b()),
+                                      sample_avatar=lambda *a, loras, **k: sent.append(loras))
     pool_model = PooledRunner(pool=fake_pool)
     pooled = comfy.model_patcher.CoreModelPatcher(pool_model, load_device=torch.device("cpu"),
                                                   offload_device=torch.device("cpu"))
@@ -66,9 +75,11 @@ SCRIPT = textwrap.dedent("""
     except ValueError as e:
         assert "another size or family" in str(e), e
     with_lora = node.AvatarLoraLoader.execute(pooled, "c.safetensors", 0.25).result[0]
-    files = node.apply_attached_loras(with_lora)   # what the sampler node passes to runner.sample(loras=)
+    sample(with_lora)                        # the sampler node's call: the pool gets the file list
+    files = sent[-1]
     assert files == ((f"{tmp}/c.safetensors", 0.25),), files
-    assert node.apply_attached_loras(pooled) == ()
+    sample(pooled)
+    assert sent[-1] == ()
     print("LORA_NODE_OK")
 """)
 

@@ -21,7 +21,7 @@ import torch.multiprocessing as mp
 from test_distributed import CFG, _port
 from test_distributed import cond as conditioning
 
-from avatar_core.distributed import ParallelConfig, WorkerPool, build_groups, check_step_cache, sample_on_rank
+from avatar_core.distributed import ParallelConfig, WorkerPool, build_groups, check_step_cache
 from avatar_core.distributed.pool import PooledRunner
 from avatar_core.loading import build_random_transformer, init_random_, save_emotion_module, save_transformer
 from avatar_core.model.emotion import AudioEmotionModule, EmotionConfig
@@ -56,6 +56,11 @@ SAMPLER = {
                    replace(BASE, steps=3, windows=WindowConfig(9, 3))),
     "deep_cache": ("fp32", WINDOW2, {"window": 9, "frames": 120},
                    replace(BASE, steps=3, windows=WindowConfig(9, 3), deep_cache=DeepCacheConfig(cached_steps=(2,)))),
+    # a multistep solver: its per-frame state is fused with the latents, so window ranks exchange it too (4 steps:
+    # 2M's first two steps and its last are first order, the same as Euler's; step 3 is second order)
+    "solver_euler": ("fp32", WINDOW2, {"window": 9, "frames": 120}, replace(BASE, steps=4, windows=WindowConfig(9, 3))),
+    "solver_2m": ("fp32", WINDOW2, {"window": 9, "frames": 120},
+                  replace(BASE, steps=4, windows=WindowConfig(9, 3), solver="dpmpp_2m")),
     # thresholds inside the measured changes (0.36..0.46, 0.72..0.87): some calls skip, some do not
     "step_cache_cfg": ("fp32", CFG2, {}, replace(BASE, steps=4, step_cache=StepCacheConfig(0.38, 1))),
     "step_cache_window": ("fp32", WINDOW2, {"window": 9, "frames": 120},
@@ -82,8 +87,9 @@ def _run_case(runner, name: str, groups=None) -> dict[str, Any]:
     if groups is None:  # the single process: CFG-parallel ranks run each half as a batch-1 call, so does this
         split = parallel.cfg > 1 and sampler.step_cache is None
         res = runner.sample(cond, replace(sampler, split_cfg=split))
-    else:
-        res = sample_on_rank(runner.diffusion_model, groups, cond, sampler, torch.device("cpu"), options=runner.options)
+    else:  # as a pool worker serves a request: the same LocalRunner.sample, given its place in the pool
+        runner.rank_groups = groups
+        res = runner.sample(cond, sampler)
     return {"latents": res.ring_latents, "stats": res.step_cache}
 
 
@@ -138,7 +144,7 @@ def test_pool_equals_single_process(launched: list, single: dict, name: str) -> 
 EFFECT = {"loader:bf16+low_memory": "loader:fp32", "loader:fp16": "loader:fp32",
           "loader:fp8+block_swap+attention": "loader:fp32", "loader:fp8_fast+emotion": "loader:fp32",
           "steps+shift+seed+cfg": "loader:fp32", "motion+fps": "loader:fp32", "two_characters": "loader:fp32",
-          "emotion_input": "loader:fp8_fast+emotion", "long_video": "loader:fp32", "deep_cache": "long_video"}
+          "emotion_input": "loader:fp8_fast+emotion", "long_video": "loader:fp32", "deep_cache": "long_video", "solver_2m": "solver_euler"}
 
 
 @pytest.mark.parametrize("name", list(EFFECT) + ["step_cache_cfg", "step_cache_window"])

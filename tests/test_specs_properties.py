@@ -30,6 +30,7 @@ import avatar_core.distributed.group as group_mod
 import avatar_core.runner as runner_mod
 import avatar_core.sampling as sampling
 import avatar_core.sampling.schedule as schedule_mod
+import avatar_core.train.prepare as prepare_mod
 import avatar_core.train.trainer as trainer_mod
 from avatar_core.config import AvatarConfig
 from avatar_core.errors import InputError
@@ -83,6 +84,7 @@ CLASS_BASES: dict[type, Any] = {
     runner_mod.RandomSpec: lambda: dict(config=AvatarConfig.tiny()), RunOptions: dict,
     group_mod.ParallelConfig: dict,
     trainer_mod.TrainConfig: lambda: dict(data="clips", output="run", random_model="tiny", device="cpu"),
+    prepare_mod.PrepareConfig: lambda: dict(videos="videos", output="dataset"),
     ClipSample: _clip_fields,
     sampling.TextConditioning: lambda: dict(states=torch.ones(1, 3, 2), mask=torch.ones(1, 3), pooled=torch.ones(1, 2)),
     sampling.AvatarConditioning: _cond_fields,

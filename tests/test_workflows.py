@@ -10,8 +10,8 @@ import pytest
 from workflow_schema import NATIVE, REPO, our_schemas, overlaps
 
 FOLDER = REPO / "example_workflows"
-EXPECTED = ["avatar_emotion_reference", "avatar_full_body", "avatar_long_clip", "avatar_single_portrait",
-            "avatar_two_character_dialogue"]
+EXPECTED = ["avatar_emotion_reference", "avatar_four_speakers", "avatar_full_body", "avatar_long_clip",
+            "avatar_single_portrait", "avatar_two_character_dialogue"]
 OURS = our_schemas()
 SCHEMAS = {**NATIVE, **OURS}
 MODEL_WIDGETS = {"AvatarModelLoader": "ckpt_name", "AvatarWhisperLoader": "whisper_name", "VAELoader": "vae_name",
@@ -29,7 +29,7 @@ def widgets(node: dict) -> dict:
     return {n: v for n, v in zip(names, node.get("widgets_values", [])) if n is not None}
 
 
-def test_one_folder_holds_exactly_the_five_workflows():
+def test_one_folder_holds_exactly_the_example_workflows():
     assert sorted(p.stem for p in FOLDER.glob("*.json")) == EXPECTED
     # ComfyUI's Templates browser also scans workflows/, examples/, ...: a second folder would list them twice.
     for other in ("workflows", "example", "examples", "workflow"):
@@ -112,6 +112,11 @@ def test_each_workflow_shows_its_feature():
     assert _linked(dialogue, "AvatarFaceMasks", "masks.mask_0") and _linked(dialogue, "AvatarFaceMasks", "masks.mask_1")
     assert widgets(next(n for n in dialogue["nodes"] if n["type"] == "AvatarFaceMasks"))["characters"] == 2
     assert [n["type"] for n in _linked(load("avatar_long_clip"), "AvatarSampler", "long_video")] == ["AvatarLongVideo"]
+    four = load("avatar_four_speakers")
+    assert widgets(next(n for n in four["nodes"] if n["type"] == "AvatarFaceMasks"))["characters"] == 4
+    assert [widgets(n)["audio"] for k in range(4) for n in _linked(four, "AvatarAudioEncode", f"audio.audio_{k}")] == \
+        [f"speaker_{k}.flac" for k in (1, 2, 3, 4)]
+    assert [n["type"] for n in _linked(four, "AvatarFaceMasks", "face_detector")]  # faces numbered by the detector
     emotion = load("avatar_emotion_reference")
     assert [n["type"] for n in _linked(emotion, "AvatarSampler", "emotion")] == ["AvatarEmotionEncode"]
     for name in EXPECTED:  # the video is trimmed to the audio and keeps it

@@ -5,6 +5,29 @@ positions in front; video frame f takes the 10 positions starting at ``stride * 
 (stride 2 at 25 fps, 4 at 12.5 fps), i.e. original positions [stride*f - 4, stride*f + 6): -80 ms to +120 ms
 around the frame at 25 fps. Output [F, 10, 5, 384]. The official 400-frame / 30 s caps are not applied: see
 whisper.py for how audio longer than 30 s is encoded.
+
+Roles (several characters on one timeline): a SPEAKER has a clip placed at its start offset; its track is
+that clip with digital silence (zero samples) everywhere else, encoded as ONE waveform through the official
+path, i.e. exactly what the official code computes for a WAV file holding the clip at its place. A LISTENER
+(a visible character without speech) has no clip: its track is digital silence for the whole video, so its
+features are Whisper's encoding of silence (``listener_features``), never zero features. Why, from the
+official code (Tencent-Hunyuan/HunyuanVideo-Avatar @ fd59436):
+* zero FEATURES are the unconditional input of classifier-free guidance (sample_inference_audio.py:105,
+  ``uncond_audio_prompts = zeros_like(audio_prompts)``): "no audio information", not "a closed mouth";
+* silence inside a clip (a pause, the start of a clip) reaches the model as Whisper's features of those
+  samples (audio_dataset.py get_audio_feature: the whole clip, each 30 s chunk zero-padded by the feature
+  extractor; audio_preprocessor.py encode_audio), so that is what the model saw for quiet stretches;
+* zero features appear only past the clip's end (sample_inference_audio.py:97-100 and the pipeline's ring
+  padding, pipeline_hunyuan_video_audio.py:1079-1080), on frames cut from the output.
+Peers feed silence the same way: MeiGen-AI MultiTalk and InfiniteTalk give an absent speaker ``np.zeros``
+samples and place each speaker's speech on a zero waveform ("add" mode) before their audio encoder
+(generate_multitalk.py / generate_infinitetalk.py, ``audio_prepare_multi``).
+Whisper of silence depends on what else is in the same 30 s Whisper window: the log-mel floor is 80 dB under
+the window's loudest value (WhisperFeatureExtractor: ``max(log_spec, log_spec.max() - 8)``) and self-attention
+spans the window. So a speaker's silent stretches inside a window that also holds its speech are Whisper's
+features of that silence IN CONTEXT (what the official code gives a pause), and equal the listener's features
+only in windows without any of its speech (measured on whisper-tiny.en: 0.26-0.44 relative distance 2 to 20 s
+after the speech, more right next to it; 0 in a speech-free window). A speaker's track never contains another speaker's samples.
 """
 
 from __future__ import annotations
@@ -19,7 +42,7 @@ from ..specs.audio import WAVEFORM
 from ..specs.concepts import CHARACTERS, FRAME_COUNT, SAMPLE_RATE, START_OFFSET, VIDEO_FPS
 from ..specs.fields import Instance, Items, Maybe, Text, checked, declared
 from .waveform import WHISPER_SAMPLE_RATE, to_mono_16k
-from .whisper import whisper_hidden_states
+from .whisper import POSITIONS_PER_CHUNK, chunk_plan, whisper_hidden_states
 
 WINDOW = 10  # Whisper positions per video frame
 LEAD_ZEROS = 4  # zero positions prepended before windowing
@@ -29,17 +52,26 @@ _ENCODER = Instance(torch.nn.Module, what="a Whisper encoder (torch.nn.Module)",
                     fix="Load whisper-tiny with load_whisper_encoder (in ComfyUI: Load Whisper (Avatar audio)).")
 
 
-@declared(waveform=WAVEFORM, sample_rate=SAMPLE_RATE, start_s=START_OFFSET,
+@declared(waveform=Maybe(WAVEFORM), sample_rate=SAMPLE_RATE, start_s=START_OFFSET,
           name=Text(max_len=200, fix="Give a short name for the clip (e.g. audio_1)."),
           label=lambda a: a.name if isinstance(a.name, str) else "")
 @dataclass
 class CharacterAudio:
-    """One character's speech: a waveform ([T], [C, T] or [1, C, T]) and where it starts in the video."""
+    """One character's track: a SPEAKER's clip (waveform [T], [C, T] or [1, C, T]) and where it starts in the
+    video, or a LISTENER (waveform None: no speech, digital silence for the whole video; module docstring)."""
 
-    waveform: torch.Tensor
-    sample_rate: int
+    waveform: torch.Tensor | None
+    sample_rate: int = WHISPER_SAMPLE_RATE
     start_s: float = 0.0
     name: str = ""
+
+    @classmethod
+    def listener(cls, name: str = "") -> CharacterAudio:
+        return cls(None, WHISPER_SAMPLE_RATE, 0.0, name)
+
+    @property
+    def role(self) -> str:
+        return "listener" if self.waveform is None else "speaker"
 
 
 def position_stride(fps: float) -> int:
@@ -99,6 +131,9 @@ def _video_frames(prepared: list[tuple[torch.Tensor, int]], labels: list[str], s
                   num_frames: int | None) -> int:
     """The video length in frames (default: the end of the latest clip), checked against every start."""
     if num_frames is None:  # the end of the latest clip: checked like a given length before anything is allocated
+        if not prepared:
+            raise InputError("encode_character_audio: every character is a listener, so no clip sets the video's "
+                             "length; give num_frames (Avatar Audio Encode: set duration) or connect a speaker's audio.")
         num_frames = FRAME_COUNT.check("video length in frames (the latest clip's start + length)",
                                        max(start + wav.numel() for wav, start in prepared) // spf)
     total = num_frames * spf
@@ -109,6 +144,24 @@ def _video_frames(prepared: list[tuple[torch.Tensor, int]], labels: list[str], s
                 f"({total / WHISPER_SAMPLE_RATE:.2f} s); lower its start or lengthen the video."
             )
     return num_frames
+
+
+@torch.no_grad()
+def silence_hidden_states(encoder: torch.nn.Module, num_positions: int,
+                          out: torch.Tensor | None = None, official_fp16: bool = True) -> torch.Tensor:
+    """Whisper hidden states [num_positions, L + 1, D] of a timeline of digital silence (a listener's track).
+
+    The same as ``whisper_hidden_states`` of that many zero samples: every window of the chunk plan holds only
+    zeros, so every window's states are the same, and the one silent 30 s window is encoded once and its
+    positions copied where each window keeps them (an hour of a listener costs one Whisper call, not 180).
+    """
+    window = whisper_hidden_states(encoder, torch.zeros(0), min(num_positions, POSITIONS_PER_CHUNK),  # [<=1500, L, D]
+                                   official_fp16=official_fp16)
+    if out is None:
+        out = window.new_empty(num_positions, *window.shape[1:])
+    for start, keep_from, keep_to in chunk_plan(num_positions):
+        out[keep_from:keep_to] = window[keep_from - start : keep_to - start]
+    return out
 
 
 @torch.no_grad()
@@ -125,11 +178,13 @@ def encode_character_audio(
 ) -> torch.Tensor:
     """Whisper frame features for several characters, all as long as the video: [N, F, 10, 5, 384].
 
-    Each character's clip is placed at its ``start_s`` on a silent timeline and the WHOLE clip is encoded, as
-    the official code does: the samples after the last whole frame (and after ``num_frames`` when the video is
-    cut shorter) still reach Whisper. Where a character is silent it gets Whisper's features of silence (what
-    the model saw for pauses in training), not zeros. ``num_frames`` defaults to the end of the latest clip,
-    floor(samples / samples_per_frame) as in the official code.
+    A speaker's clip is placed at its ``start_s`` on a silent timeline and the WHOLE clip is encoded, as the
+    official code does: the samples after the last whole frame (and after ``num_frames`` when the video is cut
+    shorter) still reach Whisper. Where a speaker is silent it gets Whisper's features of that silence (what
+    the model saw for pauses), not zeros; a listener (``CharacterAudio.listener()``) gets Whisper's features
+    of silence for the whole video (``silence_hidden_states``; module docstring: why not zeros).
+    ``num_frames`` defaults to the end of the latest clip, floor(samples / samples_per_frame) as in the
+    official code; with listeners only it must be given.
 
     The result is a VIEW of one [N, 4 + P, 5, 384] buffer of hidden states (P = 2F + 6 at 25 fps): an hour of
     one character's audio keeps 1.4 GB, not the 6.9 GB its overlapping windows would take as a copy.
@@ -138,21 +193,60 @@ def encode_character_audio(
     """
     spf = samples_per_frame(fps)
     labels = [c.name or f"audio of character {i + 1}" for i, c in enumerate(characters)]
-    prepared = [_prepare(c, label, spf) for c, label in zip(characters, labels)]
-    num_frames = _video_frames(prepared, labels, spf, num_frames)
+    speakers = [i for i, c in enumerate(characters) if c.role == "speaker"]
+    prepared = {i: _prepare(characters[i], labels[i], spf) for i in speakers}
+    num_frames = _video_frames(list(prepared.values()), [labels[i] for i in speakers], spf, num_frames)
     positions = positions_needed(num_frames, fps)
     buffer: list[torch.Tensor] = []  # allocated once the first window tells the sizes
 
     def rows_of(n: int) -> Callable[[int, int], torch.Tensor]:
         def alloc(layers: int, dim: int) -> torch.Tensor:
             if not buffer:
-                buffer.append(torch.zeros(len(prepared), LEAD_ZEROS + positions, layers, dim))
+                buffer.append(torch.zeros(len(characters), LEAD_ZEROS + positions, layers, dim))
             return buffer[0][n, LEAD_ZEROS:]
         return alloc
 
-    for n, (wav, start) in enumerate(prepared):
+    for n, (wav, start) in prepared.items():
         whisper_hidden_states(encoder, wav, positions, out=rows_of(n), offset=start, official_fp16=official_fp16)
+    listeners = [i for i, c in enumerate(characters) if c.role == "listener"]
+    if listeners:
+        silence = silence_hidden_states(encoder, positions, official_fp16=official_fp16)  # [P, 5, 384]
+        for n in listeners:
+            rows_of(n)(*silence.shape[1:]).copy_(silence)
     return frame_windows(buffer[0], fps, num_frames)  # [N, F, 10, 5, 384]
+
+
+def listener_features(encoder: torch.nn.Module, fps: float, num_frames: int,
+                      official_fp16: bool = True) -> torch.Tensor:
+    """A listener's Whisper frame features [F, 10, 5, 384]: digital silence for the whole video."""
+    return encode_character_audio(encoder, [CharacterAudio.listener("listener")], fps, num_frames, official_fp16)[0]
+
+
+def hidden_of_windows(features: torch.Tensor, fps: float) -> torch.Tensor:
+    """The zero-led hidden states [..., 4 + P, L, D] that per-frame windows [..., F, 10, L, D] were cut from
+    (the inverse of ``frame_windows``): frame f's first ``stride`` positions, then the last frame's rest."""
+    stride = position_stride(fps)
+    head = features[..., :, :stride, :, :].flatten(-4, -3)                   # [..., F * stride, L, D]
+    return torch.cat([head, features[..., -1, stride:, :, :]], dim=-3)     # [..., stride * (F - 1) + 10, L, D]
+
+
+def with_listeners(features: torch.Tensor, listener: torch.Tensor, count: int, fps: float) -> torch.Tensor:
+    """Tracks [N, F, 10, L, D] followed by listener tracks up to ``count`` characters: [count, F, 10, L, D].
+
+    The characters after the last track are listeners (no speech): each gets ``listener`` ([F, 10, L, D],
+    ``listener_features``). A view of one new buffer of hidden states, not 5x its size in copied windows.
+    """
+    n, frames = features.shape[0], features.shape[1]
+    if count < n:
+        raise InputError(f"{n} audio tracks but only {count} characters: give at most one track per character.")
+    if listener.shape != features.shape[1:]:
+        raise InputError(f"the listener track {tuple(listener.shape)} does not match the audio tracks "
+                         f"{tuple(features.shape[1:])}; encode both for the same video (same fps and length).")
+    if count == n:
+        return features
+    hidden = hidden_of_windows(features, fps)                                            # [N, 4 + P, L, D]
+    quiet = hidden_of_windows(listener, fps).expand(count - n, *hidden.shape[1:])      # [count - N, 4 + P, L, D]
+    return frame_windows(torch.cat([hidden, quiet]), fps, frames)                       # [count, F, 10, L, D]
 
 
 @checked(waveform=WAVEFORM, sample_rate=SAMPLE_RATE, fps=VIDEO_FPS, num_frames=Maybe(FRAME_COUNT), encoder=_ENCODER)

@@ -179,24 +179,38 @@ def official_face_choice(faces: Sequence[FaceBox]) -> FaceBox:
 
 
 def separate_overlaps(pixel: torch.Tensor, centres: Sequence[tuple[float, float] | None]) -> torch.Tensor:
-    """Disjoint masks [N, H, W]: a user mask (centre None) keeps its pixels; a pixel that several face masks
-    cover goes to the character whose face centre is nearest (ties: the lower number)."""
+    """Disjoint masks [N, H, W]: user masks (centre None) win over detected faces; a pixel that several face
+    masks cover goes to the character whose face centre is nearest, one that several user masks cover to the
+    one whose mask centroid is nearest (ties: the lower number)."""
     out = pixel.clone()
     user = [i for i, c in enumerate(centres) if c is None]
     faces = [i for i, c in enumerate(centres) if c is not None]
     if user and faces:  # user masks win over detected faces
         taken = out[user].amax(0) > 0
         out[faces] = out[faces] * ~taken
-    if len(faces) < 2:
-        return out
-    h, w = pixel.shape[-2:]
-    ys, xs = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
-    dist = torch.stack([(xs - centres[i][0]) ** 2 + (ys - centres[i][1]) ** 2 for i in faces])  # [F, H, W]
-    dist = torch.where(out[faces] > 0, dist, torch.full_like(dist, float("inf")))
-    nearest = dist.argmin(0)
-    for k, i in enumerate(faces):
-        out[i] = out[i] * (nearest == k)
+    _keep_nearest(out, faces, [centres[i] for i in faces])  # type: ignore[misc]
+    _keep_nearest(out, user, [_centroid(pixel[i]) for i in user])
     return out
+
+
+def _centroid(mask: torch.Tensor) -> tuple[float, float]:
+    """(x, y) of a mask's weighted pixel centres."""
+    h, w = mask.shape
+    weight = mask.float() / mask.float().sum().clamp_min(1e-12)
+    return (float((weight.sum(0) * (torch.arange(w) + 0.5)).sum()), float((weight.sum(1) * (torch.arange(h) + 0.5)).sum()))
+
+
+def _keep_nearest(out: torch.Tensor, members: list[int], centres: list[tuple[float, float]]) -> None:
+    """In place: each pixel that several of ``members`` cover stays only in the one with the nearest centre."""
+    if len(members) < 2:
+        return
+    h, w = out.shape[-2:]
+    ys, xs = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    dist = torch.stack([(xs - cx) ** 2 + (ys - cy) ** 2 for cx, cy in centres])  # [M, H, W]
+    dist = torch.where(out[members] > 0, dist, torch.full_like(dist, float("inf")))
+    nearest = dist.argmin(0)
+    for k, i in enumerate(members):
+        out[i] = out[i] * (nearest == k)
 
 
 def _no_face_error(missing: int, num_characters: int, found: int, height: int, width: int) -> InputError:
@@ -229,7 +243,8 @@ def character_masks(
     character, the whole frame is used (the official fallback) and a note says so; with several characters,
     a character left without a face raises an error naming it. ``latent_size`` defaults to (H // 8, W // 8).
     ``overlap``: "nearest" (grown face boxes that overlap are split, each pixel to the nearest face centre; user
-    masks keep their pixels; to_latent keeps the masks disjoint) or "sum" (masks as they are: where they
+    masks keep their pixels, split the same way by their centroids where they overlap each other; to_latent
+    keeps the masks disjoint) or "sum" (masks as they are: where they
     overlap, both audios drive the same tokens).
     ``video_size`` (height, width): detect on the reference resized to the video size (LANCZOS) and give the
     masks at that size, as the official code does (image.official_video_size); user masks (drawn at the image

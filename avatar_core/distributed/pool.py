@@ -9,9 +9,11 @@
 The parent (a ComfyUI session, a script) starts the workers with torch.multiprocessing (spawn); every
 worker joins one torch.distributed group (NCCL on GPUs, gloo on CPU), builds its runner from the same
 spec as a single process would (a checkpoint is memory-mapped, so the page cache is shared; weight
-format, offload, attention and emotion module are the spec's) and waits for requests. A request is
-the conditioning + sampler config; every rank runs :func:`parallel.sample_on_rank` and rank 0 sends the
-latents back, progress and previews as they come. Cancelling is collective (all ranks stop at the same
+format, offload, attention and emotion module are the spec's), gives it its place in the pool
+(``LocalRunner.rank_groups``) and waits for requests. A request is the arguments of ``Runner.sample``;
+every rank serves it with the same ``LocalRunner.sample`` a single process runs (LoRAs, resume keying,
+then its share of the run, :func:`parallel.sample_on_rank`) and rank 0 sends the latents back, progress
+and previews as they come. Cancelling is collective (all ranks stop at the same
 window). Any worker error tears the whole pool down (a rank stuck in a collective cannot be recovered)
 and is raised in the parent with the worker's traceback.
 """
@@ -38,12 +40,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from ..lora import set_lora_files
-from ..runner import RunChoices, RunnerInfo
+from ..errors import InputError
+from ..lora import LoraFile, load_lora
+from ..model import AvatarTransformer
+from ..runner import LocalRunner, Loras, RunChoices, RunnerInfo
 from ..sampling.resume import ResumeConfig, check_folder_for
 from ..sampling.sampler import AvatarConditioning, SamplerCallbacks, SamplerConfig, SampleResult, SamplingCancelled
 from .group import ParallelConfig, build_groups, check_devices
-from .parallel import CollectiveCancel, check_step_cache, sample_on_rank
+from .parallel import CollectiveCancel, check_step_cache
 from .ulysses import check_degree
 from .wire import decode, encode
 
@@ -72,8 +76,8 @@ def worker_main(rank: int, config: Any, spec: Any, device_kind: str, init_method
         # Long timeout: ranks wait in the first collective for the slowest rank's checkpoint load.
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=init_method, rank=rank,
                                 world_size=config.world, timeout=datetime.timedelta(hours=1))
-        groups = build_groups(config)
         runner = spec.build(device)
+        runner.rank_groups = build_groups(config)  # LocalRunner.sample now runs this rank's share
         if config.sequence > 1:  # a clear error now (heads vs degree), not at the first request
             check_degree(runner.diffusion_model.cfg.num_heads, config.sequence)
     except Exception:
@@ -90,17 +94,16 @@ def worker_main(rank: int, config: Any, spec: Any, device_kind: str, init_method
             continue
         if req is None:
             break
-        if not _serve(rank, runner, groups, device, req, results, cancel):
+        if not _serve(rank, runner, device, req, results, cancel):
             break
     dist.destroy_process_group()
 
 
-def _serve(rank: int, runner, groups, device, req: tuple, results: Any, cancel: Any) -> bool:
-    """One sampling request. Returns False after an error (the pool is then torn down)."""
+def _serve(rank: int, runner: LocalRunner, device: torch.device, req: tuple, results: Any, cancel: Any) -> bool:
+    """One sampling request, run by ``runner.sample`` (as in one process). Returns False after an error (the
+    pool is then torn down)."""
     cond, config, noise, want_preview, loras, resume = decode(req)
     lead = rank == 0
-    if resume is not None:  # keyed by this worker's weights and kernel, as a LocalRunner does; rank 0 writes
-        resume = replace(resume, weights=runner.diffusion_model, attention=runner.options.attention, writer=lead)
     callbacks = SamplerCallbacks(
         on_progress=(lambda p: results.put(("progress", rank, encode(p)))) if lead else None,
         on_preview=(lambda s, x: results.put(("preview", rank, (s, x.cpu())))) if lead and want_preview else None,
@@ -109,11 +112,8 @@ def _serve(rank: int, runner, groups, device, req: tuple, results: Any, cancel: 
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
     try:
-        set_lora_files(runner.diffusion_model, loras, device)  # this request's LoRAs (or none: the base weights, exactly)
-        with torch.no_grad():
-            res = sample_on_rank(runner.diffusion_model, groups, _move(cond, device), config, device,
-                                 options=runner.options, noise=None if noise is None else noise.to(device),
-                                 callbacks=callbacks, resume=resume)
+        res = runner.sample(_move(cond, device), config, noise=None if noise is None else noise.to(device),
+                            callbacks=callbacks, loras=loras, resume=resume)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
@@ -209,7 +209,7 @@ class WorkerPool:
                       noise: torch.Tensor | None = None, callbacks: SamplerCallbacks | None = None,
                       loras: tuple[tuple[str, float], ...] = (), resume: ResumeConfig | None = None) -> SampleResult:
         """Same contract as :func:`avatar_core.sampling.sample_avatar`; the latents come back on ``cond``'s device.
-        ``loras``: (LoRA file, strength) pairs every worker applies first (avatar_core.lora.set_lora_files).
+        ``loras``: (LoRA file path, strength) pairs every worker's runner carries for the run (none: base weights).
         ``resume``: checkpoint the ring (rank 0 writes, every rank restores; see parallel.sample_on_rank)."""
         config = config or SamplerConfig()
         check_step_cache(self.config, config)
@@ -289,13 +289,23 @@ class PooledRunner(torch.nn.Module):
         self.pool = pool
         self.info: RunnerInfo = pool.info
 
+    def load_lora(self, path: str | Path) -> LoraFile:
+        """Checked against the layout of the workers' model (their sizes, on the meta device: no weights here);
+        every worker reads the file again at the run."""
+        if self.info.config is None:
+            raise RuntimeError("this pool did not report its model's sizes (RunnerInfo.config); load the model again")
+        with torch.device("meta"):
+            layout = AvatarTransformer(self.info.config)
+        return load_lora(path, layout)
+
     def sample(self, cond: AvatarConditioning, config: SamplerConfig | None = None, *,
                noise: torch.Tensor | None = None, callbacks: SamplerCallbacks | None = None,
-               loras: tuple[tuple[str, float], ...] = (), resume: ResumeConfig | None = None) -> SampleResult:
-        """``loras``: (LoRA file, strength) pairs every worker applies before the run (none: base weights).
+               loras: Loras = (), resume: ResumeConfig | None = None) -> SampleResult:
+        """``loras``: (LoRA, strength) pairs every worker's runner carries for the run (none: base weights);
+        they reach the workers as file paths.
         ``resume``: checkpoints written by rank 0 and restored by every worker (keyed by the workers' weights)."""
-        return self.pool.sample_avatar(cond, config, noise=noise, callbacks=callbacks, loras=tuple(loras),
-                                       resume=resume)
+        return self.pool.sample_avatar(cond, config, noise=noise, callbacks=callbacks,
+                                       loras=tuple((_lora_path(lora), float(s)) for lora, s in loras), resume=resume)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("this Avatar model runs in worker processes (multi-GPU): sample it with the Avatar "
@@ -303,6 +313,16 @@ class PooledRunner(torch.nn.Module):
 
     def close(self) -> None:
         self.pool.close()
+
+
+def _lora_path(lora: LoraFile | str | Path) -> str:
+    """What a worker process can receive: the file a LoRA was read from."""
+    if not isinstance(lora, LoraFile):
+        return str(lora)
+    if lora.path is None:
+        raise InputError(f"loras: {lora.name} was read from a state dict, which cannot reach the pool's worker "
+                         "processes; save it as a .safetensors file and load that (Runner.load_lora)")
+    return lora.path
 
 
 def start_pool(spec: RunChoices, config: ParallelConfig, *, device: str = "cuda", threads: int = 0) -> PooledRunner:

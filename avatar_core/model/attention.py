@@ -1,10 +1,12 @@
 """The one attention module: every attention call of the model goes through here.
 
 Attention kernels are records in one registry (`KERNELS`): a name, a dense function, an optional varlen
-function, `supports(q)` (can it run on this tensor) and `available()` (is it installed and is the hardware
-there). A new kernel is one `register(...)` call. "auto" (the default) takes the first record of `AUTO`
-that supports the call: FlashAttention-3 on Hopper when its package imports, PyTorch SDPA (cuDNN on
-Hopper) otherwise. An unavailable choice falls back to "auto" with a one-line warning.
+function, `supports(q)` (can it run on this tensor), `available()` (is it installed and is the hardware
+there) and capabilities (`exact`, `fp8_heads`). A new kernel is one `register(...)` call, at any time: every
+name list and capability check (RunOptions, the loader's choices, the fp8-heads path) reads the records
+when it is used. "auto" (the default) takes the first record of `AUTO` that supports the call:
+FlashAttention-3 on Hopper when its package imports, PyTorch SDPA (cuDNN on Hopper) otherwise. An
+unavailable choice falls back to "auto" with a one-line warning.
 
 The official model masks text padding with varlen segments: per sample, [video tokens + the first
 `sum(text_mask)` text tokens] form one segment and the remaining text tokens another. Kernels with a
@@ -28,6 +30,8 @@ _warned: set[str] = set()
 
 Dense = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]      # (B, L, H, D) x3 -> (B, L, H, D)
 Varlen = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, list[int]], torch.Tensor]  # (T, H, D) x3, cu -> (T, H, D)
+# (T, H, D) e4m3 q, k and half-precision v, cu, the (2,) fp32 scales of q and k -> (T, H, D) in v's dtype
+Fp8Heads = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, list[int], torch.Tensor], torch.Tensor]
 
 
 def _warn_once(msg: str) -> None:
@@ -44,7 +48,10 @@ class AttentionKernel:
     available: Callable[[], bool] = lambda: True
     varlen: Varlen | None = None
     exact: bool = True                       # False: quantised (fp8 / int8) arithmetic, ~1e-2 relative error
-    note: str = ""
+    note: str = ""                           # what it is and what it needs (shown when it is not available)
+    # Capability: a varlen entry taking q and k already in e4m3 (the qk-norm + RoPE pass writes them so,
+    # saving a quantisation pass; `fp8_heads_ready`). None: the kernel takes q, k, v as the model computes them.
+    fp8_heads: Fp8Heads | None = None
 
 
 KERNELS: dict[str, AttentionKernel] = {}
@@ -82,15 +89,22 @@ def _no_grad(q: torch.Tensor) -> bool:
 
 register(AttentionKernel("sdpa", _sdpa, lambda q: True, note="PyTorch SDPA (cuDNN / flash on CUDA); everywhere"))
 register(AttentionKernel("fa3", fa3.dense, lambda q: fa3.supports(q) and _no_grad(q), fa3.available,
-                         varlen=fa3.varlen, note="FlashAttention-3, bf16 (Hopper, package tokenspeed-fa3)"))
+                         varlen=fa3.varlen, note="FlashAttention-3, bf16; a Hopper GPU and the FlashAttention-3 package "
+                                              "(tokenspeed-fa3; install.py adds it there)"))
 register(AttentionKernel("fa3_fp8", fa3.dense_fp8, lambda q: fa3.supports(q) and _no_grad(q), fa3.available,
-                         varlen=fa3.varlen_fp8, exact=False,
-                         note="FlashAttention-3 on e4m3 q/k/v (per-segment, per-head scales; smoothed k), bf16 out"))
+                         varlen=fa3.varlen_fp8, exact=False, fp8_heads=fa3.varlen_fp8,
+                         note="FlashAttention-3 on e4m3 q/k/v (per-segment, per-head scales; smoothed k), bf16 out; "
+                              "a Hopper GPU and the FlashAttention-3 package (install.py adds it there)"))
 register(AttentionKernel("flash_attn", _flash2, lambda q: _half_cuda(q) and _no_grad(q),
-                         lambda: fa3.importable("flash_attn"), note="FlashAttention 2 (package flash-attn)"))
+                         lambda: fa3.importable("flash_attn"),
+                         note="FlashAttention 2; a CUDA GPU and `pip install flash-attn`"))
 register(AttentionKernel("sage", _sage, _half_cuda, lambda: fa3.importable("sageattention"), exact=False,
-                         note="SageAttention, 8-bit QK (package sageattention)"))
-BACKENDS = ("auto", *KERNELS)                 # every name the model accepts
+                         note="SageAttention, 8-bit QK; a CUDA GPU and `pip install sageattention`"))
+
+
+def backends() -> tuple[str, ...]:
+    """Every name the model accepts now, "auto" first (read from the registry at each call)."""
+    return ("auto", *KERNELS)
 
 
 def available_kernels() -> list[str]:
@@ -101,8 +115,9 @@ def available_kernels() -> list[str]:
 def resolve_backend(name: str | None) -> str:
     """Return `name` if it can run here, else "auto" (warning once). None means "auto"."""
     name = name or "auto"
-    if name not in BACKENDS:
-        raise ValueError(f"unknown attention backend {name!r}; choose one of {BACKENDS}")
+    if name not in backends():
+        raise ValueError(f"attention: unknown attention backend {name!r}; choose one of {backends()} (a new kernel "
+                         "is registered with avatar_core.model.attention.register before the run)")
     if name != "auto" and not KERNELS[name].available():
         _warn_once(f"attention backend {name!r} is not available here ({KERNELS[name].note}); using 'auto' instead")
         return "auto"
@@ -141,11 +156,16 @@ def segmented_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid
 
     q, k, v: (B, L, H, D) -> (B, L, H * D). This is the official varlen layout (see module docstring).
     Each segment's result is written once into the output (no concatenation copies).
-    qk_scales: q and k are already e4m3 with these (2,) scales (`fp8_heads_ready`); only "fa3_fp8" takes them.
+    qk_scales: q and k are already e4m3 with these (2,) scales (`fp8_heads_ready`): the `backend` record's
+    `fp8_heads` entry takes them.
     """
     B, L = q.shape[:2]
     if qk_scales is not None:
-        packed = fa3.varlen_fp8(q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), _cu_seqlens(valid, L), qk_scales)
+        heads = KERNELS[backend].fp8_heads if backend in KERNELS else None
+        if heads is None:
+            raise ValueError(f"attention kernel {backend!r} has no fp8_heads entry: it cannot take e4m3 q and k "
+                             "(the model asks only kernels for which fp8_heads_ready is True)")
+        packed = heads(q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), _cu_seqlens(valid, L), qk_scales)
         return packed.view(B, L, -1)
     kern = pick(backend, q)
     if kern.varlen is not None and all(t.is_contiguous() for t in (q, k, v)):
@@ -162,10 +182,12 @@ def segmented_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid
 
 def fp8_heads_ready(backend: str, like: torch.Tensor, head_dim: int) -> bool:
     """Can the qk-norm + RoPE pass write q and k straight to e4m3 for heads of `head_dim` on `like`'s device and
-    dtype? Only for "fa3_fp8" (the fast preset), where it saves the separate q/k quantisation; never with
-    autograd on (FA3 has no backward)."""
-    return (backend == "fa3_fp8" and not torch.is_grad_enabled() and KERNELS["fa3_fp8"].available()
-            and fa3.supports(like.new_empty(0, 1, head_dim)))
+    dtype? Only for a kernel whose record has the `fp8_heads` capability (fa3_fp8, the fast preset's), where it
+    saves the separate q/k quantisation, and only when that kernel runs these heads; never with autograd on
+    (no fp8 kernel here has a backward)."""
+    kern = KERNELS.get(backend)
+    return (kern is not None and kern.fp8_heads is not None and not torch.is_grad_enabled() and kern.available()
+            and kern.supports(like.new_empty(0, 1, head_dim)))
 
 
 def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

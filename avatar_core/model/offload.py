@@ -14,16 +14,26 @@ weights, a few KB a block) stay on the GPU.
 Every weight write (a LoRA patch, a restore) goes to the member's stored tensors, never to a copy, and
 bumps its `weight_version`: a copy taken before a write is never staged after it, and a failed or
 shortened forward (an error, a step-cache skip) leaves no copy that a later forward could use.
+
+Training (gradient checkpointing): backward recomputes a block's forward without the module's hooks, so
+the recomputation stages the block itself (`recomputing(block)`, torch.utils.checkpoint's context_fn) and
+prefetches the block before it, the one backward reaches next. Without checkpointing, backward would keep
+every block's device copies alive (autograd saves the weights), so training swaps only with it.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.utils.checkpoint
 
 from .linear import Snapshot, WeightOwner
+
+_STOP_RECOMPUTATION = getattr(torch.utils.checkpoint, "_StopRecomputationError", ())
 
 
 @dataclass
@@ -60,6 +70,7 @@ class BlockSwap:
             b.to(self.device)
         self.cuda = self.device.type == "cuda"
         self._members = [_members(b) for b in self.swapped]
+        self._index = {id(b): i for i, b in enumerate(self.swapped)}
         for blk, members in zip(self.swapped, self._members):
             _keep_resident(blk, self.device)
             for m in members:
@@ -75,7 +86,8 @@ class BlockSwap:
         for i, blk in enumerate(self.swapped):
             self._hooks.append(blk.register_forward_pre_hook(lambda m, a, i=i: self._enter(i)))
             # always_call: also after a failed forward (out of memory ...), so no block stays staged
-            self._hooks.append(blk.register_forward_hook(lambda m, a, o, i=i: self._leave(i, o), always_call=True))
+            self._hooks.append(blk.register_forward_hook(lambda m, a, o, i=i: self._leave(i, o is None),
+                                                         always_call=True))
 
     def _copy(self, i: int) -> _Copy:
         members = self._members[i]
@@ -90,10 +102,10 @@ class BlockSwap:
         return _Copy(tensors, versions, ready)
 
     def _prefetch(self, i: int) -> None:
-        if i < len(self.swapped) and i not in self._inflight:
+        if 0 <= i < len(self.swapped) and i not in self._inflight:
             self._inflight[i] = self._copy(i)
 
-    def _enter(self, i: int) -> None:
+    def _enter(self, i: int, ahead: int = 1) -> None:
         copy = self._inflight.pop(i, None)
         if copy is None or copy.versions != [m.weight_version for m in self._members[i]]:
             copy = self._copy(i)  # (written since it was copied: e.g. a LoRA change after a step-cache skip)
@@ -105,13 +117,33 @@ class BlockSwap:
                     t.record_stream(compute)              # freed only after the compute stream used it
         for m, tensors in zip(self._members[i], copy.tensors):
             m.stage(tensors)
-        self._prefetch(i + 1)
+        self._prefetch(i + ahead)
 
-    def _leave(self, i: int, output) -> None:
+    def _leave(self, i: int, failed: bool) -> None:
         for m in self._members[i]:
             m.unstage()
-        if output is None:  # the block's forward failed: drop the next block's copy too (device memory)
+        if failed:  # the block's forward failed: drop the next block's copy too (device memory)
             self._inflight.clear()
+
+    def is_swapped(self, block: nn.Module) -> bool:
+        return id(block) in self._index
+
+    @contextlib.contextmanager
+    def recomputing(self, block: nn.Module) -> Iterator[None]:
+        """Stage a swapped block for its recomputation in backward (checkpointing calls its forward again
+        without the hooks); backward runs the blocks in reverse, so the block before it is prefetched."""
+        i = self._index[id(block)]
+        self._enter(i, ahead=-1)
+        failed = False
+        try:
+            yield
+        except BaseException as e:
+            # checkpointing stops a recomputation early (once it has what backward needs) by raising
+            # this: not a failure, the prefetched copy of the block before is still wanted
+            failed = not isinstance(e, _STOP_RECOMPUTATION)
+            raise
+        finally:
+            self._leave(i, failed)
 
     def remove(self) -> None:
         """Put every swapped block back on the device and drop the hooks."""

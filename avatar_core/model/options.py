@@ -21,7 +21,7 @@ from typing import Any
 
 from ..specs.concepts import CHUNK_TOKENS
 from ..specs.fields import Choice, Flag, Instance, declared
-from .attention import KERNELS, resolve_backend
+from .attention import backends, resolve_backend
 from .shard import SingleProcess
 
 DEFAULT_CHUNK_TOKENS = 16384
@@ -29,8 +29,7 @@ LOW_MEMORY_CHUNK_TOKENS = 4096
 
 
 # Every kernel name of the registry (read when checking: a kernel registered later is a choice too).
-ATTENTION = Choice(lambda: ("auto", *KERNELS), fix="auto picks the fastest kernel this machine runs; sdpa runs "
-                                                   "everywhere.")
+ATTENTION = Choice(backends, fix="auto picks the fastest kernel this machine runs; sdpa runs everywhere.")
 
 
 @declared(attention=ATTENTION, chunk_tokens=CHUNK_TOKENS, fused_kernels=Flag(),

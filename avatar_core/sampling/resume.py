@@ -2,8 +2,8 @@
 
 A 90 s clip at 704 px is hours of GPU time denoised as one ring, so a crash, an out-of-memory or a restart
 near the end would lose everything. Between steps the sampler's whole state is the ring latents, the step
-index and the window shift (plus the deep-cache tokens, which is why a checkpoint is only written before a
-step that recomputes them). That state is written, at most once per ``interval_s``, to one safetensors file
+index and the window shift, a multistep solver's per-frame history (saved beside the latents), plus the
+deep-cache tokens, which is why a checkpoint is only written before a step that recomputes them. That state is written, at most once per ``interval_s``, to one safetensors file
 whose name is a hash of everything that determines the result (conditioning, initial noise, every
 SamplerConfig field (the solver included), the run options, a sample of the model weights). A rerun with the
 same inputs finds the file and continues from it, bitwise the same as an uninterrupted run; a run with any
@@ -40,6 +40,7 @@ from ..output_files import folder_problem
 from ..specs.concepts import RESUME_INTERVAL
 from ..specs.fields import Choice, Flag, Instance, Maybe, Text, declared
 from ..weight_files import RESUME, WeightFileError, read_tensors
+from .solvers import get_solver
 
 FORMAT = "hyavatar-resume"
 VERSION = 2  # 2: content hash, every field validated
@@ -169,19 +170,22 @@ def fingerprint(config: ResumeConfig, cond: Any, settings: dict[str, Any], initi
     return h.hexdigest()
 
 
-def content_hash(latents: torch.Tensor, rng: torch.Tensor, meta: dict[str, str]) -> str:
-    """sha256 of a checkpoint's own content: both tensors and every metadata field but this hash."""
+def content_hash(latents: torch.Tensor, rng: torch.Tensor, meta: dict[str, str],
+                 history: torch.Tensor | None = None) -> str:
+    """sha256 of a checkpoint's own content: its tensors and every metadata field but this hash."""
     h = hashlib.sha256(json.dumps({k: v for k, v in meta.items() if k != "content_sha256"}, sort_keys=True).encode())
     _hash_tensor(h, "latents", latents)
     _hash_tensor(h, "rng_cpu", rng)
+    if history is not None:  # a multistep solver's state (none for Euler: its hash is what it was)
+        _hash_tensor(h, "history", history)
     return h.hexdigest()
 
 
 # ---------------------------------------------------------------- the folder
-def checkpoint_bytes(cond: Any, plan: Any) -> int:
-    """Bytes of one checkpoint's latents: the float32 ring [B, C, ring, H, W]."""
+def checkpoint_bytes(cond: Any, plan: Any, solver: str = "euler") -> int:
+    """Bytes of one checkpoint: the float32 ring [B, C, ring, H, W], and the solver's history beside it."""
     b, c, _, h, w = cond.ref_latents.shape
-    return 4 * b * c * plan.ring_frames * h * w
+    return 4 * b * c * plan.ring_frames * h * w * (1 + get_solver(solver).history)
 
 
 def check_folder(config: ResumeConfig | None, need_bytes: int) -> ResumeConfig | None:
@@ -207,7 +211,7 @@ def check_folder_for(config: ResumeConfig | None, cond: Any, sampler_config: Any
     if config is None:
         return None
     plan = plan_clip(cond.audio.shape[cond.audio_frame_dim], sampler_config.windows)
-    return check_folder(config, checkpoint_bytes(cond, plan))
+    return check_folder(config, checkpoint_bytes(cond, plan, sampler_config.solver))
 
 
 class _Damaged(Exception):
@@ -224,25 +228,37 @@ class RingCheckpoint:
         self._last = time.monotonic()
         self.resumed_step: int | None = None
         self.writing = config.writer  # turned off by a failed write: the render goes on without checkpoints
+        # A multistep solver's per-frame state [B, C * parts, ring, H, W] (sampling/solvers.py): saved beside the
+        # latents, restored with them.
+        self.history_parts = get_solver(settings.get("solver", "euler")).history
+        self.history: torch.Tensor | None = None
 
     def _load(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int, int]:
-        """(latents, rng state, next step, shift) of a checkpoint that passes every check, else _Damaged."""
+        """(latents, rng state, next step, shift) of a checkpoint that passes every check, else _Damaged; the
+        solver's history goes to ``self.history``."""
         try:
             tensors, meta = read_tensors(self.path, RESUME)  # format, metadata format, dtypes, NaN/inf
         except WeightFileError as e:
             raise _Damaged(str(e).split(": ", 1)[-1].split(". It is removed")[0]) from e
-        if set(tensors) != {"latents", "rng_cpu"}:
-            raise _Damaged(f"holds {sorted(tensors)}, not latents + rng_cpu")
-        saved, rng = tensors["latents"], tensors["rng_cpu"]
+        want = {"latents", "rng_cpu"} | ({"history"} if self.history_parts else set())
+        if set(tensors) != want:
+            raise _Damaged(f"holds {sorted(tensors)}, not {' + '.join(sorted(want))}")
+        saved, rng, history = tensors["latents"], tensors["rng_cpu"], tensors.get("history")
         if meta.get("version") != str(VERSION):
             raise _Damaged(f"written by format version {meta.get('version')!r}, this pack writes {VERSION}")
         if meta.get("fingerprint") != self.key:
             raise _Damaged("its fingerprint is not this run's (a name clash or an edited file)")
-        if meta.get("content_sha256") != content_hash(saved, rng, meta):
+        if meta.get("content_sha256") != content_hash(saved, rng, meta, history):
             raise _Damaged("its content does not match its stored hash (damaged or edited after it was written)")
         if saved.shape != latents.shape or saved.dtype != latents.dtype:
             raise _Damaged(f"latents {tuple(saved.shape)} {saved.dtype}, the run has {tuple(latents.shape)} "
                            f"{latents.dtype}")
+        if history is not None:
+            b, c, *rest = latents.shape
+            if history.shape != (b, c * self.history_parts, *rest) or history.dtype != latents.dtype:
+                raise _Damaged(f"solver history {tuple(history.shape)} {history.dtype}, the run's solver keeps "
+                               f"{(b, c * self.history_parts, *rest)} {latents.dtype}")
+        self.history = history
         want_rng = torch.get_rng_state()
         if rng.dtype != want_rng.dtype or rng.shape != want_rng.shape:
             raise _Damaged(f"RNG state {tuple(rng.shape)} {rng.dtype}, not {tuple(want_rng.shape)} {want_rng.dtype}")
@@ -269,24 +285,28 @@ class RingCheckpoint:
         try:
             saved, rng, step, shift = self._load(latents)
         except _Damaged as e:
+            self.history = None
             log.warning("Avatar resume: %s cannot be trusted (%s); it is removed and the render starts afresh",
                         self.path, e)
             self._remove()
             return latents, 0, 0
         torch.set_rng_state(rng)  # the global stream continues as in the uninterrupted run
         self.resumed_step = step
+        self.history = None if self.history is None else self.history.to(latents.device)
         log.info("Avatar resume: continuing from step %d of %d (%s)", step + 1, self.settings["steps"], self.path)
         return saved.to(latents.device), step, shift
 
-    def after_step(self, step: int, latents: torch.Tensor, shift: int, *, allowed: bool) -> None:
-        """Write the state before step ``step + 1`` when the interval has passed (and the step allows it)."""
+    def after_step(self, step: int, latents: torch.Tensor, shift: int, *, allowed: bool,
+                   history: torch.Tensor | None = None) -> None:
+        """Write the state before step ``step + 1`` when the interval has passed (and the step allows it).
+        ``history``: a multistep solver's per-frame state (sampling/solvers.py), saved beside the latents."""
         if not self.writing or not allowed or step + 1 >= self.settings["steps"]:
             return
         if time.monotonic() - self._last < self.config.interval_s:
             return
         tmp = self.path.with_name(self.path.name + ".partial")
         try:
-            self._write(tmp, step + 1, latents, shift)
+            self._write(tmp, step + 1, latents, shift, history)
         except Exception as e:  # noqa: BLE001 (disk full, folder gone: the render matters more than the file)
             self.writing = False
             log.warning("Avatar resume: writing %s failed (%s: %s); the render goes on WITHOUT checkpoints",
@@ -294,13 +314,16 @@ class RingCheckpoint:
             tmp.unlink(missing_ok=True)
         self._last = time.monotonic()
 
-    def _write(self, tmp: Path, next_step: int, latents: torch.Tensor, shift: int) -> None:
+    def _write(self, tmp: Path, next_step: int, latents: torch.Tensor, shift: int,
+               history: torch.Tensor | None = None) -> None:
         saved, rng = latents.detach().contiguous().cpu(), torch.get_rng_state()
+        kept = None if history is None else history.detach().contiguous().cpu()
         meta = {"format": FORMAT, "version": str(VERSION), "fingerprint": self.key, "next_step": str(next_step),
                 "shift": str(shift), "settings": json.dumps(self.settings, default=str)}
-        meta["content_sha256"] = content_hash(saved, rng, meta)
+        meta["content_sha256"] = content_hash(saved, rng, meta, kept)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({"latents": saved, "rng_cpu": rng}, str(tmp), metadata=meta)
+        save_file({"latents": saved, "rng_cpu": rng} | ({} if kept is None else {"history": kept}), str(tmp),
+                  metadata=meta)
         os.replace(tmp, self.path)  # atomic: a kill mid-write keeps the previous checkpoint
 
     def _remove(self) -> None:
@@ -328,7 +351,7 @@ def open_checkpoint(config: ResumeConfig | None, cond: Any, sampler_config: Any,
         log.warning("Avatar resume: off for this run, the step cache's history is not checkpointed (set "
                     "step_cache 0 to make long renders resumable)")
         return None
-    config = check_folder(model_identity(config, denoise), checkpoint_bytes(cond, plan))
+    config = check_folder(model_identity(config, denoise), checkpoint_bytes(cond, plan, sampler_config.solver))
     if config is None:
         return None
     settings = run_settings(sampler_config, plan)

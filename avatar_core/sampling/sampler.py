@@ -6,6 +6,7 @@ parallel wrapper, or a replay of recorded outputs in tests. It always runs on ON
 latent frames, so memory does not grow with the clip beyond the ring latents (and, with deep cache, the
 per-frame cached tokens). The sampler owns the run's caches: the deep cache and the opt-in step cache.
 One step = per window: model call -> CFG -> solver step; then the windows are fused (``windows.fuse``).
+A multistep solver's state (one tensor per ring frame, ``solvers.py``) is fused and checkpointed with the ring.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from .calls import ModelCall
 from .deepcache import DeepCacheConfig, FrameTokenCache, cached_steps
 from .guidance import GuidanceConfig, StepGuidance, combine, step_guidance
 from .resume import ResumeConfig, open_checkpoint
-from .schedule import OFFICIAL_SHIFT, SOLVERS, FlowSchedule, flow_schedule, solver_step
+from .schedule import OFFICIAL_SHIFT, FlowSchedule, flow_schedule
+from .solvers import SOLVERS, Solver, get_solver
 from .stepcache import StepCache, StepCacheConfig, StepCacheStats
 from .windows import (
     ClipPlan,
@@ -129,7 +131,7 @@ NOISE_MODES = {
                                     fix="The official loop rounds to torch.bfloat16; None keeps float32.")),
           cache_device=Maybe(DEVICE),
           split_cfg=Flag(), step_cache=Maybe(Instance(StepCacheConfig, fix="Give a StepCacheConfig or None (off).")),
-          solver=Choice(SOLVERS, fix="euler is the official solver."),
+          solver=Choice(lambda: tuple(SOLVERS), fix="euler is the official solver."),  # read at use: open
           noise=Choice(NOISE_MODES, fix="cpu: the same noise on any device; official: the official pipeline's CUDA "
                                         "draw (needs a CUDA GPU)."))
 @dataclass
@@ -150,7 +152,7 @@ class SamplerConfig:
     split_cfg: bool = False
     # Opt-in first-block step cache (stepcache.py); None: off (the official result).
     step_cache: StepCacheConfig | None = None
-    solver: str = "euler"  # a key of schedule.SOLVERS: how one window moves from sigma[i] to sigma[i + 1]
+    solver: str = "euler"  # a key of solvers.SOLVERS (euler: the official one)
     noise: str = "cpu"  # a key of NOISE_MODES: how the seed becomes the initial noise (see initial_noise)
 
 
@@ -246,9 +248,11 @@ class _Run:
     cached: frozenset[int]
     cache: FrameTokenCache | None
     callbacks: SamplerCallbacks
+    solver: Solver
     calls_done: int = 0
     parallel: StepParallel | None = None
     step_cache: StepCache | None = None
+    history: torch.Tensor | None = None  # a multistep solver's state per ring frame [B, C * history, ring, H, W]
 
     @property
     def calls_total(self) -> int:
@@ -306,7 +310,11 @@ def _denoise_step(run: _Run, step: int, latents: torch.Tensor, shift: int) -> to
     plan, cb = run.plan, run.callbacks
     guide = step_guidance(step, run.schedule.steps, run.config.guidance)
     step_in = _step_inputs(run.cond, guide)
-    total, count = new_accumulator(latents)  # [B, C, ring, H, W], [ring]
+    # A multistep solver's state rides with the latents, [latents | state] along the channels: fused by the
+    # same sums and counts (and exchanged by the same all-reduce between window-parallel ranks).
+    b, c, *rest = latents.shape
+    total, count = new_accumulator(latents.new_empty(b, c * (1 + run.solver.history), *rest)
+                                   if run.solver.history else latents)
     starts = window_starts(plan.ring_frames, plan.window, shift)
     for k, start in enumerate(starts):
         if cb.should_cancel is not None and cb.should_cancel():
@@ -315,13 +323,7 @@ def _denoise_step(run: _Run, step: int, latents: torch.Tensor, shift: int) -> to
             run.calls_done += 1  # another process denoises this window
             continue
         frames = window_frames(start, plan.window, plan.ring_frames)
-        x = latents[:, :, frames]  # [B, C, W, H, W] (a copy)
-        noise_pred = _call_model(run, x, step, step_in, guide, frames, start, k)
-        new = solver_step(run.config.solver, x, combine(noise_pred, guide.scale), run.schedule, step)
-        check_step_latents(new, step, run.schedule.steps, k, len(starts), frames, run.config.guidance.cfg)
-        if run.config.window_dtype is not None:
-            new = new.to(run.config.window_dtype)
-        accumulate(total, count, frames, new)
+        accumulate(total, count, frames, _window_step(run, step, latents, step_in, guide, frames, start, k))
         run.calls_done += 1
         if cb.on_progress is not None:
             cb.on_progress(SamplerProgress(step, run.schedule.steps, k, len(starts), run.calls_done,
@@ -329,7 +331,27 @@ def _denoise_step(run: _Run, step: int, latents: torch.Tensor, shift: int) -> to
     if run.parallel is not None:
         written = run.cache is not None and step not in run.cached  # this step wrote the deep cache
         run.parallel.exchange(total, count, share_cache=written and step + 1 in run.cached)
-    return fuse(total, count)
+    fused = fuse(total, count)
+    if not run.solver.history:
+        return fused
+    run.history = fused[:, c:]
+    return fused[:, :c]
+
+
+def _window_step(run: _Run, step: int, latents: torch.Tensor, step_in: ModelCall, guide: StepGuidance,
+                 frames: list[int], start: int, k: int) -> torch.Tensor:
+    """Model call, CFG and the solver on window ``k`` -> its new latents (with a multistep solver: followed by its
+    new state along the channels) ``[B, C(+C'), W, H, W]``."""
+    x = latents[:, :, frames]  # [B, C, W, H, W] (a copy)
+    noise_pred = _call_model(run, x, step, step_in, guide, frames, start, k)
+    previous = None if run.history is None else run.history[:, :, frames]
+    new, state = run.solver.step(x, combine(noise_pred, guide.scale), run.schedule, step, previous)
+    check_step_latents(new, step, run.schedule.steps, k, run.plan.windows_per_step, frames, run.config.guidance.cfg)
+    if run.config.window_dtype is not None:
+        new = new.to(run.config.window_dtype)
+    if not run.solver.history:
+        return new
+    return torch.cat([new.to(latents.dtype), state.to(latents.dtype)], 1)
 
 
 def _prepare_noise(noise: torch.Tensor | None, plan: ClipPlan, cond: AvatarConditioning,
@@ -373,12 +395,15 @@ def sample_avatar(denoise: Denoiser, cond: AvatarConditioning, config: SamplerCo
         if cached else None,
         callbacks=callbacks or SamplerCallbacks(), parallel=parallel,
         step_cache=None if config.step_cache is None else StepCache(config.step_cache),
+        solver=get_solver(config.solver),
     )
     latents = _prepare_noise(noise, plan, cond, config)  # [B, C, ring, H, W]
     # Before step 1: the folder is usable and the key holds the weights behind `denoise` (on a pool: every rank
     # reads, rank 0 writes).
     ring = open_checkpoint(resume, cond, config, plan, latents, denoise, cached)
     latents, first, shift = ring.restore(latents) if ring is not None else (latents, 0, 0)
+    if ring is not None:
+        run.history = ring.history  # a multistep solver's state at the checkpoint (None from a fresh start)
     run.calls_done = first * plan.windows_per_step
     with torch.no_grad():
         for step in range(first, schedule.steps):
@@ -387,7 +412,8 @@ def sample_avatar(denoise: Denoiser, cond: AvatarConditioning, config: SamplerCo
             if run.callbacks.on_preview is not None:
                 run.callbacks.on_preview(step, latents[:, :, : plan.video_frames])
             if ring is not None:  # deep-cache tokens are not saved: only before a step that recomputes them
-                ring.after_step(step, latents, shift, allowed=run.cache is None or step + 1 not in run.cached)
+                ring.after_step(step, latents, shift, allowed=run.cache is None or step + 1 not in run.cached,
+                                history=run.history)
     if ring is not None:
         ring.finish()
     return SampleResult(latents=latents[:, :, : plan.video_frames], ring_latents=latents, plan=plan,

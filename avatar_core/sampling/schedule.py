@@ -1,4 +1,4 @@
-"""Flow-matching shift schedule, the Euler step of the official sampler and the solver registry.
+"""Flow-matching shift schedule and the Euler step of the official sampler (solvers.py: the solver registry).
 
 The official scheduler (FlowMatchDiscreteScheduler, shift 5, euler) builds its sigmas in float32 from
 ``linspace(1, 0, N + 1)`` with the SD3 time shift and feeds ``1000 * sigma`` to the model. Every
@@ -7,7 +7,6 @@ operation here is done in the same dtype and order so that the values match the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -52,23 +51,3 @@ def flow_schedule(steps: int, shift: float = OFFICIAL_SHIFT) -> FlowSchedule:
 def euler_step(latents: torch.Tensor, velocity: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
     """One flow-matching Euler step ``x + v * dt`` computed in float32 (the reference upcasts both)."""
     return latents.to(torch.float32) + velocity.float() * dt
-
-
-Solver = Callable[[torch.Tensor, torch.Tensor, FlowSchedule, int], torch.Tensor]
-
-
-def euler(latents: torch.Tensor, velocity: torch.Tensor, schedule: FlowSchedule, step: int) -> torch.Tensor:
-    """The official solver: one Euler step from sigma[step] to sigma[step + 1]."""
-    return euler_step(latents, velocity, schedule.dt(step))
-
-
-# How one window moves from sigma[step] to sigma[step + 1], given the guided velocity. A new solver (or a
-# distilled model's few-step rule) is one function here; the sampler fuses the windows' results as usual.
-SOLVERS: dict[str, Solver] = {"euler": euler}
-
-
-def solver_step(name: str, latents: torch.Tensor, velocity: torch.Tensor, schedule: FlowSchedule,
-                step: int) -> torch.Tensor:
-    if name not in SOLVERS:
-        raise ValueError(f"unknown solver {name!r}; choose one of {sorted(SOLVERS)}")
-    return SOLVERS[name](latents, velocity, schedule, step)

@@ -78,6 +78,16 @@ LORA_ALPHA = Number(0.0, 1e6, above=True, fix="Usually equal to the rank (defaul
 EVERY = Int(1, None, unit="steps", fix="Give a positive number of steps.")
 EVERY_OR_OFF = Int(0, None, unit="steps", fix="Give a number of steps (0 = off).")
 AEM_EVERY = Int(1, 1000, unit="blocks", fix="One emotion layer after every n-th double block (default 2).")
+BATCH_SIZE = Int(1, 4096, unit="clips", fix="Clips per micro-step, all of one aspect-ratio bucket (default 1).")
+LR_WARMUP = Int(0, 10**8, unit="steps", fix="Steps of linear warmup to the learning rate (0 = none).")
+LR_SCHEDULE = Choice(("constant", "cosine"), fix="constant, or cosine (down to zero at the last step).")
+CLIP_FRAMES = Int(5, 4 * MAX_WINDOW - 3, unit="video frames", widget=(5, 257),
+                  fix="Frames per training clip, 4k+1: 33 (1.3 s at 25 fps), 65, or 129 (the sampler's window).")
+MAX_CLIPS = Int(0, 10**6, unit="clips", fix="Clips per video at most (0 = as many as fit).")
+MIN_SIDE = Int(0, 8192, unit="px", fix="Videos whose shorter side is smaller are skipped (default 256).")
+CAPTION = Text(nonempty=True, fix="Give the caption of videos without a <name>.txt, e.g. 'A person is talking.'")
+TRAIN_BLOCK_SWAP = Int(0, 1000, unit="blocks",
+                       fix="Blocks whose weights stream from CPU memory during training (0 = none; 13B has 60).")
 NAME = Text(nonempty=True, fix="Give a name.")
 PATH = Text(nonempty=True, paths=True, fix="Give a file or folder path.")
 _BLOCKS = re.compile(r"(all|double|single)(:\d+(-\d+)?)?")

@@ -21,6 +21,12 @@ HELP = {
     "shift": "timestep shift of the logit-normal draw (musubi-tuner's HunyuanVideo default 7.0)",
     "audio_dropout": "probability of zero audio (the sampler's unconditional audio)",
     "resume": "'latest' or a checkpoint folder",
+    "batch_size": "clips per micro-step, drawn from one aspect-ratio bucket (clips of the same size)",
+    "lr_warmup": "steps of linear warmup from lr/N to lr",
+    "lr_schedule": "constant | cosine (after the warmup, down to zero at the last step)",
+    "fp8_base": "store the frozen block linears in fp8 e4m3 (13B: ~13 GB instead of ~26 GB)",
+    "block_swap": "blocks whose weights stay in CPU memory, streamed to the GPU in forward and backward "
+                  "(13B: 60 blocks; needs gradient checkpointing)",
 }
 
 

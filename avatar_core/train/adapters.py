@@ -8,21 +8,27 @@ per use: one rank-r product of the weight's size (cheaper than a per-token low-r
 gradient checkpointing recomputes it in backward. `up` starts at zero, so training starts from exactly the
 base model. The forward sees the merged weight rounded to the base dtype, as the LoRA loader produces it
 at inference; the file is written through the one LoRA format (avatar_core/lora/format.py).
+
+A base stored in fp8 (model/fp8.py) trains the same way: the member dequantises its frozen fp8 weight to
+the compute dtype where it is used and the adapter adds to that, so the gradients are those of a bf16 base
+holding the fp8-rounded weights (the fp8 tensor-core product is skipped while an adapter is attached).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import re
 
 import torch
 import torch.nn as nn
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import checkpoint, noop_context_fn
 
 from ..lora.format import write_state_dict
 from ..model.emotion import AudioEmotionModule, EmotionConfig
-from ..model.linear import PLAIN, WeightOwner
+from ..model.linear import WeightOwner
+from ..model.offload import BlockSwap
 
 
 class LoraDelta(nn.Module):
@@ -70,17 +76,17 @@ def parse_blocks(spec: str, cfg) -> list[str]:
 
 
 def add_lora(model: nn.Module, blocks: str = "all", rank: int = 32, alpha: float = 32.0,
-             layers: str = ".*") -> dict[str, LoraDelta]:
-    """A trainable adapter on every linear of the chosen blocks whose name (inside the block) matches `layers`."""
+             layers: str = ".*", device: torch.device | str | None = None) -> dict[str, LoraDelta]:
+    """A trainable adapter on every linear of the chosen blocks whose name (inside the block) matches `layers`;
+    on `device` (default: where the layer's weight is; a block-swapped layer's weight is in CPU memory)."""
     pattern = re.compile(layers)
     adapters: dict[str, LoraDelta] = {}
     for block_name in parse_blocks(blocks, model.cfg):
         for sub, mod in model.get_submodule(block_name).named_modules():
             if not isinstance(mod, WeightOwner) or not pattern.fullmatch(sub):
                 continue
-            if mod.storage is not PLAIN:
-                raise ValueError("LoRA training needs bf16/fp32 base weights; load the model without fp8")
-            delta = LoraDelta(mod.out_features, mod.in_features, rank, alpha, device=mod.weight.device)
+            delta = LoraDelta(mod.out_features, mod.in_features, rank, alpha,
+                              device=mod.weight.device if device is None else device)
             mod.add_adapter(delta)
             adapters[f"{block_name}.{sub}"] = delta
     if not adapters:
@@ -111,14 +117,23 @@ def attach_new_aem(model: nn.Module, every: int = 2) -> AudioEmotionModule:
     return aem
 
 
-def enable_gradient_checkpointing(model: nn.Module) -> None:
-    """Recompute every block (and the audio/emotion injection after double blocks) in backward."""
+def enable_gradient_checkpointing(model: nn.Module, swap: BlockSwap | None = None) -> None:
+    """Recompute every block (and the audio/emotion injection after double blocks) in backward. With a block
+    swap, a swapped block's recomputation stages its weights again (the hooks that stage them in forward do
+    not run when checkpointing calls the block's forward in backward)."""
     for block in [*model.double_blocks, *model.single_blocks]:
-        block.forward = functools.partial(_checkpointed, block.forward)
-    model._after_double = functools.partial(_checkpointed, model._after_double)
+        context = noop_context_fn
+        if swap is not None and swap.is_swapped(block):
+            context = functools.partial(_recompute_staged, swap, block)
+        block.forward = functools.partial(_checkpointed, block.forward, context)
+    model._after_double = functools.partial(_checkpointed, model._after_double, noop_context_fn)
 
 
-def _checkpointed(fn, *args, **kwargs):
+def _recompute_staged(swap: BlockSwap, block: nn.Module):
+    return contextlib.nullcontext(), swap.recomputing(block)  # (forward: the hooks stage; recomputation: we do)
+
+
+def _checkpointed(fn, context, *args, **kwargs):
     if not torch.is_grad_enabled():
         return fn(*args, **kwargs)
-    return checkpoint(fn, *args, use_reentrant=False, **kwargs)
+    return checkpoint(fn, *args, use_reentrant=False, context_fn=context, **kwargs)

@@ -110,6 +110,11 @@ class ClipSample:
     def frames(self) -> int:
         return int(self.latents.shape[1])
 
+    def bucket(self) -> tuple:
+        """The shapes a batch must share (aspect-ratio bucket: latent size, frames, characters, text length)."""
+        return tuple(None if t is None else tuple(t.shape) for t in (
+            self.latents, self.ref_latents, self.audio, self.face_mask, self.text_states, self.emotion))
+
 
 def write_clip(path: str | Path, clip: ClipSample) -> None:
     """Write one cached clip (what an encoder script / ComfyUI graph calls once per clip)."""
@@ -119,14 +124,18 @@ def write_clip(path: str | Path, clip: ClipSample) -> None:
     save_file(tensors, str(path), metadata={"format": FORMAT, "version": VERSION, "caption": clip.caption})
 
 
-def write_clip_new(folder: str | Path, name: str, clip: ClipSample) -> Path:
-    """Write one cached clip as `<folder>/<name>_NNNNN.safetensors` (ComfyUI's counter naming): never over an
-    existing file, so a second run of the same graph adds a clip instead of replacing one."""
+def clip_bytes(clip: ClipSample, name: str) -> bytes:
+    """One clip cache file's bytes (checked; `name` names the clip in an error)."""
     clip.check(name)
     tensors = {f.name: getattr(clip, f.name) for f in fields(clip) if f.name != "caption"}
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items() if v is not None}
-    data = save(tensors, metadata={"format": FORMAT, "version": VERSION, "caption": clip.caption})
-    return write_new(folder, name, data)
+    return save(tensors, metadata={"format": FORMAT, "version": VERSION, "caption": clip.caption})
+
+
+def write_clip_new(folder: str | Path, name: str, clip: ClipSample) -> Path:
+    """Write one cached clip as `<folder>/<name>_NNNNN.safetensors` (ComfyUI's counter naming): never over an
+    existing file, so a second run of the same graph adds a clip instead of replacing one."""
+    return write_new(folder, name, clip_bytes(clip, name))
 
 
 def read_clip(path: str | Path) -> ClipSample:
@@ -156,6 +165,7 @@ class ClipShape:
     text_dim: int
     pooled_dim: int
     audio_dims: tuple[int, ...]  # (window, layers, channels) of the Whisper features
+    bucket: tuple = ()           # every tensor's shape: clips of one bucket stack into a batch (ClipSample.bucket)
 
     def check_fits(self, cfg) -> None:
         want = (cfg.text_dim, cfg.text_pooled_dim, (cfg.audio_window, cfg.audio_layers, cfg.audio_channels))
@@ -167,12 +177,15 @@ class ClipShape:
 
 def _shape_of(name: str, clip: ClipSample) -> ClipShape:
     return ClipShape(name, clip.frames, clip.emotion is not None, clip.text_states.shape[-1],
-                     clip.text_pooled.shape[-1], tuple(clip.audio.shape[-3:]))
+                     clip.text_pooled.shape[-1], tuple(clip.audio.shape[-3:]), clip.bucket())
 
 
 class ClipFolder:
     """Every `*.safetensors` clip cache in a folder, read on access (sorted by name: a fixed order). Every clip is
-    read and checked once when the folder is opened: a bad clip fails before training starts, not at step 5000."""
+    read and checked once when the folder is opened: a bad clip fails before training starts, not at step 5000.
+
+    Clips of different sizes (aspect ratios, lengths, numbers of characters) are grouped in buckets of equal
+    shapes (`buckets`, `bucket_of`): a batch is drawn from one bucket, so no clip is padded or cropped."""
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
@@ -186,6 +199,14 @@ class ClipFolder:
                              "node or write_clip)")
         self.shapes = [_shape_of(p.name, read_clip(p)) for p in self.files]
         emotion = [s.emotion for s in self.shapes]
+        groups: dict[tuple, list[int]] = {}
+        for i, shape in enumerate(self.shapes):
+            groups.setdefault(shape.bucket, []).append(i)
+        self.buckets: list[list[int]] = list(groups.values())       # clip indices, first-seen order
+        self.bucket_of: list[int] = [0] * len(self.shapes)           # clip index -> bucket index
+        for b, members in enumerate(self.buckets):
+            for i in members:
+                self.bucket_of[i] = b
         if len(set(emotion)) > 1:
             raise InputError(f"{self.folder}: {emotion.count(True)} clips have an emotion latent and "
                              f"{emotion.count(False)} do not; give every clip one (to train the AEM) or none")
@@ -211,4 +232,4 @@ class ClipFolder:
                          self.shapes[0].frames, "Put a clip of 2..256 latent frames first, or set sample_every 0.")
 
     def describe(self) -> str:
-        return json.dumps({"folder": str(self.folder), "clips": len(self)})
+        return json.dumps({"folder": str(self.folder), "clips": len(self), "buckets": [len(b) for b in self.buckets]})

@@ -8,11 +8,14 @@ sampler uses (sampling.schedule.shift_sigmas). Default shift 7.0: musubi-tuner's
 LoRA setting (`--timestep_sampling shift --discrete_flow_shift 7.0`, its docs/hunyuan_video.md).
 Audio dropout: with probability p the audio is zeros, exactly the sampler's unconditional audio half, so the
 audio guidance of the sampler keeps a trained "no audio" branch (the official training recipe is unpublished).
-Loss: plain MSE in float32 (no timestep weighting).
+Loss: plain MSE in float32 (no timestep weighting), averaged over the batch.
+Batches: the first clip of a step is drawn from all clips, its batch mates from its bucket (same shapes,
+data.ClipFolder.buckets), without repeats; each sample gets its own sigma, noise and audio dropout.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -32,13 +35,25 @@ class StepDraw:
     drop_audio: bool
 
 
-def draw_step(seed: int, step: int, n_clips: int, shift: float, audio_dropout: float) -> StepDraw:
-    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-    clip = int(torch.randint(n_clips, (1,), generator=g))
+def _draw(g: torch.Generator, clip: int, shift: float, audio_dropout: float) -> StepDraw:
     sigma = float(shift_sigmas(torch.sigmoid(torch.randn(1, generator=g)), shift))
     noise_seed = int(torch.randint(2**62, (1,), generator=g))
     drop = bool(torch.rand(1, generator=g) < audio_dropout)
     return StepDraw(clip, sigma, noise_seed, drop)
+
+
+def draw_step(seed: int, step: int, n_clips: int, shift: float, audio_dropout: float) -> StepDraw:
+    return draw_batch(seed, step, [list(range(n_clips))], [0] * n_clips, 1, shift, audio_dropout)[0]
+
+
+def draw_batch(seed: int, step: int, buckets: Sequence[Sequence[int]], bucket_of: Sequence[int], batch_size: int,
+               shift: float, audio_dropout: float) -> list[StepDraw]:
+    """The draws of one micro-step: up to `batch_size` clips of one bucket (fewer when the bucket is smaller)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    first = _draw(g, int(torch.randint(len(bucket_of), (1,), generator=g)), shift, audio_dropout)
+    mates = [c for c in buckets[bucket_of[first.clip]] if c != first.clip]
+    order = torch.randperm(len(mates), generator=g)[: batch_size - 1] if batch_size > 1 else []
+    return [first] + [_draw(g, mates[int(k)], shift, audio_dropout) for k in order]
 
 
 def model_inputs(clip: ClipSample, device: torch.device, use_emotion: bool) -> dict:
@@ -53,15 +68,28 @@ def model_inputs(clip: ClipSample, device: torch.device, use_emotion: bool) -> d
                 emotion=one(clip.emotion.float()) if use_emotion and clip.emotion is not None else None)
 
 
-def flow_loss(model, clip: ClipSample, draw: StepDraw, device: torch.device, use_emotion: bool = False) -> torch.Tensor:
-    x0 = clip.latents.unsqueeze(0).float().to(device)                              # (1, 16, T, h, w)
-    g = torch.Generator().manual_seed(draw.noise_seed)
-    noise = torch.randn(x0.shape, generator=g).to(device)
-    sigma = torch.tensor(draw.sigma, device=device)
-    x_t = (1 - sigma) * x0 + sigma * noise
-    kwargs = model_inputs(clip, device, use_emotion)
-    if draw.drop_audio:
-        kwargs["audio"] = torch.zeros_like(kwargs["audio"])
-    t = (sigma * NUM_TRAIN_TIMESTEPS).reshape(1)
-    pred = model(x_t, t, **kwargs)                                                 # (1, 16, T, h, w) float32
-    return F.mse_loss(pred.float(), noise - x0)
+def batch_inputs(clips: Sequence[ClipSample], draws: Sequence[StepDraw], device: torch.device,
+                 use_emotion: bool) -> dict:
+    """The model's keyword arguments for a batch of clips of one bucket (audio zeroed where dropped)."""
+    rows = []
+    for clip, draw in zip(clips, draws):
+        kw = model_inputs(clip, device, use_emotion)
+        if draw.drop_audio:
+            kw["audio"] = torch.zeros_like(kw["audio"])
+        rows.append(kw)
+    return {k: None if rows[0][k] is None else torch.cat([r[k] for r in rows]) for k in rows[0]}
+
+
+def flow_loss(model, clip: ClipSample | Sequence[ClipSample], draw: StepDraw | Sequence[StepDraw],
+              device: torch.device, use_emotion: bool = False) -> torch.Tensor:
+    """MSE of the velocity on one clip, or on a batch of clips of one bucket (one draw each)."""
+    clips = [clip] if isinstance(clip, ClipSample) else list(clip)
+    draws = [draw] if isinstance(draw, StepDraw) else list(draw)
+    x0 = torch.stack([c.latents.float() for c in clips]).to(device)                # (B, 16, T, h, w)
+    noise = torch.stack([torch.randn(c.latents.shape, generator=torch.Generator().manual_seed(d.noise_seed))
+                         for c, d in zip(clips, draws)]).to(device)
+    sigma = torch.tensor([d.sigma for d in draws], device=device)                  # (B,)
+    s = sigma.reshape(-1, 1, 1, 1, 1)
+    x_t = (1 - s) * x0 + s * noise
+    pred = model(x_t, sigma * NUM_TRAIN_TIMESTEPS, **batch_inputs(clips, draws, device, use_emotion))
+    return F.mse_loss(pred.float(), noise - x0)                                    # (B, 16, T, h, w) averaged

@@ -23,10 +23,14 @@ from tqdm import tqdm
 
 from ..errors import InputError
 from ..loading import save_emotion_module
+from ..model.fp8 import FP8_E4M3, FP8Linears
+from ..model.linear import block_linear_names, store_blocks_
+from ..model.offload import BlockSwap
 from ..model.options import ATTENTION, RunOptions
 from ..output_files import folder_problem, refuse_non_empty
 from ..specs.concepts import (
     AEM_EVERY,
+    BATCH_SIZE,
     EVERY,
     EVERY_OR_OFF,
     FLOW_SHIFT,
@@ -37,10 +41,13 @@ from ..specs.concepts import (
     LORA_BLOCKS,
     LORA_LAYERS,
     LORA_RANK,
+    LR_SCHEDULE,
+    LR_WARMUP,
     PATH,
     PROBABILITY,
     SEED,
     STEPS,
+    TRAIN_BLOCK_SWAP,
     TRAIN_STEPS,
     WEIGHT_DECAY,
 )
@@ -49,7 +56,8 @@ from ..specs.tensors import DEVICE
 from .adapters import add_lora, attach_new_aem, enable_gradient_checkpointing, lora_state_dict
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .data import ClipFolder
-from .loss import draw_step, flow_loss
+from .loss import draw_batch, flow_loss
+from .lr import lr_factor
 from .samples import write_sample
 
 log = logging.getLogger(__name__)
@@ -64,13 +72,33 @@ def _something(cfg: TrainConfig) -> str:
     return "" if cfg.train_lora or cfg.train_aem else "nothing to train: both are off"
 
 
+def _warmup_fits(cfg: TrainConfig) -> str:
+    return "" if cfg.lr_warmup < cfg.steps else (f"a warmup of {cfg.lr_warmup} steps never reaches the learning rate "
+                                                  f"in a run of {cfg.steps}")
+
+
+def _swap_recomputes(cfg: TrainConfig) -> str:
+    return "" if not cfg.block_swap or cfg.gradient_checkpointing else (
+        "block swap without gradient checkpointing saves nothing: backward would keep every block's weights on "
+        "the GPU")
+
+
+def _fp8_compute(cfg: TrainConfig) -> str:
+    return "" if not cfg.fp8_base or cfg.dtype != "fp16" else "an fp8 base computes in bf16 or fp32, not fp16"
+
+
 @declared(
     Rule(("train_lora", "train_aem"), _something, "Set train_lora and/or train_aem."),
     Rule(("checkpoint", "random_model"), _one_base, "Give the base model file (checkpoint), or random_model for tests."),
+    Rule(("lr_warmup", "steps"), _warmup_fits, "Use fewer warmup steps."),
+    Rule(("block_swap", "gradient_checkpointing"), _swap_recomputes, "Turn gradient_checkpointing on, or block_swap 0."),
+    Rule(("fp8_base", "dtype"), _fp8_compute, "Use dtype bf16 (GPU) or fp32 (CPU)."),
     data=PATH, output=PATH, checkpoint=Maybe(PATH),
     random_model=Maybe(Choice(("tiny", "13b"), fix="Random weights for tests and benchmarks: tiny or 13b.")),
     train_lora=Flag(), lora_blocks=LORA_BLOCKS, lora_layers=LORA_LAYERS, lora_rank=LORA_RANK, lora_alpha=LORA_ALPHA,
-    train_aem=Flag(), aem_every=AEM_EVERY, steps=TRAIN_STEPS, lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY,
+    train_aem=Flag(), aem_every=AEM_EVERY, steps=TRAIN_STEPS, batch_size=BATCH_SIZE, lr=LEARNING_RATE,
+    lr_warmup=LR_WARMUP, lr_schedule=LR_SCHEDULE, weight_decay=WEIGHT_DECAY, fp8_base=Flag(),
+    block_swap=TRAIN_BLOCK_SWAP,
     optimizer=Choice(("adamw", "adamw8bit"), fix="Use adamw or adamw8bit (needs bitsandbytes)."),
     grad_accum=GRAD_ACCUM, max_grad_norm=GRAD_NORM, shift=FLOW_SHIFT, audio_dropout=PROBABILITY,
     dtype=Choice(DTYPES, fix="The base weights' dtype: bf16 on a GPU, fp32 on a CPU."),
@@ -93,14 +121,19 @@ class TrainConfig:
     train_aem: bool = False                  # train a new Audio Emotion Module (clips need `emotion`)
     aem_every: int = 2                       # one emotion layer after every n-th double block
     steps: int = 1000
+    batch_size: int = 1                      # clips per micro-step, all of one aspect-ratio bucket
     lr: float = 2e-4
+    lr_warmup: int = 0                       # steps of linear warmup to lr
+    lr_schedule: str = "constant"            # constant | cosine (to zero at the last step), after the warmup
     weight_decay: float = 0.01
     optimizer: str = "adamw"                 # adamw | adamw8bit (bitsandbytes)
     grad_accum: int = 1
     max_grad_norm: float = 1.0
     shift: float = 7.0
     audio_dropout: float = 0.1
-    dtype: str = "bf16"                      # base weights
+    dtype: str = "bf16"                      # base weights (the compute dtype with fp8_base)
+    fp8_base: bool = False                   # frozen block linears stored in fp8 e4m3 (half of bf16's memory)
+    block_swap: int = 0                      # blocks streamed from CPU memory (needs gradient_checkpointing)
     gradient_checkpointing: bool = True
     attention: str = "sdpa"
     seed: int = 0
@@ -126,13 +159,33 @@ class TrainResult:
 
 
 def build_base(cfg: TrainConfig) -> torch.nn.Module:
+    """The frozen base: on the CPU when blocks are swapped (BlockSwap moves the rest), in fp8 with fp8_base
+    (an official fp8 file stays fp8; a bf16 file is quantised layer by layer)."""
     from ..config import AvatarConfig
     from ..loading import build_random_transformer, load_transformer
     dtype = DTYPES[cfg.dtype]
+    device = "cpu" if cfg.block_swap else cfg.device
     if cfg.random_model is not None:
         size = {"tiny": AvatarConfig.tiny, "13b": AvatarConfig.avatar_13b}[cfg.random_model]()
-        return build_random_transformer(size, dtype=dtype, device=cfg.device, seed=cfg.seed)
-    return load_transformer(cfg.checkpoint, dtype=dtype, device=cfg.device, fp8="dequant")
+        return build_random_transformer(size, dtype=dtype, device=device, seed=cfg.seed)
+    return load_transformer(cfg.checkpoint, dtype=dtype, device=device, fp8="quantize" if cfg.fp8_base else "dequant")
+
+
+def place_base(model: torch.nn.Module, cfg: TrainConfig) -> BlockSwap | None:
+    """fp8 storage of the block linears (fp8_base; a no-op for a model loaded so) and the block swap."""
+    if cfg.fp8_base and any(m.storage is not FP8_E4M3 for m in block_members(model)):
+        store_blocks_(model, FP8Linears)          # one layer at a time: peak = the model + one fp8 layer
+    if not cfg.block_swap:
+        return None
+    n = len(model.double_blocks) + len(model.single_blocks)
+    if cfg.block_swap > n - 1:
+        raise InputError(f"block_swap {cfg.block_swap}: this model has {n} blocks and the last one stays on the "
+                         f"device; use at most {n - 1}")
+    return BlockSwap(model, cfg.device, resident=1, blocks=cfg.block_swap)
+
+
+def block_members(model: torch.nn.Module) -> list:
+    return [model.get_submodule(n) for n in block_linear_names(model)]
 
 
 def _optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -145,14 +198,15 @@ def _optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.opti
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def prepare(model: torch.nn.Module, cfg: TrainConfig, data: ClipFolder):
+def prepare(model: torch.nn.Module, cfg: TrainConfig, data: ClipFolder, swap: BlockSwap | None = None):
     """Freeze the base, add the adapters -> (trainable parameters by name, LoRA adapters, AEM or None)."""
     model.requires_grad_(False)
     if cfg.train_aem and not data.has_emotion():
         raise InputError(f"train_aem needs clips with an `emotion` latent; {data.files[0].name} has none")
     with torch.random.fork_rng(devices=[]):  # adapter init from the run's seed: a rerun starts identically
         torch.manual_seed(cfg.seed)
-        adapters = add_lora(model, cfg.lora_blocks, cfg.lora_rank, cfg.lora_alpha, cfg.lora_layers) if cfg.train_lora else {}
+        adapters = add_lora(model, cfg.lora_blocks, cfg.lora_rank, cfg.lora_alpha, cfg.lora_layers,
+                            device=cfg.device) if cfg.train_lora else {}
         aem = attach_new_aem(model, cfg.aem_every) if cfg.train_aem else None
     params = {f"lora.{n}.{k}": p for n, d in adapters.items() for k, p in (("down", d.down), ("up", d.up))}
     if aem is not None:
@@ -160,15 +214,17 @@ def prepare(model: torch.nn.Module, cfg: TrainConfig, data: ClipFolder):
     for p in params.values():
         p.requires_grad_(True)
     if cfg.gradient_checkpointing:
-        enable_gradient_checkpointing(model)
+        enable_gradient_checkpointing(model, swap)
     return params, adapters, aem
 
 
 def train(cfg: TrainConfig, model: torch.nn.Module | None = None,
-          decoder: Callable[[torch.Tensor], torch.Tensor] | None = None) -> TrainResult:
+          decoder: Callable[[torch.Tensor], torch.Tensor] | None = None,
+          before_steps: Callable[[torch.nn.Module], None] | None = None) -> TrainResult:
     """Run (or resume) a training; `model`: a prebuilt base (else built from cfg; it keeps the trained
-    adapters afterwards); `decoder`: latents -> frames [F, H, W, 3] in 0..1 for sample videos (else samples
-    are saved as latents)."""
+    adapters and its block swap afterwards); `decoder`: latents -> frames [F, H, W, 3] in 0..1 for sample
+    videos (else samples are saved as latents); `before_steps(model)`: called once the base is placed (fp8,
+    block swap) and the adapters exist, before step 1 (bench/train_13b.py caps the GPU memory there)."""
     cfg.check()
     out = Path(cfg.output)
     check_output(out, cfg.resume)  # before any clip or weight is read: never over another run, never a late error
@@ -180,7 +236,8 @@ def train(cfg: TrainConfig, model: torch.nn.Module | None = None,
     model = build_base(cfg) if model is None else model
     for shape in data.shapes:  # the clips' sizes against the model's, before step 1
         shape.check_fits(model.cfg)
-    params, adapters, aem = prepare(model, cfg, data)
+    swap = place_base(model, cfg)  # the model keeps its block swap afterwards (removing it would fill the GPU)
+    params, adapters, aem = prepare(model, cfg, data, swap)
     # room for one checkpoint (parameters + two fp32 AdamW moments) and the adapter files, before step 1
     check_room(out, 4 * sum(p.numel() for p in params.values()) * 4)
     opt = _optimizer(list(params.values()), cfg)
@@ -189,6 +246,8 @@ def train(cfg: TrainConfig, model: torch.nn.Module | None = None,
         state = load_checkpoint(resume, params, opt)
         step, losses = state["step"], state["losses"]
         log.info("resumed from %s at step %d", resume, step)
+    if before_steps is not None:
+        before_steps(model)
     bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress, desc="train", dynamic_ncols=True)
     seconds = []
     while step < cfg.steps:
@@ -252,10 +311,13 @@ def _resume_point(out: Path, resume: str | None) -> Path | None:
 
 def _optimizer_step(model, data, params, opt, cfg: TrainConfig, step: int, device, use_emotion: bool) -> float:
     total = 0.0
+    for group in opt.param_groups:
+        group["lr"] = cfg.lr * lr_factor(step, cfg.steps, cfg.lr_warmup, cfg.lr_schedule)
     for micro in range(cfg.grad_accum):
-        draw = draw_step(cfg.seed, step * cfg.grad_accum + micro, len(data), cfg.shift, cfg.audio_dropout)
+        draws = draw_batch(cfg.seed, step * cfg.grad_accum + micro, data.buckets, data.bucket_of, cfg.batch_size,
+                           cfg.shift, cfg.audio_dropout)
         forward = partial(model, options=RunOptions(attention=cfg.attention))  # the run's kernel, not the model's
-        loss = flow_loss(forward, data[draw.clip], draw, device, use_emotion) / cfg.grad_accum
+        loss = flow_loss(forward, [data[d.clip] for d in draws], draws, device, use_emotion) / cfg.grad_accum
         loss.backward()
         total += float(loss.detach())
     if not math.isfinite(total):

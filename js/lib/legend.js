@@ -1,11 +1,13 @@
 // Layout of the per-character legend drawn under the overlay: one row per character (colour swatch with
-// its number, the audio input and its source, a tiny waveform, duration and level), then warnings.
+// its number, the audio input and its source, a tiny waveform, duration and level; or "listens" for a
+// character without audio), then warnings.
 // Returns plain drawing operations so the layout is testable without a canvas.
 
 import { formatDuration, formatLevel, verdict } from "./audio_level.js";
 import { characterColour } from "./palette.js";
 
 export const ROW_H = 40;
+export const LISTENER_TEXT = "listens: mouth closed, natural idle";
 const PAD = 6;
 const WAVE_W = 96;
 const LINE_H = 14;
@@ -57,7 +59,7 @@ export function layoutLegend(rows, summaries, warnings, width) {
     ops.push({ kind: "text", x: PAD + 11, y: y + 15, text: String(r.character), color: "#000", align: "center", bold: true });
     const textW = width - 3 * PAD - 22 - WAVE_W - PAD;
     const label = r.source ? `${r.input} ← ${fit(r.source.file ?? r.source.title, textW - 9 * CHAR_W)}` : sourceLabel(r);
-    ops.push({ kind: "text", x: 2 * PAD + 22, y: y + 11, text: label, color: r.source ? COLOURS.text : COLOURS.bad, align: "left" });
+    ops.push({ kind: "text", x: 2 * PAD + 22, y: y + 11, text: label, color: r.source ? COLOURS.text : COLOURS.dim, align: "left" });
     const s = summaries[r.input];
     if (s) {
       const v = verdict(s);
@@ -66,6 +68,8 @@ export function layoutLegend(rows, summaries, warnings, width) {
       ops.push({ kind: "wave", x: width - PAD - WAVE_W, y, w: WAVE_W, h: 30, values: s.envelope, color: v === "silent" ? COLOURS.bad : colour });
     } else if (r.source) {
       ops.push({ kind: "text", x: 2 * PAD + 22, y: y + 26, text: "level known after a run", color: COLOURS.dim, align: "left" });
+    } else {
+      ops.push({ kind: "text", x: 2 * PAD + 22, y: y + 26, text: LISTENER_TEXT, color: COLOURS.text, align: "left" });
     }
     y += ROW_H;
   }

@@ -1,5 +1,6 @@
 // Which audio drives which character, read from the graph: the face-mask node's character_masks go to a
-// sampler whose audio_features come from "Avatar Audio Encode"; its input audio_k drives character k + 1.
+// sampler whose audio_features come from "Avatar Audio Encode"; its input audio_k drives character k + 1 (a
+// speaker). A character whose audio_k is not connected is a listener: mouth closed, natural idle.
 // Works on a small "graph view" so the same code reads the live graph (extension) and saved workflow JSON
 // (node tests, example workflows).
 
@@ -11,7 +12,7 @@ const AUDIO_INPUT = /(?:^|\.)audio_(\d+)$/; // V3 autogrow names inputs "audio.a
 const PASS_THROUGH = new Set(["Reroute", "PrimitiveNode"]);
 
 // widgets_values of a saved workflow are positional; these are the names we read.
-const WIDGET_ORDER = { LoadAudio: ["audio"], [FACE_NODE]: ["characters", "face_scale"] };
+const WIDGET_ORDER = { LoadAudio: ["audio"], [FACE_NODE]: ["characters", "face_scale"], [AUDIO_NODE]: ["start_offsets", "fps", "duration"] };
 
 /** Graph view of a saved workflow (the JSON ComfyUI writes, or app.graph.serialize()). */
 export function viewOfWorkflow(workflow) {
@@ -84,7 +85,8 @@ export function findAudioEncoder(view, faceNode) {
   return null;
 }
 
-/** {encoder, characters, rows: [{character, input, source}], warnings} for one face-mask node. */
+/** {encoder, characters, rows: [{character, input, source, role}], warnings} for one face-mask node; role is
+ * "speaker" (its audio_k is connected) or "listener". */
 export function characterAudio(view, faceNodeId) {
   const face = view.nodes.get(faceNodeId);
   const characters = Math.max(1, Number(face?.widget("characters")) || 1);
@@ -97,15 +99,20 @@ export function characterAudio(view, faceNodeId) {
     if (node) sources.set(Number(m[1]), { nodeId: node.id, type: node.type, title: node.title, file: node.type === "LoadAudio" ? node.widget("audio") ?? null : null });
   }
   const count = Math.max(characters, ...[...sources.keys()].map((k) => k + 1));
-  const rows = Array.from({ length: count }, (_, k) => ({ character: k + 1, input: `audio_${k}`, source: sources.get(k) ?? null }));
+  const rows = Array.from({ length: count }, (_, k) => {
+    const source = sources.get(k) ?? null;
+    return { character: k + 1, input: `audio_${k}`, source, role: source ? "speaker" : "listener" };
+  });
   return { encoder: encoder?.id ?? null, characters, rows, warnings: wiringWarnings(encoder, characters, rows) };
 }
 
 function wiringWarnings(encoder, characters, rows) {
   if (!encoder) return ["No 'Avatar Audio Encode' found: connect character_masks and audio_features to the same Avatar Sampler to see which audio drives each character."];
   const out = [];
+  if (!rows.some((r) => r.source) && !(Number(encoder.widget("duration")) > 0)) {
+    out.push("Nobody speaks: connect a speaker's audio (audio_0 = character 1) on Avatar Audio Encode, or set its duration for a video where every character listens.");
+  }
   for (const r of rows) {
-    if (r.character <= characters && !r.source) out.push(`Character ${r.character} has no audio: connect ${r.input} on Avatar Audio Encode.`);
     if (r.character > characters && r.source) out.push(`${r.input} is connected but characters = ${characters}: set characters to ${r.character} or disconnect it.`);
   }
   const byFile = new Map();

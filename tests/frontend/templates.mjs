@@ -38,6 +38,8 @@ try {
         const w = n.widgets?.find((x) => x.name === "model_name");
         return { value: w?.value, options: typeof w?.options?.values === "function" ? w.options.values() : (w?.options?.values ?? []) };
       }),
+      // the per-character legend(s) of the mask node: who is who, as the extension drew it
+      legends: [...document.querySelectorAll("canvas.hyavatar-legend")].map((c) => JSON.parse(c.dataset.rows ?? "null")),
     }));
     const overlay = await page.evaluate(() => document.body.innerText);
     await page.screenshot({ path: path.join(cfg.outDir, `template_${name}.png`) });

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { fit, layoutLegend, levelWarnings, wrap } from "../../js/lib/legend.js";
+import { LISTENER_TEXT, ROW_H, fit, layoutLegend, levelWarnings, wrap } from "../../js/lib/legend.js";
 import { PALETTE } from "../../js/lib/palette.js";
 
 const rows = [
@@ -36,9 +36,26 @@ test("warnings wrap to the width and grow the legend", () => {
   assert.ok(wrap("aaaa bbbb cccc", 60).length >= 2);
 });
 
-test("an unconnected character is drawn as such", () => {
-  const { ops } = layoutLegend([{ character: 1, input: "audio_0", source: null }], {}, [], 300);
+test("an unconnected character is drawn as such: a listener", () => {
+  const { ops } = layoutLegend([{ character: 1, input: "audio_0", source: null, role: "listener" }], {}, [], 300);
   assert.ok(ops.some((o) => o.kind === "text" && o.text === "audio_0: not connected"));
+  assert.ok(ops.some((o) => o.kind === "text" && o.text === LISTENER_TEXT && LISTENER_TEXT.startsWith("listens")));
+  assert.ok(!ops.some((o) => o.kind === "wave"));
+});
+
+test("four characters: four rows with their own colours, one under the other, inside the width", () => {
+  const four = ["one", "two", "three", "four"].map((name, k) => ({ character: k + 1, input: `audio_${k}`, source: { file: `${name}.wav` } }));
+  four[2] = { character: 3, input: "audio_2", source: null, role: "listener" };
+  const summaries = { audio_0: loud, audio_1: loud, audio_3: silent };
+  const { ops, height } = layoutLegend(four, summaries, [], 300);
+  const swatches = ops.filter((o) => o.kind === "rect");
+  assert.deepEqual(swatches.map((o) => o.fill), PALETTE.slice(0, 4));
+  assert.deepEqual(swatches.map((o) => o.y), [0, 1, 2, 3].map((k) => swatches[0].y + k * ROW_H));
+  assert.deepEqual(ops.filter((o) => o.kind === "text" && o.bold).map((o) => o.text), ["1", "2", "3", "4"]);
+  assert.equal(ops.filter((o) => o.kind === "wave").length, 3);
+  assert.ok(ops.every((o) => (o.kind === "text" && o.align !== "left") || (o.x + (o.w ?? 0) <= 300)));
+  assert.ok(height >= 4 * ROW_H);
+  assert.equal(new Set(PALETTE.slice(0, 4)).size, 4);
 });
 
 test("a long file name is shortened from the front so the differing end stays visible", () => {
