@@ -43,6 +43,10 @@ WIDGETS = {
     ("AvatarTextEncode", "image_size"): C.VIDEO_SIZE, ("AvatarModelLoader", "swap_blocks"): C.SWAP_BLOCKS,
     ("AvatarModelLoader", "gpus"): C.GPUS, ("AvatarInsightFaceLoader", "det_size"): C.DETECTOR_SIZE,
     ("AvatarLoraLoader", "strength"): C.LORA_STRENGTH,
+    ("AvatarTrainingDatasetFromFolder", "clip_frames"): C.CLIP_FRAMES,
+    ("AvatarTrainingDatasetFromFolder", "image_size"): C.VIDEO_SIZE,
+    ("AvatarTrainingDatasetFromFolder", "max_clips"): C.MAX_CLIPS,
+    ("AvatarTrainingDatasetFromFolder", "min_side"): C.MIN_SIDE,
 }
 NODE_CLASSES = [obj for mod in nodes.values() for obj in vars(mod).values()
                 if isinstance(obj, type) and issubclass(obj, io.ComfyNode) and obj is not io.ComfyNode

@@ -65,11 +65,10 @@ class NanVAE:  # a VAE whose encoder overflows (an fp16 VAE can)
 class Model:  # the sampler stops before it touches the transformer
     model = None
 
-class Feats:
-    features, fps = torch.zeros(1, 40, 10, 5, 384), 25.0
+Feats = imp("hyavatar_pack.nodes.convert").AudioFeatures
 
 try:
-    sampler.AvatarSampler.execute(Model(), [], [], torch.rand(1, 64, 64, 3), NanVAE(), Feats(), image_size=64)
+    sampler.AvatarSampler.execute(Model(), [], [], torch.rand(1, 64, 64, 3), NanVAE(), Feats(torch.zeros(1, 40, 10, 5, 384), 25.0), image_size=64)
 except ValueError as e:
     print("ERROR:", e)
 """
