@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
+# As the training CLI does (avatar_core/train/__main__.py ALLOCATOR): the 24gb preset ran out of memory without it.
+os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from avatar_core.config import AvatarConfig  # noqa: E402
@@ -54,7 +57,8 @@ def run(args: argparse.Namespace) -> dict:
             placed["resident_gib"] = torch.cuda.memory_allocated(device) / GIB
             if args.memory_gib:
                 total = torch.cuda.get_device_properties(device).total_memory
-                torch.cuda.set_per_process_memory_fraction(min(args.memory_gib * GIB / total, 1.0), device)
+                cap_device = device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
+                torch.cuda.set_per_process_memory_fraction(min(args.memory_gib * GIB / total, 1.0), cap_device)
             torch.cuda.reset_peak_memory_stats(device)
     with tempfile.TemporaryDirectory() as tmp:
         data = write_synthetic_folder(Path(tmp) / "clips", cfg, clips=1, frames=T, h=h, w=w, text_len=args.text_len)

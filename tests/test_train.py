@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -185,3 +187,16 @@ def test_sample_video_is_written_when_a_decoder_is_given(data, tmp_path):
 def test_resume_from_a_missing_checkpoint_fails_clearly(data, tmp_path):
     with pytest.raises(ValueError, match="not a checkpoint folder"):
         train(_config(data, tmp_path, steps=1, resume=str(tmp_path / "nope")))
+
+
+def test_cli_uses_expandable_segments_unless_the_user_chose(monkeypatch):
+    """The 24 GB training setting ran out of memory with PyTorch's default allocator (README table): the CLI turns
+    on expandable segments before any CUDA allocation, and keeps a user's own allocator setting."""
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    with pytest.raises(SystemExit):
+        cli_main(["--help"])
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:128")
+    with pytest.raises(SystemExit):
+        cli_main(["--help"])
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "max_split_size_mb:128"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import typing
 
 from ..errors import InputError
@@ -48,7 +49,14 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+# Block swap and the fp8 base churn many differently sized buffers: with PyTorch's default allocator a 24 GB card
+# ran out of memory holding 5.9 GiB reserved but free (13B, H100 capped at 23 GiB, bench/train_13b.py --preset
+# 24gb, 2026-12-07); with expandable segments the same run peaked at 21.6 GiB reserved. A user's setting wins.
+ALLOCATOR = ("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+
+
 def main(argv: list[str] | None = None) -> None:
+    os.environ.setdefault(*ALLOCATOR)  # read by PyTorch at its first CUDA allocation, which comes later
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     p = parser()
     args = p.parse_args(argv)
