@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
 import sys
 import types
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PACK_NAME = "hyavatar_pack"  # any name: ComfyUI itself imports the pack under its folder path
@@ -14,6 +18,37 @@ PACK_NAME = "hyavatar_pack"  # any name: ComfyUI itself imports the pack under i
 def pytest_configure(config):
     config.addinivalue_line("markers", "comfy: needs a real ComfyUI checkout (set COMFYUI_PATH); skipped otherwise")
     config.addinivalue_line("markers", "slow: takes more than a few seconds on CPU")
+
+
+# Modules ComfyUI's server imports at start-up (its requirements.txt): a Python without them cannot run ComfyUI.
+COMFYUI_MODULES = ("aiohttp", "sqlalchemy", "alembic", "yaml", "torchsde", "scipy", "psutil", "PIL")
+
+
+def comfy_python_problem() -> str | None:
+    """Why the real-ComfyUI tests cannot run here, or None. With COMFYUI_PATH set and COMFYUI_PYTHON not, they run
+    ComfyUI in this Python, which then needs ComfyUI's requirements; say so once instead of dozens of import errors."""
+    if not os.environ.get("COMFYUI_PATH") or os.environ.get("COMFYUI_PYTHON"):
+        return None
+    missing = [m for m in COMFYUI_MODULES if importlib.util.find_spec(m) is None]
+    if not missing:
+        return None
+    return (f"COMFYUI_PATH is set but COMFYUI_PYTHON is not, so the real-ComfyUI tests would run ComfyUI in this "
+            f"Python ({sys.executable}), which lacks ComfyUI's requirements (no module {', '.join(missing)}): set "
+            f"COMFYUI_PYTHON to the Python that runs ComfyUI, e.g. COMFYUI_PYTHON=/path/to/ComfyUI/venv/bin/python")
+
+
+def pytest_report_header(config):
+    problem = comfy_python_problem()
+    return [f"real-ComfyUI tests skipped: {problem}"] if problem else []
+
+
+def pytest_collection_modifyitems(config, items):
+    problem = comfy_python_problem()
+    if problem:
+        skip = pytest.mark.skip(reason=problem)
+        for item in items:
+            if item.get_closest_marker("comfy"):
+                item.add_marker(skip)
 
 
 def load_pack(submodule: str = ""):
