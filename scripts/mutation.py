@@ -1,0 +1,175 @@
+"""Mutation testing of one avatar_core package with mutmut (a developer command, not CI): `scripts/mutation.sh PACKAGE`.
+
+PACKAGE is a folder of avatar_core (`sampling`, `train`, ...) or one file (`sampling/resume.py`). The pack is copied
+to a work folder outside the checkout (mutmut writes its `mutants/` tree and caches beside the code it mutates),
+the `[tool.mutmut]` section of pyproject.toml gets the package's files and test list there, and mutmut runs with
+one worker process. Each package keeps its own work folder, so a second run re-tests only the functions that
+changed (or pass --fresh). Prints the mutation score and the surviving mutants; `mutmut show NAME` in the work
+folder prints a mutant's diff.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the `toml` package mutmut itself needs there
+    import toml as tomllib
+
+REPO = Path(__file__).resolve().parents[1]
+SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "node_modules", "artifacts", ".pytest_cache")
+
+# The tests that exercise each package in-process. mutmut maps every mutated function to the tests that call it,
+# so a longer list costs one slower first run (the coverage pass), not a slower mutant. Tests whose work happens
+# in spawned worker processes cannot be mapped (mutmut sees only its own process): see README.
+TESTS = {
+    "sampling": ["test_sampling_parts", "test_sampling_loop", "test_sampling_model", "test_sampling_reference",
+                 "test_perf_paths", "test_stateless", "test_resume", "test_bad_inputs"],
+    "conditioning": ["test_audio", "test_audio_whisper_real", "test_emotion", "test_faces", "test_faces_detface",
+                     "test_image_size", "test_text", "test_text_saved", "test_text_parity", "test_bad_inputs",
+                     "test_conditioning_reference"],
+    "distributed": ["test_distributed", "test_pool_inputs", "test_lora_pool", "test_bad_inputs"],
+    "train": ["test_train", "test_train_recipe"],
+    "lora": ["test_lora", "test_lora_reference", "test_lora_pool", "test_train", "test_train_recipe"],
+    "model": ["test_model", "test_perf_paths", "test_attention_kernels", "test_sampling_parts", "test_stateless",
+              "test_loading", "test_lora"],
+}
+
+
+def default_work_root() -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return Path(os.environ.get("HYAVATAR_MUTATION_DIR", cache / "hyavatar-mutation"))
+
+
+def target(package: str) -> tuple[list[str], list[str]]:
+    """(only_mutate globs, test files) of `sampling`, `sampling/resume.py`, `avatar_core/train`, ..."""
+    rel = package.strip("/").removeprefix("avatar_core/")
+    path = REPO / "avatar_core" / rel
+    if not (path.is_dir() or (path.is_file() and path.suffix == ".py")):
+        choices = sorted(p.name for p in (REPO / "avatar_core").iterdir() if p.is_dir() and p.name != "__pycache__")
+        raise SystemExit(f"mutation: no package or .py file avatar_core/{rel}; choose one of {', '.join(choices)} "
+                         f"or a file such as sampling/resume.py")
+    globs = [f"avatar_core/{rel}/*"] if path.is_dir() else [f"avatar_core/{rel}"]
+    names = TESTS.get(rel.split("/")[0])
+    if names is None:  # a package without a list: every test file that names it
+        needle = (f"avatar_core.{rel.split('/')[0]}", f"avatar_core/{rel.split('/')[0]}")
+        names = [p.stem for p in sorted((REPO / "tests").glob("test_*.py"))
+                 if any(n in p.read_text(encoding="utf-8") for n in needle)]
+    tests = [f"tests/{n}.py" for n in names if (REPO / "tests" / f"{n}.py").is_file()]
+    return globs, tests
+
+
+def synced() -> list[str]:
+    """The checkout's top-level files and folders (tests read nodes/, scripts/, bench/, the workflows, ...)."""
+    return sorted(p.name for p in REPO.iterdir() if not p.name.startswith(".") and p.name not in ("mutants", "out")
+                  and not p.name.endswith(".mp4"))
+
+
+def sync(work: Path) -> None:
+    """Copy the checkout into `work`, keeping file times (mutmut re-mutates a file only when it is newer than
+    its mutated copy) and deleting what the checkout no longer has."""
+    for name in synced():
+        src, dst = REPO / name, work / name
+        if src.is_file():
+            shutil.copy2(src, dst)
+            continue
+        if dst.exists():
+            shutil.rmtree(dst)
+        shutil.copytree(src, dst, ignore=SKIP)
+
+
+def toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return json.dumps(value)  # str, int, float: JSON spelling is valid TOML
+
+
+def write_config(work: Path, globs: list[str], tests: list[str]) -> None:
+    """The checkout's pyproject.toml with its [tool.mutmut] section replaced by one that names the package."""
+    text = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    section = dict(tomllib.loads(text).get("tool", {}).get("mutmut", {}))
+    also = [n for n in synced() if n not in ("avatar_core", "tests", "pyproject.toml")]  # mutmut copies these two
+    section.update(only_mutate=globs, pytest_add_cli_args_test_selection=tests, also_copy=also)
+    kept, inside = [], False
+    for line in text.splitlines():
+        if line.startswith("["):
+            inside = line.strip() == "[tool.mutmut]"
+        if not inside:
+            kept.append(line)
+    config = ["[tool.mutmut]"] + [f"{k} = {toml_value(v)}" for k, v in section.items()]
+    (work / "pyproject.toml").write_text("\n".join(kept + [""] + config) + "\n", encoding="utf-8")
+    # mutmut numbers a function's mutants in order: other patterns renumber them under the cached verdicts
+    stamp = work / "mutation-config.txt"
+    if stamp.is_file() and stamp.read_text(encoding="utf-8") != "\n".join(config) and (work / "mutants").exists():
+        print("mutation: the [tool.mutmut] settings changed since the last run: starting afresh")
+        shutil.rmtree(work / "mutants")
+    stamp.write_text("\n".join(config), encoding="utf-8")
+
+
+def score(work: Path, globs: list[str]) -> int:
+    """Print the counts per file, the score and the survivors; return the number of survivors."""
+    killed_like = {1, 3, 36, 24, -24, 152, 255, 37, -11, -9}  # killed, timeout, caught by type check, crashed
+    total = killed = 0
+    survivors: list[str] = []
+    print(f"\n{'file':44s} {'mutants':>8s} {'killed':>7s} {'survived':>9s} {'no test':>8s} {'score':>7s}")
+    for meta in sorted((work / "mutants" / "avatar_core").rglob("*.py.meta")):
+        rel = meta.relative_to(work / "mutants").as_posix().removesuffix(".meta")
+        if not any(Path(rel).match(g) or rel.startswith(g.rstrip("*")) for g in globs):
+            continue
+        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        k = sum(c in killed_like for c in codes.values())
+        s = [n for n, c in codes.items() if c == 0]
+        none = sum(c in (5, 33) for c in codes.values())
+        survivors += s + [n for n, c in codes.items() if c in (5, 33)]
+        total, killed = total + len(codes), killed + k
+        print(f"{rel:44s} {len(codes):8d} {k:7d} {len(s):9d} {none:8d} {100 * k / max(len(codes), 1):6.1f}%")
+    print(f"{'total':44s} {total:8d} {killed:7d} {'':9s} {'':8s} {100 * killed / max(total, 1):6.1f}%")
+    print("score = (killed + timeouts) / all mutants; mutants no test reaches count as survivors")
+    if survivors:
+        print(f"\nsurvivors ({len(survivors)}); see one with: cd {work} && mutmut show NAME")
+        print("\n".join(f"  {n}" for n in sorted(survivors)))
+    return len(survivors)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("package", help="avatar_core folder or file: sampling, train, lora, sampling/resume.py, ...")
+    parser.add_argument("--tests", nargs="+", help="test files to use instead of the package's list")
+    parser.add_argument("--work", type=Path, help=f"work folder (default {default_work_root()}/PACKAGE)")
+    parser.add_argument("--fresh", action="store_true", help="forget earlier results of this package")
+    parser.add_argument("--score-only", action="store_true", help="print the last run's score, run nothing")
+    parser.add_argument("--max-children", type=int, default=1, help="parallel mutants (default 1)")
+    args = parser.parse_args(argv)
+    globs, tests = target(args.package)
+    tests = args.tests or tests
+    work = args.work or default_work_root() / args.package.strip("/").removeprefix("avatar_core/").replace("/", "_")
+    if args.score_only:
+        return 1 if score(work, globs) else 0
+    if args.fresh and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    sync(work)
+    write_config(work, globs, tests)
+    print(f"mutation: {' '.join(globs)} against {' '.join(tests)} in {work}", flush=True)
+    mutmut = Path(sys.executable).parent / "mutmut"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0",
+           "HYAVATAR_SHARED": os.environ.get("HYAVATAR_SHARED", str(REPO.parent / "shared"))}
+    cmd = [str(mutmut) if mutmut.exists() else "mutmut", "run", "--max-children", str(args.max_children)]
+    rc = subprocess.run(cmd, cwd=work, env=env).returncode
+    if rc != 0:
+        print(f"mutation: mutmut stopped with exit code {rc} (a failing clean test run shows above)", file=sys.stderr)
+        return rc
+    return 1 if score(work, globs) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
