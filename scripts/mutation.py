@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -115,8 +116,9 @@ def write_config(work: Path, globs: list[str], tests: list[str]) -> None:
     stamp.write_text("\n".join(config), encoding="utf-8")
 
 
-def score(work: Path, globs: list[str]) -> int:
-    """Print the counts per file, the score and the survivors; return the number of survivors."""
+def score(work: Path, globs: list[str], only: set[str] | None = None) -> int:
+    """Print the counts per file, the score and the survivors (of `only`, a sample, when given); return the
+    number of survivors."""
     killed_like = {1, 3, 36, 24, -24, 152, 255, 37, -11, -9}  # killed, timeout, caught by type check, crashed
     total = killed = 0
     survivors: list[str] = []
@@ -126,6 +128,9 @@ def score(work: Path, globs: list[str]) -> int:
         if not any(Path(rel).match(g) or rel.startswith(g.rstrip("*")) for g in globs):
             continue
         codes = json.loads(meta.read_text())["exit_code_by_key"]
+        codes = {n: c for n, c in codes.items() if only is None or n in only}
+        if not codes:
+            continue
         k = sum(c in killed_like for c in codes.values())
         s = [n for n, c in codes.items() if c == 0]
         none = sum(c in (5, 33) for c in codes.values())
@@ -140,6 +145,26 @@ def score(work: Path, globs: list[str]) -> int:
     return len(survivors)
 
 
+# Mutant generation alone (no test run), to draw a sample from; mutmut 3's own steps of `mutmut run`.
+GENERATE = ("from mutmut.__main__ import create_mutants\n"
+            "from mutmut.utils.file_utils import copy_also_copy_files, copy_src_dir\n"
+            "copy_src_dir(); copy_also_copy_files(); create_mutants(1)\n")
+
+
+def draw_sample(work: Path, globs: list[str], size: int, env: dict) -> list[str]:
+    """`size` mutants of the package drawn at random (seeded: the same sample while the code is the same)."""
+    subprocess.run([sys.executable, "-c", GENERATE], cwd=work, env=env, check=True, capture_output=True)
+    names = []
+    for meta in sorted((work / "mutants" / "avatar_core").rglob("*.py.meta")):
+        rel = meta.relative_to(work / "mutants").as_posix().removesuffix(".meta")
+        if any(Path(rel).match(g) or rel.startswith(g.rstrip("*")) for g in globs):
+            names += sorted(json.loads(meta.read_text())["exit_code_by_key"])
+    sample = sorted(random.Random(0).sample(names, min(size, len(names))))
+    (work / "mutation-sample.txt").write_text("\n".join(sample), encoding="utf-8")
+    print(f"mutation: a sample of {len(sample)} of the package's {len(names)} mutants")
+    return sample
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("package", help="avatar_core folder or file: sampling, train, lora, sampling/resume.py, ...")
@@ -148,12 +173,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true", help="forget earlier results of this package")
     parser.add_argument("--score-only", action="store_true", help="print the last run's score, run nothing")
     parser.add_argument("--max-children", type=int, default=1, help="parallel mutants (default 1)")
+    parser.add_argument("--sample", type=int, help="test only N mutants drawn at random (an estimate of the "
+                        "score when the whole package takes too long)")
     args = parser.parse_args(argv)
     globs, tests = target(args.package)
     tests = args.tests or tests
     work = args.work or default_work_root() / args.package.strip("/").removeprefix("avatar_core/").replace("/", "_")
+    sample_file = work / "mutation-sample.txt"
     if args.score_only:
-        return 1 if score(work, globs) else 0
+        only = set(sample_file.read_text().split()) if sample_file.is_file() else None
+        return 1 if score(work, globs, only) else 0
     if args.fresh and work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
@@ -163,12 +192,14 @@ def main(argv: list[str] | None = None) -> int:
     mutmut = Path(sys.executable).parent / "mutmut"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0",
            "HYAVATAR_SHARED": os.environ.get("HYAVATAR_SHARED", str(REPO.parent / "shared"))}
-    cmd = [str(mutmut) if mutmut.exists() else "mutmut", "run", "--max-children", str(args.max_children)]
+    sample_file.unlink(missing_ok=True)
+    sample = draw_sample(work, globs, args.sample, env) if args.sample else []
+    cmd = [str(mutmut) if mutmut.exists() else "mutmut", "run", "--max-children", str(args.max_children), *sample]
     rc = subprocess.run(cmd, cwd=work, env=env).returncode
     if rc != 0:
         print(f"mutation: mutmut stopped with exit code {rc} (a failing clean test run shows above)", file=sys.stderr)
         return rc
-    return 1 if score(work, globs) else 0
+    return 1 if score(work, globs, set(sample) or None) else 0
 
 
 if __name__ == "__main__":
