@@ -165,6 +165,21 @@ def draw_sample(work: Path, globs: list[str], size: int, env: dict) -> list[str]
     return sample
 
 
+def retest_survivors(work: Path) -> set[str]:
+    """Forget the verdicts of survivors and untested mutants (tests may have been added since: mutmut keeps a
+    verdict until the function itself changes); return the names still unchecked."""
+    unchecked = set()
+    for meta in (work / "mutants" / "avatar_core").rglob("*.py.meta"):
+        data = json.loads(meta.read_text())
+        codes = data["exit_code_by_key"]
+        for name, code in codes.items():
+            if code in (0, 5, 33, None):
+                codes[name] = None
+                unchecked.add(name)
+        meta.write_text(json.dumps(data, indent=4))
+    return unchecked
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("package", help="avatar_core folder or file: sampling, train, lora, sampling/resume.py, ...")
@@ -194,8 +209,10 @@ def main(argv: list[str] | None = None) -> int:
            "HYAVATAR_SHARED": os.environ.get("HYAVATAR_SHARED", str(REPO.parent / "shared"))}
     sample_file.unlink(missing_ok=True)
     sample = draw_sample(work, globs, args.sample, env) if args.sample else []
-    cmd = [str(mutmut) if mutmut.exists() else "mutmut", "run", "--max-children", str(args.max_children), *sample]
-    rc = subprocess.run(cmd, cwd=work, env=env).returncode
+    todo = retest_survivors(work)
+    names = sorted(n for n in sample if n in todo)  # a sample's killed mutants stay killed
+    cmd = [str(mutmut) if mutmut.exists() else "mutmut", "run", "--max-children", str(args.max_children), *names]
+    rc = subprocess.run(cmd, cwd=work, env=env).returncode if names or not sample else 0
     if rc != 0:
         print(f"mutation: mutmut stopped with exit code {rc} (a failing clean test run shows above)", file=sys.stderr)
         return rc
