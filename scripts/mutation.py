@@ -44,6 +44,26 @@ TESTS = {
 }
 
 
+# Imported at start-up by every Python of a mutmut run (PYTHONPATH): a worker process that mutmut's coverage pass
+# spawned (the multi-GPU pool, torch.multiprocessing) reports the functions it ran when it exits; tests/conftest.py
+# adds them to the tests of that file. Without it, code that only runs in workers would have no tests.
+SITECUSTOMIZE = """import atexit, json, os, sys
+
+
+def _report():
+    state = sys.modules.get("mutmut.state")
+    if state is not None and state.state()._stats:
+        path = os.path.join(os.environ["MUTATION_CHILD_HITS"], f"{os.getpid()}.json")
+        with open(path + ".tmp", "w") as f:
+            json.dump(sorted(state.state()._stats), f)
+        os.replace(path + ".tmp", path)
+
+
+if os.environ.get("MUTANT_UNDER_TEST") == "stats" and os.environ.get("MUTATION_CHILD_HITS"):
+    atexit.register(_report)
+"""
+
+
 def default_work_root() -> Path:
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return Path(os.environ.get("HYAVATAR_MUTATION_DIR", cache / "hyavatar-mutation"))
@@ -205,8 +225,14 @@ def main(argv: list[str] | None = None) -> int:
     write_config(work, globs, tests)
     print(f"mutation: {' '.join(globs)} against {' '.join(tests)} in {work}", flush=True)
     mutmut = Path(sys.executable).parent / "mutmut"
+    hooks, hits = work / "hooks", work / "child-hits"
+    hooks.mkdir(exist_ok=True)
+    hits.mkdir(exist_ok=True)
+    (hooks / "sitecustomize.py").write_text(SITECUSTOMIZE, encoding="utf-8")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0",
-           "HYAVATAR_SHARED": os.environ.get("HYAVATAR_SHARED", str(REPO.parent / "shared"))}
+           "HYAVATAR_SHARED": os.environ.get("HYAVATAR_SHARED", str(REPO.parent / "shared")),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(hooks), os.environ.get("PYTHONPATH")])),
+           "MUTATION_CHILD_HITS": str(hits)}
     sample_file.unlink(missing_ok=True)
     sample = draw_sample(work, globs, args.sample, env) if args.sample else []
     todo = retest_survivors(work)

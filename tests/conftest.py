@@ -57,6 +57,25 @@ def _fastest_first(items) -> None:
     items.sort(key=lambda it: (per_file[it.nodeid.split("::")[0]], durations.get(it.nodeid, 0.0)))
 
 
+_ran_by_file: dict[str, list[str]] = {}
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    """Under mutmut's coverage pass (MUTANT_UNDER_TEST=stats), the functions that spawned worker processes ran
+    (reported by scripts/mutation.py's sitecustomize when they exit) count as covered by every test of the file
+    that ran so far: a pool started by a module fixture serves several tests and exits after the last."""
+    folder = os.environ.get("MUTATION_CHILD_HITS")
+    if os.environ.get("MUTANT_UNDER_TEST") != "stats" or not folder:
+        return
+    from mutmut.state import state
+    ran = _ran_by_file.setdefault(nodeid.split("::")[0], [])
+    ran.append(nodeid)
+    for report in Path(folder).glob("*.json"):
+        for name in json.loads(report.read_text()):
+            state().tests_by_mangled_function_name[name].update(ran)
+        report.unlink()
+
+
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("MUTANT_UNDER_TEST"):
         _fastest_first(items)
