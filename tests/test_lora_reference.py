@@ -1,0 +1,132 @@
+"""LoRA merges against closed forms: W' = W + strength * (alpha / rank) * up @ down, written out here, rounded
+ONCE to the stored format: a correctly rounded bf16 weight, and an e4m3 weight whose scale covers the merged
+weight (a stale scale saturates it) within one e4m3 rounding per element. A `comfy` test checks the same
+merge against ComfyUI's own LoRA code (comfy.weight_adapter) in ComfyUI's Python."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from conftest import REPO
+from safetensors.torch import load_file, save_file
+
+from avatar_core.config import AvatarConfig
+from avatar_core.loading import build_random_transformer
+from avatar_core.lora import load_lora, set_loras
+from avatar_core.model.fp8 import enable_fp8_
+
+CFG = AvatarConfig.tiny()
+LAYER = "double_blocks.1.img_attn_qkv"
+
+
+def _lora(layer: str, shape: tuple[int, int], rank: int, alpha: float | None, seed: int, big: float = 0.0):
+    """A ComfyUI-layout LoRA for one layer; `big` adds one large entry to the update (raises the weight's amax)."""
+    g = torch.Generator().manual_seed(seed)
+    up, down = torch.randn(shape[0], rank, generator=g) * 0.05, torch.randn(rank, shape[1], generator=g) * 0.05
+    up[3, 0], down[0, 5] = big, 1.0 if big else down[0, 5]
+    sd = {f"diffusion_model.{layer}.lora_up.weight": up, f"diffusion_model.{layer}.lora_down.weight": down}
+    if alpha is not None:
+        sd[f"diffusion_model.{layer}.alpha"] = torch.tensor(alpha)
+    scale = 1.0 if alpha is None else alpha / rank          # no alpha: scale 1 (PEFT, ComfyUI)
+    return sd, scale * (up.double() @ down.double())
+
+
+def _stored(model, layer: str) -> torch.Tensor:
+    """The layer's effective weight from its state-dict entries (the official fp8 layout: weight * scale_weight)."""
+    sd = model.state_dict()
+    w = sd[layer + ".weight"].double()
+    scale = sd.get(layer + ".scale_weight")
+    return w if scale is None else w * scale.double().reshape(-1, 1) if scale.numel() > 1 else w * scale.double()
+
+
+def _half_ulp_bf16(x: torch.Tensor) -> torch.Tensor:
+    """Half a bf16 unit in the last place at |x| (8 significant bits)."""
+    e = torch.floor(torch.log2(x.abs().clamp_min(1e-30)))
+    return torch.pow(2.0, e - 8)
+
+
+def test_a_bf16_merge_is_the_fp32_sum_of_every_lora_rounded_once():
+    model = build_random_transformer(CFG, dtype=torch.bfloat16, seed=3)
+    base = _stored(model, LAYER)
+    shape = tuple(base.shape)
+    (sd1, d1), (sd2, d2) = _lora(LAYER, shape, 3, 2.0, 1), _lora(LAYER, shape, 2, None, 2)
+    set_loras(model, [(load_lora(sd1, model), 0.7), (load_lora(sd2, model), -1.3)])
+    exact = base + 0.7 * d1 - 1.3 * d2
+    err = (_stored(model, LAYER) - exact).abs()
+    assert bool((err <= _half_ulp_bf16(exact) * 1.01 + 1e-12).all()), float((err / _half_ulp_bf16(exact)).max())
+    assert float((_stored(model, LAYER) - base).abs().max()) > 0.01          # the merge happened
+
+
+def test_an_fp8_merge_gets_a_scale_that_covers_it_and_one_e4m3_rounding():
+    """The update raises the weight's largest entry ~20x: with the old scale it would saturate at 448 * scale."""
+    model = build_random_transformer(CFG, dtype=torch.float32, seed=3)
+    enable_fp8_(model)
+    base = _stored(model, LAYER)
+    sd, delta = _lora(LAYER, tuple(base.shape), 4, 2.0, 5, big=40.0)
+    set_loras(model, [(load_lora(sd, model), 0.5)])
+    want = base + 0.5 * delta
+    assert float(want.abs().max()) > 10 * float(base.abs().max())
+    scale = model.state_dict()[LAYER + ".scale_weight"].double()
+    scale = scale.reshape(-1, 1) if scale.numel() > 1 else scale
+    got = _stored(model, LAYER)
+    # e4m3: 3 mantissa bits, relative rounding error <= 2^-4; below 2^-6 * scale the step is 2^-9 * scale
+    bound = want.abs() * 2.0 ** -4 + scale * 2.0 ** -10
+    assert bool(((got - want).abs() <= bound * 1.001).all()), float(((got - want).abs() / bound).max())
+    assert float((scale * 448 - want.abs().amax()).min()) >= -1e-6 * float(want.abs().max())   # nothing saturates
+    set_loras(model, [])
+    torch.testing.assert_close(_stored(model, LAYER), base, rtol=0, atol=0)
+
+
+# ComfyUI's own LoRA math (comfy.weight_adapter.lora.LoRAAdapter.calculate_weight) on the same file and weight.
+COMFY_SCRIPT = textwrap.dedent("""
+    import sys
+    comfy_path, src, out = sys.argv[1:4]
+    sys.path.insert(0, comfy_path)
+    import comfy.cli_args
+    comfy.cli_args.args.cpu = True
+    import torch
+    from safetensors.torch import load_file, save_file
+    from comfy.weight_adapter.lora import LoRAAdapter
+    data = load_file(src)
+    merged = {}
+    for case in sorted({k.split("/")[0] for k in data}):
+        lora = {k.split("/", 1)[1]: v for k, v in data.items() if k.startswith(case + "/") and "/base" not in k}
+        key = next(k for k in lora if k.endswith(".lora_up.weight")).removesuffix(".lora_up.weight")
+        alpha = lora.get(key + ".alpha")
+        adapter = LoRAAdapter.load(key, lora, None if alpha is None else alpha.item(), None)
+        strength = float(data[case + "/base.strength"])
+        w = data[case + "/base.weight"].clone()
+        merged[case] = adapter.calculate_weight(w, key, strength, 1.0, 0, lambda a: a)
+    save_file(merged, out)
+    print("COMFY_LORA_OK")
+""")
+
+
+@pytest.mark.comfy
+@pytest.mark.skipif(not os.environ.get("COMFYUI_PATH"), reason="set COMFYUI_PATH to a ComfyUI checkout (and "
+                    "COMFYUI_PYTHON to its Python) to run")
+def test_the_merge_equals_comfyuis_own_lora_math(tmp_path):
+    cases = {"alpha": (4, 1.5, 0.8), "no_alpha": (2, None, 1.0), "negative": (8, 16.0, -0.6)}
+    data, ours = {}, {}
+    for i, (case, (rank, alpha, strength)) in enumerate(cases.items()):
+        model = build_random_transformer(CFG, dtype=torch.float32, seed=3)
+        base = model.state_dict()[LAYER + ".weight"].clone()
+        sd, _ = _lora(LAYER, tuple(base.shape), rank, alpha, 10 + i)
+        set_loras(model, [(load_lora(sd, model), strength)])
+        ours[case] = model.state_dict()[LAYER + ".weight"]
+        data.update({f"{case}/{k}": v.contiguous() for k, v in sd.items()})
+        data[f"{case}/base.weight"], data[f"{case}/base.strength"] = base, torch.tensor(strength)
+    save_file(data, str(tmp_path / "cases.safetensors"))
+    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    run = subprocess.run([python, "-c", COMFY_SCRIPT, os.environ["COMFYUI_PATH"], str(tmp_path / "cases.safetensors"),
+                          str(tmp_path / "comfy.safetensors")], capture_output=True, text=True, timeout=300,
+                         cwd=str(REPO))
+    assert "COMFY_LORA_OK" in run.stdout, run.stdout[-2000:] + run.stderr[-3000:]
+    theirs = load_file(str(tmp_path / "comfy.safetensors"))
+    for case in cases:
+        torch.testing.assert_close(ours[case], theirs[case], rtol=1e-6, atol=1e-7)
