@@ -1,19 +1,11 @@
 """LoRA merges against closed forms: W' = W + strength * (alpha / rank) * up @ down, written out here, rounded
 ONCE to the stored format: a correctly rounded bf16 weight, and an e4m3 weight whose scale covers the merged
-weight (a stale scale saturates it) within one e4m3 rounding per element. A `comfy` test checks the same
-merge against ComfyUI's own LoRA code (comfy.weight_adapter) in ComfyUI's Python."""
+weight (a stale scale saturates it) within one e4m3 rounding per element. (The same merge against ComfyUI's own
+LoRA code: tests/test_lora_comfy.py.)"""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-
-import pytest
 import torch
-from conftest import REPO
-from safetensors.torch import load_file, save_file
 
 from avatar_core.config import AvatarConfig
 from avatar_core.loading import build_random_transformer
@@ -80,53 +72,3 @@ def test_an_fp8_merge_gets_a_scale_that_covers_it_and_one_e4m3_rounding():
     assert float((scale * 448 - want.abs().amax()).min()) >= -1e-6 * float(want.abs().max())   # nothing saturates
     set_loras(model, [])
     torch.testing.assert_close(_stored(model, LAYER), base, rtol=0, atol=0)
-
-
-# ComfyUI's own LoRA math (comfy.weight_adapter.lora.LoRAAdapter.calculate_weight) on the same file and weight.
-COMFY_SCRIPT = textwrap.dedent("""
-    import sys
-    comfy_path, src, out = sys.argv[1:4]
-    sys.path.insert(0, comfy_path)
-    import comfy.cli_args
-    comfy.cli_args.args.cpu = True
-    import torch
-    from safetensors.torch import load_file, save_file
-    from comfy.weight_adapter.lora import LoRAAdapter
-    data = load_file(src)
-    merged = {}
-    for case in sorted({k.split("/")[0] for k in data}):
-        lora = {k.split("/", 1)[1]: v for k, v in data.items() if k.startswith(case + "/") and "/base" not in k}
-        key = next(k for k in lora if k.endswith(".lora_up.weight")).removesuffix(".lora_up.weight")
-        alpha = lora.get(key + ".alpha")
-        adapter = LoRAAdapter.load(key, lora, None if alpha is None else alpha.item(), None)
-        strength = float(data[case + "/base.strength"])
-        w = data[case + "/base.weight"].clone()
-        merged[case] = adapter.calculate_weight(w, key, strength, 1.0, 0, lambda a: a)
-    save_file(merged, out)
-    print("COMFY_LORA_OK")
-""")
-
-
-@pytest.mark.comfy
-@pytest.mark.skipif(not os.environ.get("COMFYUI_PATH"), reason="set COMFYUI_PATH to a ComfyUI checkout (and "
-                    "COMFYUI_PYTHON to its Python) to run")
-def test_the_merge_equals_comfyuis_own_lora_math(tmp_path):
-    cases = {"alpha": (4, 1.5, 0.8), "no_alpha": (2, None, 1.0), "negative": (8, 16.0, -0.6)}
-    data, ours = {}, {}
-    for i, (case, (rank, alpha, strength)) in enumerate(cases.items()):
-        model = build_random_transformer(CFG, dtype=torch.float32, seed=3)
-        base = model.state_dict()[LAYER + ".weight"].clone()
-        sd, _ = _lora(LAYER, tuple(base.shape), rank, alpha, 10 + i)
-        set_loras(model, [(load_lora(sd, model), strength)])
-        ours[case] = model.state_dict()[LAYER + ".weight"]
-        data.update({f"{case}/{k}": v.contiguous() for k, v in sd.items()})
-        data[f"{case}/base.weight"], data[f"{case}/base.strength"] = base, torch.tensor(strength)
-    save_file(data, str(tmp_path / "cases.safetensors"))
-    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
-    run = subprocess.run([python, "-c", COMFY_SCRIPT, os.environ["COMFYUI_PATH"], str(tmp_path / "cases.safetensors"),
-                          str(tmp_path / "comfy.safetensors")], capture_output=True, text=True, timeout=300,
-                         cwd=str(REPO))
-    assert "COMFY_LORA_OK" in run.stdout, run.stdout[-2000:] + run.stderr[-3000:]
-    theirs = load_file(str(tmp_path / "comfy.safetensors"))
-    for case in cases:
-        torch.testing.assert_close(ours[case], theirs[case], rtol=1e-6, atol=1e-7)
