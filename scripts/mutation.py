@@ -129,12 +129,13 @@ def write_config(work: Path, globs: list[str], tests: list[str]) -> None:
             kept.append(line)
     config = ["[tool.mutmut]"] + [f"{k} = {toml_value(v)}" for k, v in section.items()]
     (work / "pyproject.toml").write_text("\n".join(kept + [""] + config) + "\n", encoding="utf-8")
-    # mutmut numbers a function's mutants in order: other patterns renumber them under the cached verdicts
-    stamp = work / "mutation-config.txt"
-    if stamp.is_file() and stamp.read_text(encoding="utf-8") != "\n".join(config) and (work / "mutants").exists():
+    # mutmut numbers a function's mutants in order: other patterns renumber them under the cached verdicts (a new
+    # test list keeps them: see keep_kills)
+    stamp, settings = work / "mutation-config.txt", "\n".join(c for c in config if "test_selection" not in c)
+    if stamp.is_file() and stamp.read_text(encoding="utf-8") != settings and (work / "mutants").exists():
         print("mutation: the [tool.mutmut] settings changed since the last run: starting afresh")
         shutil.rmtree(work / "mutants")
-    stamp.write_text("\n".join(config), encoding="utf-8")
+    stamp.write_text(settings, encoding="utf-8")
 
 
 def score(work: Path, globs: list[str], only: set[str] | None = None) -> int:
@@ -172,33 +173,58 @@ GENERATE = ("from mutmut.__main__ import create_mutants\n"
             "copy_src_dir(); copy_also_copy_files(); create_mutants(1)\n")
 
 
-def draw_sample(work: Path, globs: list[str], size: int, env: dict) -> list[str]:
-    """`size` mutants of the package drawn at random (seeded: the same sample while the code is the same)."""
-    subprocess.run([sys.executable, "-c", GENERATE], cwd=work, env=env, check=True, capture_output=True)
-    names = []
+def metas(work: Path, globs: list[str]) -> list[Path]:
+    """mutmut's result files of the package's source files."""
+    out = []
     for meta in sorted((work / "mutants" / "avatar_core").rglob("*.py.meta")):
         rel = meta.relative_to(work / "mutants").as_posix().removesuffix(".meta")
         if any(Path(rel).match(g) or rel.startswith(g.rstrip("*")) for g in globs):
-            names += sorted(json.loads(meta.read_text())["exit_code_by_key"])
+            out.append(meta)
+    return out
+
+
+def draw_sample(work: Path, globs: list[str], size: int) -> list[str]:
+    """`size` mutants of the package drawn at random (seeded: the same sample while the code is the same)."""
+    names = [n for meta in metas(work, globs) for n in sorted(json.loads(meta.read_text())["exit_code_by_key"])]
     sample = sorted(random.Random(0).sample(names, min(size, len(names))))
     (work / "mutation-sample.txt").write_text("\n".join(sample), encoding="utf-8")
     print(f"mutation: a sample of {len(sample)} of the package's {len(names)} mutants")
     return sample
 
 
-def retest_survivors(work: Path) -> set[str]:
+def _function(name: str) -> str:
+    """The function a mutant belongs to, as mutmut keys its hashes (`xǁClassǁmethod`, `x_function`)."""
+    return name.rpartition("__mutmut_")[0].rpartition(".")[2]
+
+
+def retest_survivors(work: Path, globs: list[str]) -> tuple[set[str], dict[str, tuple[int, str | None]]]:
     """Forget the verdicts of survivors and untested mutants (tests may have been added since: mutmut keeps a
-    verdict until the function itself changes); return the names still unchecked."""
-    unchecked = set()
-    for meta in (work / "mutants" / "avatar_core").rglob("*.py.meta"):
+    verdict until the function itself changes). Returns the names to test and the killed ones with their
+    function's hash."""
+    unchecked, kills = set(), {}
+    for meta in metas(work, globs):
         data = json.loads(meta.read_text())
-        codes = data["exit_code_by_key"]
+        codes, hashes = data["exit_code_by_key"], data.get("hash_by_function_name", {})
         for name, code in codes.items():
             if code in (0, 5, 33, None):
                 codes[name] = None
                 unchecked.add(name)
+            else:
+                kills[name] = (code, hashes.get(_function(name)))
         meta.write_text(json.dumps(data, indent=4))
-    return unchecked
+    return unchecked, kills
+
+
+def keep_kills(work: Path, globs: list[str], kills: dict[str, tuple[int, str | None]]) -> None:
+    """A new test list makes mutmut forget every verdict; a mutant the tests killed before stays killed while its
+    function is unchanged (the tests only grow; --fresh re-tests everything)."""
+    for meta in metas(work, globs):
+        data = json.loads(meta.read_text())
+        codes, hashes = data["exit_code_by_key"], data.get("hash_by_function_name", {})
+        for name, code in codes.items():
+            if code is None and name in kills and kills[name][1] == hashes.get(_function(name)):
+                codes[name] = kills[name][0]
+        meta.write_text(json.dumps(data, indent=4))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -235,11 +261,15 @@ def main(argv: list[str] | None = None) -> int:
            "PYTHONPATH": os.pathsep.join(filter(None, [str(hooks), os.environ.get("PYTHONPATH")])),
            "MUTATION_CHILD_HITS": str(hits)}
     sample_file.unlink(missing_ok=True)
-    sample = draw_sample(work, globs, args.sample, env) if args.sample else []
-    todo = retest_survivors(work)
-    names = sorted(n for n in sample if n in todo)  # a sample's killed mutants stay killed
+    # mutants of the current code first: new or changed functions come unchecked
+    subprocess.run([sys.executable, "-c", GENERATE], cwd=work, env=env, check=True, capture_output=True)
+    sample = draw_sample(work, globs, args.sample) if args.sample else []
+    todo, kills = retest_survivors(work, globs)
+    names = sorted(todo & set(sample) if sample else todo)
+    print(f"mutation: {len(names)} mutants to test ({len(kills)} killed before)", flush=True)
     cmd = [str(mutmut) if mutmut.exists() else "mutmut", "run", "--max-children", str(args.max_children), *names]
-    rc = subprocess.run(cmd, cwd=work, env=env).returncode if names or not sample else 0
+    rc = subprocess.run(cmd, cwd=work, env=env).returncode if names else 0
+    keep_kills(work, globs, kills)
     if rc != 0:
         print(f"mutation: mutmut stopped with exit code {rc} (a failing clean test run shows above)", file=sys.stderr)
         return rc
