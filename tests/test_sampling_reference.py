@@ -158,3 +158,71 @@ def test_streams_keep_separate_histories_and_a_reduce_sums_the_parts():
     split.store(ones, 3 * ones)
     assert split.lookup(ones, 0 * ones) is None                  # whole call: (0 + 2) / (4 + 4) = 0.25
     assert split.cache.stats().changes == pytest.approx([0.25])
+
+
+def test_a_lookup_without_a_stored_residual_computes():
+    """A computed call not followed by `store` (nothing to reuse yet) must compute again, whatever the change."""
+    cache = StepCache(StepCacheConfig(threshold=1.0, max_skips_in_row=3))
+    ones = torch.ones(1, 2, 2)
+    assert cache.lookup(ones, 0 * ones) is None
+    assert cache.lookup(ones, 0 * ones) is None
+
+
+# --- the sampler's side of window parallelism (the StepParallel protocol), with a stand-in for the other ranks --
+
+class OtherRanks:
+    """Owns the windows `mine` picks; at the exchange the other ranks' windows arrive as zeros (counted once) and
+    the `share_cache` flag of every step is recorded."""
+
+    def __init__(self, mine) -> None:
+        self.mine, self.shared = mine, []
+
+    def owns(self, window: int, windows: int) -> bool:
+        return self.mine(window)
+
+    def new_cache(self, ring_frames: int, storage_device):
+        from avatar_core.sampling.deepcache import FrameTokenCache
+        return FrameTokenCache(ring_frames, storage_device)
+
+    def exchange(self, total: torch.Tensor, count: torch.Tensor, share_cache: bool) -> None:
+        self.shared.append(share_cache)
+        count.clamp_(min=1)
+
+
+def _window_run(parallel: OtherRanks, steps: int, cached: tuple[int, ...] | None, seen: list):
+    from test_sampling_loop import small_cond, toy_model
+
+    from avatar_core.sampling import DeepCacheConfig, SamplerCallbacks, SamplerConfig, sample_avatar
+    from avatar_core.sampling.windows import WindowConfig
+    deep = DeepCacheConfig(cached_steps=cached) if cached else DeepCacheConfig(enabled=False)
+    cond = small_cond(120)
+    cond.ref_latents = cond.ref_latents[:, :, :9]                      # one window of 9 latent frames
+    return sample_avatar(toy_model, cond, SamplerConfig(steps=steps, windows=WindowConfig(9, 3), deep_cache=deep),
+                         parallel=parallel, callbacks=SamplerCallbacks(on_progress=seen.append))
+
+
+def test_progress_counts_the_other_ranks_windows_and_the_cache_is_shared_before_each_cached_step():
+    seen: list = []
+    result = _window_run(OtherRanks(lambda k: k % 2 == 1), 3, None, seen)
+    windows = result.plan.windows_per_step
+    assert windows >= 3
+    # by hand: window k of step s is call s * windows + k + 1, the other rank's calls included
+    assert [(p.step, p.window, p.calls_done) for p in seen] == [
+        (s, k, s * windows + k + 1) for s in range(3) for k in range(windows) if k % 2 == 1]
+    assert all(p.calls_total == 3 * windows for p in seen)
+    steps, cached, everything = 5, (2, 4), OtherRanks(lambda k: True)
+    seen.clear()
+    _window_run(everything, steps, cached, seen)
+    assert [p.cached for p in seen] == [s in cached for s in range(steps) for _ in range(windows)]
+    # the tokens go round after a full step whose next step is cached: steps 1 and 3
+    assert everything.shared == [s + 1 in cached and s not in cached for s in range(steps)]
+
+
+def test_a_face_mask_of_another_batch_is_refused_before_any_model_call():
+    from test_sampling_loop import small_cond
+
+    from avatar_core.sampling import SamplerConfig, sample_avatar
+    cond = small_cond(100)
+    cond.face_mask = torch.ones(2, 1, 1, 2, 2)                         # batch 2 for a batch-1 clip
+    with pytest.raises(ValueError, match="face_mask"):
+        sample_avatar(lambda *a, **k: pytest.fail("model called"), cond, SamplerConfig(steps=2))
