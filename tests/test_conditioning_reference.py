@@ -96,3 +96,74 @@ def test_a_user_mask_claims_the_faces_it_mostly_covers():
         detector = ListDetector([faces[2], faces[0], faces[1]])
         out = character_masks(image, 3, detector, user_masks=[None, drawn, None], overlap="sum")
         assert out.sources == ["face", "user mask", "face"] and out.boxes == want, (cols, out.boxes)
+
+
+# --- the LLaVA config read like transformers reads it (transformers' own config classes are the reference) -----
+
+def _transformers_view(cfg: dict) -> dict:
+    from transformers import LlavaConfig as HFLlava
+    hf = HFLlava(**cfg)
+    t, v = hf.text_config, hf.vision_config
+    rope = getattr(t, "rope_parameters", None) or {"rope_theta": t.rope_theta}   # transformers 5 / 4
+    return dict(hidden=t.hidden_size, layers=t.num_hidden_layers, heads=t.num_attention_heads,
+                kv_heads=t.num_key_value_heads, head_dim=t.head_dim, rope_theta=rope["rope_theta"],
+                rms_eps=t.rms_norm_eps, v_layers=v.num_hidden_layers, v_heads=v.num_attention_heads,
+                v_eps=v.layer_norm_eps, patch=v.patch_size, vision_layer=hf.vision_feature_layer)
+
+
+MINIMAL = {"text_config": {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                           "intermediate_size": 128, "vocab_size": 100},
+           "vision_config": {"model_type": "clip_vision_model", "hidden_size": 32, "num_hidden_layers": 3,
+                             "num_attention_heads": 2, "patch_size": 14, "image_size": 56, "intermediate_size": 64}}
+
+
+def test_the_llava_config_reads_as_transformers_reads_it():
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from transformers import LlavaConfig as HFLlava
+
+    from avatar_core.conditioning.llava import LlavaConfig
+    fixture = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "text" / "tiny_llava_config.json"
+    written = HFLlava(**{**MINIMAL, "text_config": {**MINIMAL["text_config"], "rope_theta": 123456.0,
+                                                    "rms_norm_eps": 3e-6, "num_key_value_heads": 2}}).to_dict()
+    cases = {"minimal (defaults)": MINIMAL, "written by this transformers": written}
+    if fixture.is_file():
+        cases["fixtures' tiny LLaVA"] = json.loads(fixture.read_text())
+    for name, cfg in cases.items():
+        ours = {k: v for k, v in asdict(LlavaConfig.from_hf(cfg)).items() if k != "text_layer"}
+        assert ours == _transformers_view(cfg), name
+
+
+def test_llava_configs_the_official_pipeline_cannot_run_are_refused():
+    import pytest
+
+    from avatar_core.conditioning.llava import LlavaConfig
+    text, vision = MINIMAL["text_config"], MINIMAL["vision_config"]
+    for bad in ({**MINIMAL, "text_config": {**text, "rope_scaling": {"type": "linear", "factor": 2.0}}},
+                {**MINIMAL, "text_config": {**text, "rope_parameters": {"rope_type": "linear", "factor": 2.0,
+                                                                        "rope_theta": 1e4}}},
+                {**MINIMAL, "vision_config": {**vision, "hidden_act": "gelu"}},
+                {**MINIMAL, "projector_hidden_act": "relu"},
+                {**MINIMAL, "vision_feature_select_strategy": "full"}):
+        with pytest.raises(ValueError, match="LLaVA config"):
+            LlavaConfig.from_hf(bad)
+
+
+def test_mono_is_numpys_channel_mean_for_any_channel_count():
+    """librosa.to_mono (the official load) is numpy's mean over the channel axis: also for 3 and 6 channels."""
+    from avatar_core.conditioning.waveform import to_mono_16k
+    g = torch.Generator().manual_seed(4)
+    for channels in (3, 6):
+        wav = (0.2 * torch.randn(channels, 4000, generator=g)).float()
+        want = torch.from_numpy(np.mean(wav.numpy(), axis=0))
+        assert torch.equal(to_mono_16k(wav, 16000), want), channels
+
+
+def test_the_video_size_defaults_to_the_official_704():
+    """480x640: the short side to 704, the long side 640 * 704 / 480 = 938.7 -> 960 (multiples of 64), under the
+    704 x 1216 area cap; 704x2816 goes over it: rescaled by sqrt(704 * 1216 / (704 * 2816)) = 0.657 -> 448x1856."""
+    from avatar_core.conditioning.image import official_video_size
+    assert official_video_size(480, 640) == (704, 960)
+    assert official_video_size(704, 2816) == (448, 1856)
