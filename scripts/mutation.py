@@ -130,8 +130,10 @@ def write_config(work: Path, globs: list[str], tests: list[str]) -> None:
     config = ["[tool.mutmut]"] + [f"{k} = {toml_value(v)}" for k, v in section.items()]
     (work / "pyproject.toml").write_text("\n".join(kept + [""] + config) + "\n", encoding="utf-8")
     # mutmut numbers a function's mutants in order: other patterns renumber them under the cached verdicts (a new
-    # test list keeps them: see keep_kills)
-    stamp, settings = work / "mutation-config.txt", "\n".join(c for c in config if "test_selection" not in c)
+    # test list or timeout keeps them: see keep_kills; mutmut re-tests timeouts itself)
+    stamp = work / "mutation-config.txt"
+    settings = "\n".join(c for c in config if c.split(" = ")[0] in ("source_paths", "only_mutate", "do_not_mutate",
+                                                                     "do_not_mutate_patterns"))
     if stamp.is_file() and stamp.read_text(encoding="utf-8") != settings and (work / "mutants").exists():
         print("mutation: the [tool.mutmut] settings changed since the last run: starting afresh")
         shutil.rmtree(work / "mutants")
@@ -197,16 +199,20 @@ def _function(name: str) -> str:
     return name.rpartition("__mutmut_")[0].rpartition(".")[2]
 
 
+# survived, no tests, not run, and timeouts (on a loaded machine a timeout may be the machine, not the mutant)
+RETEST = (0, 5, 33, None, 36, 24, -24, 152, 255)
+
+
 def retest_survivors(work: Path, globs: list[str]) -> tuple[set[str], dict[str, tuple[int, str | None]]]:
-    """Forget the verdicts of survivors and untested mutants (tests may have been added since: mutmut keeps a
-    verdict until the function itself changes). Returns the names to test and the killed ones with their
+    """Forget the verdicts of survivors, untested mutants and timeouts (tests may have been added since: mutmut
+    keeps a verdict until the function itself changes). Returns the names to test and the killed ones with their
     function's hash."""
     unchecked, kills = set(), {}
     for meta in metas(work, globs):
         data = json.loads(meta.read_text())
         codes, hashes = data["exit_code_by_key"], data.get("hash_by_function_name", {})
         for name, code in codes.items():
-            if code in (0, 5, 33, None):
+            if code in RETEST:
                 codes[name] = None
                 unchecked.add(name)
             else:
