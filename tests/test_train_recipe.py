@@ -207,3 +207,72 @@ def test_checkpointed_audio_injection_is_recomputed_too(data):
     loss.backward()
     assert counts["forward"] > 0 and counts["backward"] == counts["forward"], counts
     assert math.isfinite(float(loss.detach()))
+
+
+# --- the rest of the trainer's contract, from the mutation baseline's survivors ------------------------------
+
+def test_lora_blocks_select_exactly_the_named_blocks_and_down_starts_like_nn_linear():
+    model = build_random_transformer(CFG, seed=0)
+    adapters = add_lora(model, "double:1-2,single:1", rank=4, layers="img_attn_qkv|linear1")
+    assert set(adapters) == {"double_blocks.1.img_attn_qkv", "double_blocks.2.img_attn_qkv", "single_blocks.1.linear1"}
+    for delta in adapters.values():
+        fan_in = delta.down.shape[1]
+        bound = 1 / math.sqrt(fan_in)              # kaiming_uniform(a=sqrt(5)), nn.Linear's default: U(-1/sqrt(in), ..)
+        top = float(delta.down.detach().abs().max())
+        assert 0.95 * bound < top <= bound                # 4 x 64+ draws: the largest is near the bound
+        assert not delta.up.any()                   # up = 0: training starts from exactly the base model
+
+
+def test_the_trainer_runs_the_configured_attention_kernel(data, tmp_path, monkeypatch):
+    """The run's kernel reaches every training forward: a stand-in "flash_attn" record (installed, any tensor)
+    that records its calls computes SDPA."""
+    from dataclasses import replace
+
+    from avatar_core.model import attention as A
+    calls = []
+    sdpa = A.KERNELS["sdpa"].dense
+    monkeypatch.setitem(A.KERNELS, "flash_attn", replace(A.KERNELS["flash_attn"], available=lambda: True,
+                        supports=lambda q: True, varlen=None, dense=lambda q, k, v: calls.append(1) or sdpa(q, k, v)))
+    train(_config(data, tmp_path, steps=1, attention="flash_attn", gradient_checkpointing=False),
+          model=build_random_transformer(CFG))
+    assert len(calls) >= CFG.depth_double + CFG.depth_single
+
+
+def test_a_resumed_training_runs_only_the_remaining_steps_and_reports_the_losses_it_trained(data, tmp_path):
+    first = train(_config(data, tmp_path, steps=2, save_every=2), model=build_random_transformer(CFG, seed=0))
+    resumed = train(_config(data, tmp_path, steps=3, save_every=2, resume="latest"),
+                    model=build_random_transformer(CFG, seed=0))
+    assert len(first.seconds) == 2 and len(resumed.seconds) == 1 and resumed.step == 3
+    assert resumed.losses[:2] == first.losses and len(resumed.losses) == 3
+    # step 0's loss is the base model's (up = 0) flow loss at the first draw, recomputed here
+    cfg, clips = _config(data, tmp_path), ClipFolder(data)
+    draw = draw_step(cfg.seed, 0, len(clips), cfg.shift, cfg.audio_dropout)
+    with torch.no_grad():
+        want = float(flow_loss(build_random_transformer(CFG, seed=0), clips[draw.clip], draw, CPU))
+    assert first.losses[0] == pytest.approx(want, rel=1e-5)
+
+
+def test_the_trainer_builds_the_configured_random_base_in_its_dtype(data, tmp_path):
+    built = train(_config(data, tmp_path / "a", steps=1, dtype="bf16"))
+    given = train(_config(data, tmp_path / "b", steps=1, dtype="bf16"),
+                  model=build_random_transformer(CFG, dtype=torch.bfloat16, seed=0))
+    assert built.losses == given.losses
+
+
+def test_clip_caches_round_trip_and_a_bad_reference_latent_is_refused(tmp_path):
+    import json
+
+    from avatar_core.train.data import read_clip, write_clip
+    from avatar_core.train.synthetic import synthetic_clip
+    clip = synthetic_clip(CFG, 3, 4, 6, seed=7)
+    clip.caption = "a person speaking"
+    write_clip(tmp_path / "c.safetensors", clip)
+    back = read_clip(tmp_path / "c.safetensors")
+    assert back.caption == "a person speaking" and torch.equal(back.latents, clip.latents)
+    assert json.loads(ClipFolder(tmp_path).describe()) == {"folder": str(tmp_path), "clips": 1}
+    again = synthetic_clip(CFG, 3, 4, 6, seed=7)
+    assert torch.equal(again.latents, clip.latents) and not torch.equal(synthetic_clip(CFG, 3, 4, 6, seed=8).latents,
+                                                                        clip.latents)
+    clip.ref_latents = torch.zeros(8, 1, 4, 6)                        # 8 channels, the rest of the shape right
+    with pytest.raises(ValueError, match="ref_latents"):
+        write_clip(tmp_path / "bad.safetensors", clip)
