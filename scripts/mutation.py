@@ -35,12 +35,14 @@ TESTS = {
                  "test_perf_paths", "test_stateless", "test_resume", "test_resume_trust", "test_bad_inputs"],
     "conditioning": ["test_audio", "test_audio_whisper_real", "test_emotion", "test_faces", "test_faces_detface",
                      "test_image_size", "test_text", "test_text_saved", "test_text_parity", "test_bad_inputs",
-                     "test_conditioning_reference"],
-    "distributed": ["test_distributed", "test_pool_inputs", "test_pool_options", "test_lora_pool"],
+                     "test_conditioning_reference", "test_faces_real"],
+    "distributed": ["test_distributed_groups", "test_distributed", "test_pool_inputs", "test_pool_options",
+                    "test_lora_pool"],
     "train": ["test_train", "test_train_recipe", "test_output_files", "test_lora_formats"],
     "lora": ["test_lora", "test_lora_formats", "test_lora_reference", "test_weights", "test_train",
              "test_train_recipe", "test_lora_pool"],
-    "model": ["test_model", "test_perf_paths", "test_attention_kernels", "test_weights", "test_sampling_parts",
+    "model": ["test_model", "test_perf_paths", "test_attention_kernels", "test_kernel_choice", "test_weights",
+              "test_sampling_parts",
               "test_stateless", "test_loading", "test_lora"],
 }
 
