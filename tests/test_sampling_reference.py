@@ -9,7 +9,8 @@ import torch
 
 from avatar_core.sampling.calls import ModelCall
 from avatar_core.sampling.guidance import GuidanceConfig, combine, step_guidance
-from avatar_core.sampling.schedule import euler_step, flow_schedule, solver_step
+from avatar_core.sampling.schedule import euler_step, flow_schedule
+from avatar_core.sampling.solvers import get_solver
 from avatar_core.sampling.stepcache import ReducedStepCache, StepCache, StepCacheConfig
 
 # --- schedule: sigma_i = shift s_i / (1 + (shift - 1) s_i), s_i = 1 - i / N; t_i = 1000 sigma_i --------------
@@ -34,11 +35,11 @@ def test_an_euler_step_is_x_plus_v_dt_in_float32():
     for step in range(4):
         dt = float(sched.sigmas[step + 1]) - float(sched.sigmas[step])
         want = x.double() + v.double() * dt
-        for out in (euler_step(x, v, sched.dt(step)), solver_step("euler", x, v, sched, step)):
+        for out in (euler_step(x, v, sched.dt(step)), get_solver("euler").step(x, v, sched, step, None)[0]):
             assert out.dtype == torch.float32
             torch.testing.assert_close(out.double(), want, rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="euler"):
-        solver_step("no_such_solver", x, v, sched, 0)
+        get_solver("no_such_solver")
 
 
 # --- guidance: scale (1 - i/N)(hi - lo) + lo; uncond text negative before the switch, positive after ----------

@@ -269,7 +269,8 @@ def test_clip_caches_round_trip_and_a_bad_reference_latent_is_refused(tmp_path):
     write_clip(tmp_path / "c.safetensors", clip)
     back = read_clip(tmp_path / "c.safetensors")
     assert back.caption == "a person speaking" and torch.equal(back.latents, clip.latents)
-    assert json.loads(ClipFolder(tmp_path).describe()) == {"folder": str(tmp_path), "clips": 1}
+    # one clip, so one bucket of one clip (the landed buckets: clips of one shape)
+    assert json.loads(ClipFolder(tmp_path).describe()) == {"folder": str(tmp_path), "clips": 1, "buckets": [1]}
     again = synthetic_clip(CFG, 3, 4, 6, seed=7)
     assert torch.equal(again.latents, clip.latents) and not torch.equal(synthetic_clip(CFG, 3, 4, 6, seed=8).latents,
                                                                         clip.latents)
