@@ -32,13 +32,15 @@ SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "node_modules", "artifacts
 # in spawned worker processes cannot be mapped (mutmut sees only its own process): see README.
 TESTS = {
     "sampling": ["test_sampling_parts", "test_sampling_loop", "test_sampling_model", "test_sampling_reference",
-                 "test_perf_paths", "test_stateless", "test_resume", "test_resume_trust", "test_bad_inputs"],
+                 "test_solvers", "test_perf_paths", "test_stateless", "test_resume", "test_resume_trust",
+                 "test_bad_inputs", "test_bad_inputs_classes"],
+    "sampling/resume.py": ["test_resume", "test_resume_trust", "test_solvers", "test_sampling_reference"],
     "conditioning": ["test_audio", "test_audio_whisper_real", "test_emotion", "test_faces", "test_faces_detface",
                      "test_image_size", "test_text", "test_text_saved", "test_text_parity", "test_bad_inputs",
                      "test_conditioning_reference", "test_faces_real"],
     "distributed": ["test_distributed_groups", "test_distributed", "test_pool_inputs", "test_pool_options",
-                    "test_lora_pool"],
-    "train": ["test_train", "test_train_recipe", "test_output_files", "test_lora_formats"],
+                    "test_lora_pool", "test_runner_path"],
+    "train": ["test_train", "test_train_recipe", "test_train_prepare", "test_output_files", "test_lora_formats"],
     "lora": ["test_lora", "test_lora_formats", "test_lora_reference", "test_weights", "test_train",
              "test_train_recipe", "test_lora_pool"],
     "model": ["test_model", "test_perf_paths", "test_attention_kernels", "test_kernel_choice", "test_weights",
@@ -81,7 +83,7 @@ def target(package: str) -> tuple[list[str], list[str]]:
         raise SystemExit(f"mutation: no package or .py file avatar_core/{rel}; choose one of {', '.join(choices)} "
                          f"or a file such as sampling/resume.py")
     globs = [f"avatar_core/{rel}/*"] if path.is_dir() else [f"avatar_core/{rel}"]
-    names = TESTS.get(rel.split("/")[0])
+    names = TESTS.get(rel, TESTS.get(rel.split("/")[0]))  # a file's own list, else its package's
     if names is None:  # a package without a list: every test file that names it
         needle = (f"avatar_core.{rel.split('/')[0]}", f"avatar_core/{rel.split('/')[0]}")
         names = [p.stem for p in sorted((REPO / "tests").glob("test_*.py"))
