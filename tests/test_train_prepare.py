@@ -48,6 +48,7 @@ PROGRESS: list[tuple[int, int]] = []
 @pytest.fixture(scope="module")
 def dataset(videos, tmp_path_factory):
     out = tmp_path_factory.mktemp("dataset")
+    PROGRESS.clear()  # a second pytest run in one process (mutmut's clean run after its coverage run) keeps it
     report = prepare_dataset(PrepareConfig(str(videos), str(out), **SMALL), _encoders(),
                              on_progress=lambda done, total: PROGRESS.append((done, total)))
     return out, report
