@@ -72,3 +72,53 @@ def test_an_fp8_merge_gets_a_scale_that_covers_it_and_one_e4m3_rounding():
     assert float((scale * 448 - want.abs().amax()).min()) >= -1e-6 * float(want.abs().max())   # nothing saturates
     set_loras(model, [])
     torch.testing.assert_close(_stored(model, LAYER), base, rtol=0, atol=0)
+
+
+def _diffusers_names(cfg: AvatarConfig) -> dict[str, tuple[str, tuple[int, int] | None]]:
+    """diffusers' name of every official linear a LoRA may target -> (official layer, its output rows), written out
+    from diffusers' own conversion of an official HunyuanVideo LoRA (loaders/lora_conversion_utils.py,
+    _convert_hunyuan_video_lora_to_diffusers): fused q/k/v split in equal thirds (single blocks: q, k, v of D rows
+    each, then proj_mlp with the rest), the renames of its TRANSFORMER_KEYS_RENAME_DICT and of the text refiner."""
+    D, M = cfg.hidden_size, cfg.mlp_hidden
+    thirds = ((0, D), (D, 2 * D), (2 * D, 3 * D))
+    out: dict[str, tuple[str, tuple[int, int] | None]] = {"proj_out": ("final_layer.linear", None)}
+    for i in range(cfg.depth_double):
+        ours, theirs = f"double_blocks.{i}.", f"transformer_blocks.{i}."
+        for q, rows in zip(("to_q", "to_k", "to_v"), thirds):
+            out[theirs + "attn." + q] = (ours + "img_attn_qkv", rows)
+        for q, rows in zip(("add_q_proj", "add_k_proj", "add_v_proj"), thirds):
+            out[theirs + "attn." + q] = (ours + "txt_attn_qkv", rows)
+        for name, layer in (("attn.to_out.0", "img_attn_proj"), ("attn.to_add_out", "txt_attn_proj"),
+                            ("norm1.linear", "img_mod.linear"), ("norm1_context.linear", "txt_mod.linear"),
+                            ("ff.net.0.proj", "img_mlp.fc1"), ("ff.net.2", "img_mlp.fc2"),
+                            ("ff_context.net.0.proj", "txt_mlp.fc1"), ("ff_context.net.2", "txt_mlp.fc2")):
+            out[theirs + name] = (ours + layer, None)
+    for i in range(cfg.depth_single):
+        ours, theirs = f"single_blocks.{i}.", f"single_transformer_blocks.{i}."
+        for q, rows in zip(("attn.to_q", "attn.to_k", "attn.to_v"), thirds):
+            out[theirs + q] = (ours + "linear1", rows)
+        out[theirs + "proj_mlp"] = (ours + "linear1", (3 * D, 3 * D + M))
+        out[theirs + "proj_out"] = (ours + "linear2", None)
+        out[theirs + "norm.linear"] = (ours + "modulation.linear", None)
+    for i in range(cfg.refiner_depth):
+        ours, theirs = f"txt_in.individual_token_refiner.blocks.{i}.", f"context_embedder.token_refiner.refiner_blocks.{i}."
+        for q, rows in zip(("to_q", "to_k", "to_v"), thirds):
+            out[theirs + "attn." + q] = (ours + "self_attn_qkv", rows)
+        for name, layer in (("attn.to_out.0", "self_attn_proj"), ("ff.net.0.proj", "mlp.fc1"), ("ff.net.2", "mlp.fc2"),
+                            ("norm_out.linear", "adaLN_modulation.1")):
+            out[theirs + name] = (ours + layer, None)
+    return out
+
+
+def test_every_diffusers_layer_name_reaches_the_official_layer_and_rows_diffusers_converts_it_from():
+    from avatar_core.lora.format import Target, alias_table, resolve
+    from avatar_core.model.linear import members
+    cfg = AvatarConfig.tiny()
+    assert cfg.depth_double and cfg.depth_single and cfg.refiner_depth   # every family of blocks present
+    dotted, underscore = alias_table(list(members(build_random_transformer(cfg, seed=0))), cfg)
+    want = {name: Target(layer, rows) for name, (layer, rows) in _diffusers_names(cfg).items()}
+    diffusers_like = ("transformer_blocks.", "single_transformer_blocks.", "context_embedder.", "proj_out")
+    assert {k: v for k, v in dotted.items() if k.startswith(diffusers_like)} == want
+    for name, target in want.items():   # as PEFT / diffusers files spell the keys, and with underscores
+        assert resolve("transformer." + name, dotted, underscore) == target, name
+        assert resolve("lora_transformer_" + name.replace(".", "_"), dotted, underscore) == target, name
