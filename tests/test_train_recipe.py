@@ -277,3 +277,12 @@ def test_clip_caches_round_trip_and_a_bad_reference_latent_is_refused(tmp_path):
     clip.ref_latents = torch.zeros(8, 1, 4, 6)                        # 8 channels, the rest of the shape right
     with pytest.raises(ValueError, match="ref_latents"):
         write_clip(tmp_path / "bad.safetensors", clip)
+
+
+def test_a_warmup_as_long_as_the_run_is_refused(data, tmp_path):
+    """lr warmup ramps up to the learning rate over lr_warmup steps: a run of that many steps never trains at it."""
+    _config(data, tmp_path / "ok", steps=5, lr_warmup=4)
+    for warmup in (5, 9):
+        with pytest.raises(ValueError, match="lr_warmup") as err:
+            _config(data, tmp_path / "bad", steps=5, lr_warmup=warmup)
+        assert f"a warmup of {warmup} steps never reaches the learning rate in a run of 5" in str(err.value)
