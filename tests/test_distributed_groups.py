@@ -62,3 +62,36 @@ def test_groups_need_an_initialised_group_of_the_right_size(monkeypatch: pytest.
     monkeypatch.setattr(dist, "get_world_size", lambda: 3)
     with pytest.raises(RuntimeError, match="3 ranks"):
         build_groups(ParallelConfig(cfg=2))
+
+
+def test_a_degree_that_does_not_divide_the_heads_is_refused_naming_the_ones_that_do():
+    from avatar_core.distributed.ulysses import check_degree
+    for degree in (1, 2, 4):
+        check_degree(4, degree)
+    for heads, degree, divisors in ((4, 3, "[1, 2, 4]"), (6, 4, "[1, 2, 3, 6]"), (4, 0, "[1, 2, 4]")):
+        with pytest.raises(ValueError, match=rf"degree {degree} does not divide the model's {heads} attention heads; "
+                                             rf"use one of \[{divisors[1:-1]}\]"):
+            check_degree(heads, degree)
+
+
+def test_a_request_moves_every_tensor_of_nested_dataclasses_and_tuples_to_the_workers_device():
+    from dataclasses import dataclass
+
+    import torch
+
+    from avatar_core.distributed.pool import _move
+
+    @dataclass
+    class Inner:
+        rope: tuple
+        name: str
+
+    @dataclass
+    class Outer:
+        x: torch.Tensor
+        inner: Inner
+        none: object = None
+
+    moved = _move(Outer(torch.ones(2), Inner((torch.zeros(3), torch.ones(1)), "a")), torch.device("meta"))
+    assert moved.x.device.type == "meta" and [t.device.type for t in moved.inner.rope] == ["meta", "meta"]
+    assert (moved.inner.name, moved.none, moved.x.shape, moved.inner.rope[0].shape) == ("a", None, (2,), (3,))
