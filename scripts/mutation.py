@@ -37,7 +37,7 @@ TESTS = {
     "sampling/resume.py": ["test_resume", "test_resume_trust", "test_solvers", "test_sampling_reference"],
     "conditioning": ["test_audio", "test_audio_whisper_real", "test_emotion", "test_faces", "test_faces_detface",
                      "test_image_size", "test_text", "test_text_saved", "test_text_parity", "test_bad_inputs",
-                     "test_conditioning_reference", "test_faces_real"],
+                     "test_conditioning_reference", "test_faces_real", "test_reference_encode"],
     "distributed": ["test_distributed_groups", "test_distributed", "test_pool_inputs", "test_pool_options",
                     "test_lora_pool", "test_runner_path"],
     "train": ["test_train", "test_train_recipe", "test_train_prepare", "test_output_files", "test_lora_formats"],

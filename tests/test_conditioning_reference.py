@@ -167,3 +167,21 @@ def test_the_video_size_defaults_to_the_official_704():
     from avatar_core.conditioning.image import official_video_size
     assert official_video_size(480, 640) == (704, 960)
     assert official_video_size(704, 2816) == (448, 1856)
+
+
+def test_insightface_gets_the_image_in_bgr_order_contiguous_and_every_face():
+    """InsightFace (like OpenCV) takes BGR images; max_num=0 keeps every detection; rows are x1, y1, x2, y2, score."""
+    from avatar_core.conditioning.faces import InsightFaceDetector
+
+    class Model:  # stands in for insightface's SCRFD model (the package is optional)
+        def detect(self, image, max_num):
+            self.seen, self.max_num = image, max_num
+            return np.array([[1.0, 2.0, 30.0, 40.0, 0.9], [50.0, 5.0, 60.0, 20.0, 0.7]]), None
+
+    rgb = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    det = InsightFaceDetector.__new__(InsightFaceDetector)  # without loading a model file
+    det.model = Model()
+    faces = det.detect(rgb)
+    assert det.model.max_num == 0 and det.model.seen.flags["C_CONTIGUOUS"]
+    assert np.array_equal(det.model.seen, np.stack([rgb[..., 2], rgb[..., 1], rgb[..., 0]], axis=-1))
+    assert faces == [FaceBox(1.0, 2.0, 30.0, 40.0, 0.9), FaceBox(50.0, 5.0, 60.0, 20.0, 0.7)]
