@@ -185,3 +185,18 @@ def test_insightface_gets_the_image_in_bgr_order_contiguous_and_every_face():
     assert det.model.max_num == 0 and det.model.seen.flags["C_CONTIGUOUS"]
     assert np.array_equal(det.model.seen, np.stack([rgb[..., 2], rgb[..., 1], rgb[..., 0]], axis=-1))
     assert faces == [FaceBox(1.0, 2.0, 30.0, 40.0, 0.9), FaceBox(50.0, 5.0, 60.0, 20.0, 0.7)]
+
+
+def test_the_merged_llava_layout_written_out():
+    """transformers 4.45's legacy LLaVA merge (shared/reference/official_implementation.md, text encoder): the one
+    <image> token becomes 576 image features, so n valid tokens give n - 1 + 576 real positions (mask 1, position
+    ids 0, 1, ...), then the pads of the 351-token prompt (masked as keys, position id 1); an integer mask like
+    the tokenizer's."""
+    from avatar_core.conditioning.text import PromptTokens, merged_layout
+    for n in (3, 120, 351):
+        mask, positions = merged_layout(PromptTokens(torch.zeros(351, dtype=torch.long),
+                                                     torch.tensor([1] * n + [0] * (351 - n))))
+        real = n - 1 + 576
+        assert mask.dtype == positions.dtype == torch.int64 and mask.shape == positions.shape == (926,)
+        assert mask.tolist() == [1] * real + [0] * (926 - real)
+        assert positions.tolist() == list(range(real)) + [1] * (926 - real)
