@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -68,3 +69,20 @@ def test_root_init_is_harmless_as_a_loose_module():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # no relative import attempted outside a package
     assert module.WEB_DIRECTORY == "./js" and not hasattr(module, "comfy_entrypoint")
+
+
+def test_comfyui_path_without_comfyui_python_skips_the_real_comfyui_tests_saying_why(tmp_path):
+    """COMFYUI_PATH set, COMFYUI_PYTHON not, and a test Python without ComfyUI's requirements: the real-ComfyUI tests
+    skip with one reason naming COMFYUI_PYTHON (they used to fail on "No module named 'sqlalchemy'")."""
+    comfy = tmp_path / "ComfyUI"
+    comfy.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "COMFYUI_PYTHON"}
+    # a module ComfyUI needs is hidden from this Python, whatever this Python has installed
+    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['sqlalchemy'] = None\n")
+    env.update(COMFYUI_PATH=str(comfy), PYTHONPATH=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs",
+                           "tests/test_lora_node.py"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    out = proc.stdout
+    assert proc.returncode == 0 and "3 skipped" in out and "failed" not in out and "error" not in out, out[-3000:]
+    assert "COMFYUI_PYTHON is not" in out and "COMFYUI_PYTHON=" in out, out[-3000:]
+    assert re.search(r"lacks ComfyUI's requirements \(no module [a-zA-Z, ]*sqlalchemy", out), out[-3000:]

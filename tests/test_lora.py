@@ -159,8 +159,10 @@ def test_fp8_patch_is_requantised_close_to_the_merged_weight():
 def test_wrong_family_fails_clearly():
     wan = {f"diffusion_model.blocks.{i}.self_attn.q.lora_down.weight": torch.zeros(R, 5120) for i in range(3)}
     wan.update({f"diffusion_model.blocks.{i}.self_attn.q.lora_up.weight": torch.zeros(5120, R) for i in range(3)})
-    with pytest.raises(LoraError, match="another model family"):
+    with pytest.raises(LoraError, match="another model family") as err:
         load_lora(wan, _model())
+    # the message shows the file's first keys (sorted), so the user sees which model it was made for
+    assert "keys such as diffusion_model.blocks.0.self_attn.q.lora_down.weight, " in str(err.value)
 
 
 def test_same_names_other_size_fails_clearly():

@@ -158,6 +158,48 @@ def test_no_checkpoint_when_the_interval_has_not_passed_or_the_step_cache_is_on(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_checkpoint_before_the_last_step_resumes_to_run_only_that_step(tiny, reference, tmp_path: Path) -> None:
+    """Checkpoints are written before steps 2, 4 and 5 of 5 (step 3 is cached): one before the last step is a
+    genuine resume point, not a file to refuse."""
+    resume = ResumeConfig(tmp_path, interval_s=0)
+    callbacks, _ = _cancel_after(9)  # cancelled in step 5: the last checkpoint is before step 5
+    with pytest.raises(SamplingCancelled):
+        sample_avatar(Counting(tiny), conditioning(), CONFIG, callbacks=callbacks, resume=resume)
+    counting = Counting(tiny)
+    latents = sample_avatar(counting, conditioning(), CONFIG, resume=resume).ring_latents
+    assert counting.calls == plan_clip(FRAMES, CONFIG.windows).windows_per_step, "only step 5 is left to run"
+    assert torch.equal(latents, reference)
+
+
+class Killed(BaseException):
+    """The process dies (not an Exception: no handler of the sampler runs)."""
+
+
+def test_a_kill_mid_write_keeps_the_last_checkpoint_and_the_finished_run_leaves_nothing(
+        tiny, reference, tmp_path: Path, monkeypatch) -> None:
+    import avatar_core.sampling.resume as resume_module
+    real, writes = resume_module.save_file, []
+
+    def dies_in_the_second_write(tensors: Any, path: str, metadata: Any) -> None:
+        real(tensors, path, metadata=metadata)  # the partial file is on disk ...
+        writes.append(Path(path).name)
+        if len(writes) == 2:
+            raise Killed  # ... when the process dies, before it replaces the checkpoint
+
+    monkeypatch.setattr(resume_module, "save_file", dies_in_the_second_write)
+    with pytest.raises(Killed):
+        sample_avatar(Counting(tiny), conditioning(), CONFIG, resume=ResumeConfig(tmp_path, interval_s=0))
+    monkeypatch.undo()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert len(names) == 2 and names[1] == names[0] + ".partial" == writes[1], names
+    counting = Counting(tiny)  # the rerun writes nothing more (long interval): what it finds is what it cleans
+    latents = sample_avatar(counting, conditioning(), CONFIG, resume=ResumeConfig(tmp_path, 3600)).ring_latents
+    steps_left = CONFIG.steps - 1  # the intact checkpoint is the first one: before step 2
+    assert counting.calls == steps_left * plan_clip(FRAMES, CONFIG.windows).windows_per_step
+    assert torch.equal(latents, reference)
+    assert list(tmp_path.iterdir()) == [], "the finished run removes its checkpoint and the dead write's leftover"
+
+
 def test_resume_config_refuses_a_bad_interval(tmp_path: Path) -> None:
     for bad in (float("nan"), -1.0):
         with pytest.raises(ValueError, match="interval_s"):

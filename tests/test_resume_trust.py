@@ -262,3 +262,27 @@ def test_a_pool_checks_the_folder_once_before_sending(tmp_path: Path) -> None:
     assert ok is not None and ok.folder_checked and not (tmp_path / "r").exists(), "a check creates nothing"
     (tmp_path / "r").write_text("x")  # a worker does not check again (rank 0's writes then warn, never diverge)
     assert resume_mod.check_folder(ok, 1) is ok
+
+
+def test_the_pools_folder_check_asks_room_for_the_runs_own_ring(monkeypatch, tmp_path: Path) -> None:
+    """check_folder_for sizes one checkpoint from the run's window settings: a float32 ring of
+    (F // (4 (W - 1)) + 1) (W - 1) + 1 latent frames (the official ring) per channel and pixel, twice with 2M."""
+    from avatar_core.sampling.windows import WindowConfig, official_audio_rows
+    asked: list[int] = []
+    monkeypatch.setattr(resume_mod, "folder_problem", lambda folder, need: asked.append(need))
+    cond = conditioning()
+    b, c, _, h, w = cond.ref_latents.shape
+    for window, solver, parts in ((WindowConfig(9, 3), "euler", 1), (WindowConfig(13, 4), "dpmpp_2m", 2)):
+        config = SamplerConfig(steps=4, windows=window, solver=solver)
+        f = official_audio_rows(cond.audio.shape[cond.audio_frame_dim], window)
+        ring = (f // (4 * (window.window - 1)) + 1) * (window.window - 1) + 1
+        resume_mod.check_folder_for(ResumeConfig(tmp_path), cond, config)
+        assert asked.pop() == 4 * b * c * ring * h * w * parts, (window, solver)
+
+
+def test_a_checkpoint_folder_that_does_not_exist_yet_is_created_with_its_parents(tiny, tmp_path: Path) -> None:
+    folder = tmp_path / "renders" / "resume"   # neither exists: the check creates nothing, the first write both
+    with pytest.raises(SamplingCancelled):
+        sample_avatar(Counting(tiny), conditioning(), CONFIG, callbacks=_cancel_after(3),
+                      resume=ResumeConfig(folder, interval_s=0))
+    assert [p.suffix for p in folder.iterdir()] == [".safetensors"]

