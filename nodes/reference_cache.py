@@ -1,10 +1,13 @@
-"""The sampler's reference latents, kept for the next run when the image, the VAE and the size are the same.
+"""The sampler's reference encode, kept for the next run when the image, the VAE, the size and the mode are the same.
 
 The Avatar Sampler VAE-encodes the reference image repeated over a whole window (129 frames at the official
 size) inside the node, so ComfyUI's own cache cannot skip it: a new seed, more steps or another step_cache
 re-ran the encode every time. The last result is kept here, keyed by the image's content, the VAE object and
-what is encoded (size, frames); a hit returns a copy of the same tensor, so a rerun samples from exactly the
-latents a fresh encode gave the first time. One entry (16 MB at 704x704), on the CPU; no ComfyUI import.
+what is encoded (size, frames, mode); a hit returns a copy of the same tensor, so a rerun samples from exactly
+what a fresh encode gave the first time. What is kept never depends on the seed: ComfyUI's mode keeps its
+latents (the posterior mean), the official mode the blended moments its per-seed posterior sample is drawn
+from (nodes/reference.py). One entry on the CPU (16 MB at 704x704 either way: float32 latents, or float16
+moments of twice the channels); no ComfyUI import.
 """
 
 from __future__ import annotations
@@ -25,10 +28,10 @@ def content_key(image: torch.Tensor) -> str:
     return h.hexdigest()
 
 
-def encode_key(width: int, height: int, frames: int, mode: str, seed: int) -> Hashable:
-    """What the sampler encodes, for the cache: the size, the frames and the mode; the seed only for the official
-    mode (it draws a posterior sample with the seed; ComfyUI's mode returns the mean, the same for every seed)."""
-    return (width, height, frames, mode, seed if mode == "official" else None)
+def encode_key(width: int, height: int, frames: int, mode: str) -> Hashable:
+    """What the sampler encodes, for the cache: the size, the frames and the mode (not the seed: the official
+    mode's seeded posterior sample is drawn after the cache, from the moments it keeps)."""
+    return (width, height, frames, mode)
 
 
 class ReferenceCache:

@@ -47,13 +47,13 @@ from .lora import attached_loras
 from .memory import does_not_fit, out_of_memory
 from .messages import tell_ui
 from .reference import reference_latents
-from .reference_cache import ReferenceCache, encode_key
+from .reference_cache import ReferenceCache
 from .resume import resume_config
 from .types import AudioFeatures, AvatarModel, CharacterMasks, Emotion, LongVideo, Resume
 
 LATENT = comfy.latent_formats.HunyuanVideo()
 SWAP_HEADROOM_BYTES = 12 * 2**30  # low-memory peak at 704x704 is 7.6 GiB; more for larger frames
-REFERENCE = ReferenceCache()  # a rerun with the same image, VAE and size skips the reference encode (129 frames)
+REFERENCE = ReferenceCache()  # a rerun with the same image, VAE and size skips the reference encode (129 frames), any seed
 
 
 class AvatarLongVideo(io.ComfyNode):
@@ -188,9 +188,8 @@ class AvatarSampler(io.ComfyNode):
         if tuple(masks.shape[-2:]) != (h, w) and character_masks is not None:
             tell_ui(f"the character masks are {masks.shape[-1]}x{masks.shape[-2]}, the video {w}x{h}: set Avatar "
                     "Character Masks' image_size to the sampler's so faces are found at the video size.", "Avatar Sampler")
-        what = encode_key(w, h, windows.audio_rows, reference_encode, seed)
-        ref = REFERENCE.get(image[:1], vae, what,                                           # [1, 16, window, h/8, w/8]
-                            lambda: reference_latents(image, vae, w, h, windows.audio_rows, reference_encode, seed))
+        ref = reference_latents(image, vae, w, h, windows.audio_rows, reference_encode, seed,  # [1, 16, window, h/8, w/8]
+                                cache=REFERENCE)
         runner: Runner = model.model  # the loader's runner (one process, or a pool of GPU workers) in its patcher
         warning = emotion_warning(runner.info.emotion, emotion is not None)
         if warning:

@@ -14,6 +14,7 @@ import comfy.options  # noqa: E402
 
 comfy.options.enable_args_parsing()
 import comfy.sd  # noqa: E402
+import comfy.utils  # noqa: E402
 import torch  # noqa: E402
 from comfy.ldm.models.autoencoder import AutoencoderKL  # noqa: E402
 from conftest import load_pack  # noqa: E402
@@ -29,9 +30,30 @@ state = {k: (v + 1 if k.endswith("norm.weight") or ".norm" in k and k.endswith("
 vae = comfy.sd.VAE(sd=state)
 reference = load_pack("nodes.reference")
 image = torch.randint(0, 256, (1, 64, 48, 3), generator=g).float() / 255  # LoadImage: uint8 / 255
-ref_c = reference.reference_latents(image, vae, 48, 64, 5, "comfyui", 0)
-ref_o = reference.reference_latents(image, vae, 48, 64, 5, "official", 7)
 model = vae.first_stage_model
+encodes = []
+model.encoder.register_forward_hook(lambda *_: encodes.append(1))
+ref_c = reference.reference_latents(image, vae, 48, 64, 5, "comfyui", 0)
+encodes.clear()
+ref_o = reference.reference_latents(image, vae, 48, 64, 5, "official", 7)
+per_encode = len(encodes)  # encoder runs of one official encode
+# the sampler's path: the cache keeps the seed-free moments; seed 3 encodes, seed 7 draws from the kept moments
+cache = reference.ReferenceCache()
+cached = {seed: reference.reference_latents(image, vae, 48, 64, 5, "official", seed, cache=cache) for seed in (3, 7)}
+new_seed_encodes = len(encodes) - 2 * per_encode  # ref_o's and seed 3's encodes, nothing for seed 7
+before = len(encodes)
+changed = image.clone()
+changed[0, 0, 0, 0] = 1 - changed[0, 0, 0, 0]
+reference.reference_latents(changed, vae, 48, 64, 5, "official", 7, cache=cache)
+changed_image_encodes = len(encodes) - before
+cached_c = [reference.reference_latents(image, vae, 48, 64, 5, "comfyui", seed, cache=cache) for seed in (1, 2)]
+# the sampler's official latent before the split, one whole official_reference_latent per seed
+core = load_pack("avatar_core.conditioning.reference")
+pixels = comfy.utils.common_upscale(image[:1].movedim(-1, 1), 48, 64, "lanczos", "disabled").movedim(1, -1)
+video = (pixels[0].float().clamp(0, 1) * 255).round()[None].expand(5, -1, -1, -1)
+with torch.no_grad():
+    old = core.official_reference_latent(video, lambda x: model.quant_conv(model.encoder(x.to(vae.device, vae.vae_dtype))),
+                                         7, reference.LATENT.scale_factor, core.VaeTiling()).float()
 with torch.no_grad():
     x = (image[0] * 255).round().to(torch.float16)[None].expand(5, -1, -1, -1).permute(3, 0, 1, 2)[None] / 127.5 - 1
     moments = model.quant_conv(model.encoder(x.float())).half()
@@ -44,4 +66,9 @@ print(json.dumps({
     "official_minus_comfyui_vs_std_noise": float(((ref_o - ref_c) / sf - std * noise).abs().max()),
     "std_noise_abs_max": float((std * noise).abs().max()),
     "official_vs_expected": float((ref_o - (mean.float() + std * noise) * sf).abs().max()),
+    "encoder_calls_per_encode": per_encode, "new_seed_encoder_calls": new_seed_encodes,
+    "changed_image_encoder_calls": changed_image_encodes,
+    "cached_seed_is_the_old_latent": torch.equal(cached[7], old) and torch.equal(ref_o, old),
+    "seeds_differ": not torch.equal(cached[3], cached[7]),
+    "comfyui_cached_is_uncached": all(torch.equal(r, ref_c) for r in cached_c),
 }))

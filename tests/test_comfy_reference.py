@@ -1,6 +1,7 @@
 """In a real ComfyUI (COMFYUI_PATH): the sampler's reference encode on a real comfy.sd.VAE of the HunyuanVideo
 architecture (random weights, 5 frames of 64 x 48: untiled), both modes. ComfyUI's mode is the posterior mean;
-the official mode adds std x the seeded float16 noise: their difference is that term (tests/comfy_reference_check.py)."""
+the official mode adds std x the seeded float16 noise: their difference is that term (tests/comfy_reference_check.py).
+Through the sampler's cache, a new seed reuses the official moments and gets the latent a fresh encode gave."""
 
 from __future__ import annotations
 
@@ -29,3 +30,8 @@ def test_official_reference_encode_is_the_mean_plus_the_seeded_sample_on_comfyui
     # float16 moments against ComfyUI's float32 mean: a float16 rounding of the mean, nothing else
     assert got["official_minus_comfyui_vs_std_noise"] < 2e-2 * max(1.0, got["std_noise_abs_max"])
     assert got["official_vs_expected"] < 1e-5
+    # the sampler's cache keeps the seed-free moments: a new seed does not run the encoder and gets, bit for bit,
+    # what the official mode gave before (a whole official_reference_latent per seed); a changed image encodes
+    assert got["encoder_calls_per_encode"] >= 1 and got["new_seed_encoder_calls"] == 0
+    assert got["changed_image_encoder_calls"] == got["encoder_calls_per_encode"]
+    assert got["cached_seed_is_the_old_latent"] and got["seeds_differ"] and got["comfyui_cached_is_uncached"]

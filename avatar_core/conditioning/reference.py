@@ -127,11 +127,20 @@ def official_pixels(frames: torch.Tensor) -> torch.Tensor:
     return x / 127.5 - 1.0
 
 
-def official_reference_latent(frames: torch.Tensor, moments: Moments, seed: int,
-                              scaling_factor: float = SCALING_FACTOR, tiling: VaeTiling = VaeTiling()) -> torch.Tensor:
-    """The official reference latent of video frames [T, H, W, 3] (uint8 values): float32 [1, C, t, h, w].
+def official_reference_moments(frames: torch.Tensor, moments: Moments, tiling: VaeTiling = VaeTiling()) -> torch.Tensor:
+    """The seed-free, expensive half of the official reference latent: the blended moments (mean and
+    log-variance, float16) [1, 2C, t, h, w] of video frames [T, H, W, 3] (uint8 values). A caller may keep them
+    and draw ``sample_posterior`` for every seed: the same latent as ``official_reference_latent``, bit for bit,
+    as long as they come back to the device they were made on (the noise is drawn there).
 
     ``moments`` runs the VAE encoder + quant_conv on pixels [1, 3, T', H', W'] (float16 in [-1, 1]; cast them
     to the VAE's dtype and device) and returns [1, 2C, t', h', w'] (mean and log-variance).
     """
-    return sample_posterior(tiled_moments(moments, official_pixels(frames), tiling), seed, scaling_factor)
+    return tiled_moments(moments, official_pixels(frames), tiling)
+
+
+def official_reference_latent(frames: torch.Tensor, moments: Moments, seed: int,
+                              scaling_factor: float = SCALING_FACTOR, tiling: VaeTiling = VaeTiling()) -> torch.Tensor:
+    """The official reference latent of video frames [T, H, W, 3] (uint8 values): float32 [1, C, t, h, w]
+    (``moments`` as in ``official_reference_moments``)."""
+    return sample_posterior(official_reference_moments(frames, moments, tiling), seed, scaling_factor)
