@@ -116,8 +116,9 @@ def tiny_llama() -> None:
 def instrument(probe: NodeProbe) -> None:
     """Sub-stages worth telling apart inside a node."""
     import comfy.model_management as mm
-    import comfy.sd
-    probe.time_calls(comfy.sd.VAE, "encode", "VAE encode (reference)")
+    # the pack's seed-free reference encode, both modes (the official one runs the VAE's encoder tile by tile,
+    # not through comfy.sd.VAE.encode, which is all the runs of 2026-12-07 timed); a cache hit does not call it
+    probe.time_calls(pack_module("nodes.reference"), "reference_encoding", "VAE encode (reference)")
     probe.time_calls(mm, "load_models_gpu", "ComfyUI loads models to the GPU")
     probe.time_calls(pack_module("avatar_core.runner").LocalRunner, "sample", "sampling loop")
     record_offload_choice(probe)
