@@ -18,7 +18,6 @@ import comfy.utils
 import torch
 
 from ..avatar_core.conditioning.reference import (
-    REFERENCE_MODES,
     VaeTiling,
     official_reference_moments,
     sample_posterior,
@@ -35,9 +34,6 @@ def reference_latents(image: torch.Tensor, vae, w: int, h: int, frames: int, mod
     """The reference image at the video size (LANCZOS), repeated over the window and VAE-encoded:
     [1, 16, window, h/8, w/8] float32, scaled (see REFERENCE_MODES). With ``cache``, the seed-free encode is
     taken from it when the image, the VAE, the size and the mode are those of its last entry."""
-    if mode not in REFERENCE_MODES:
-        raise InputError(f"reference_encode={mode!r}: choose one of {list(REFERENCE_MODES)}")
-
     def encode() -> torch.Tensor:
         return reference_encoding(image, vae, w, h, frames, mode)
 

@@ -184,6 +184,15 @@ class AvatarSampler(io.ComfyNode):
         MASK.check("character_masks", masks)
         feats = audio_features.for_characters(masks.shape[0])  # a mask without a track: a listener
         device = mm.get_torch_device()
+        # Deep-cache tokens are kept per latent frame of the whole clip: on the GPU for up to two windows
+        # (~1.5 GB at 704x704), in system RAM beyond, so VRAM does not grow with the clip length.
+        long_clip = plan_clip(feats.shape[1], windows).windows_per_step > 2
+        # Built here, before the VAE runs: its declared specs check the noise and solver an API prompt sends.
+        config = SamplerConfig(steps=steps, shift=shift, seed=seed, noise=noise, guidance=GuidanceConfig(cfg=cfg),
+                               solver=solver,
+                               deep_cache=DeepCacheConfig(enabled=deep_cache), windows=windows,
+                               cache_device=mm.unet_offload_device() if long_clip else None,
+                               step_cache=StepCacheConfig(threshold=step_cache) if step_cache > 0 else None)
         _check_modes(noise, reference_encode, device)
         if tuple(masks.shape[-2:]) != (h, w) and character_masks is not None:
             tell_ui(f"the character masks are {masks.shape[-1]}x{masks.shape[-2]}, the video {w}x{h}: set Avatar "
@@ -203,14 +212,6 @@ class AvatarSampler(io.ComfyNode):
             motion_exp=motion_tensor(motion_exp).to(device), motion_pose=motion_tensor(motion_pose).to(device),
             fps=torch.tensor([audio_features.fps], device=device),
             emotion=emotion.to(device) if emotion is not None else None)  # checks itself: before the model loads
-        # Deep-cache tokens are kept per latent frame of the whole clip: on the GPU for up to two windows
-        # (~1.5 GB at 704x704), in system RAM beyond, so VRAM does not grow with the clip length.
-        long_clip = plan_clip(feats.shape[1], windows).windows_per_step > 2
-        config = SamplerConfig(steps=steps, shift=shift, seed=seed, noise=noise, guidance=GuidanceConfig(cfg=cfg),
-                               solver=solver,
-                               deep_cache=DeepCacheConfig(enabled=deep_cache), windows=windows,
-                               cache_device=mm.unet_offload_device() if long_clip else None,
-                               step_cache=StepCacheConfig(threshold=step_cache) if step_cache > 0 else None)
         swapping = runner.info.offload != "none"
         if not swapping and device.type == "cuda":  # the whole model goes to the GPU: fail now, not mid-load
             problem = does_not_fit(model.model_size(), mm.get_total_memory(device), runner.info.weight_format)
@@ -237,10 +238,8 @@ class AvatarSampler(io.ComfyNode):
 
 
 def _check_modes(noise: str, reference_encode: str, device: torch.device) -> None:
-    """API prompts can send any string: refuse unknown modes, and the CUDA-only noise on another device, before
-    the VAE or the model runs."""
-    if noise not in NOISE_MODES:
-        raise InputError(f"noise={noise!r}: choose one of {list(NOISE_MODES)} (Avatar Sampler's noise widget).")
+    """What SamplerConfig's specs cannot see, before the VAE or the model runs: an unknown reference_encode (an API
+    prompt can send any string) and the CUDA-only noise on another device."""
     if reference_encode not in REFERENCE_MODES:
         raise InputError(f"reference_encode={reference_encode!r}: choose one of {list(REFERENCE_MODES)}.")
     if noise == "official" and device.type != "cuda":

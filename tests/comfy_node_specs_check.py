@@ -128,6 +128,11 @@ CASES = [
     ("sampler: image 0..255", lambda: sample(image=IMG * 255), r"image: pixels must be in 0\.\.1"),
     ("sampler: masks 0..255", lambda: sample(character_masks=torch.full((1, 64, 64), 255.0)),
      r"character_masks: mask values must be in 0\.\.1.*divide by 255"),
+    # Combo values an API prompt can replace with any string: refused before the VAE (None here) is touched.
+    ("sampler: noise unknown", lambda: sample(noise="gpu"), r"noise: 'gpu' is not one of \['cpu', 'official'\]"),
+    ("sampler: solver unknown", lambda: sample(solver="heun"), r"solver: 'heun' is not one of \['euler'"),
+    ("sampler: reference_encode unknown", lambda: sample(reference_encode="tiled"),
+     r"reference_encode='tiled': choose one of \['comfyui', 'official'\]"),
     ("training clip: NaN frames", lambda: nodes["training"].AvatarTrainingClip.execute(
         NAN_IMG, FEATS, None, None, "c", "d", 704), r"frames: holds NaN"),
     ("training clip: empty name", lambda: nodes["training"].AvatarTrainingClip.execute(
