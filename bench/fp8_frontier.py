@@ -16,6 +16,8 @@ runs one untimed and one timed forward with the fast preset's fp8 attention, is 
   only:C[+C...]     only the named classes in fp8 (a class's own error: the sensitivity)
   keep:C[+C...]     every block linear in fp8 except the named classes (kept in bf16)
   rowscale[+keep:..] as fast / keep, with one weight scale per output channel instead of per tensor
+  V/dq:C[+C...]     variant V, with its fp8 linears of the named classes dequantised per call (weight-only fp8,
+                    bf16 GEMM: fp8_e4m3fn's numerics) instead of fp8 GEMMs
 Classes: mod (all modulation linears), img_qkv, img_proj, img_fc1, img_fc2, txt (every text-stream linear of the
 double blocks), single_l1, single_l2.
 `--attention` picks the kernel of every variant but bf16_fa3 (default fa3_fp8, the fast preset's). `only:` variants
@@ -50,6 +52,15 @@ CLASSES = {
 DEFAULT_VARIANTS = ["bf16", "fast", "only:mod", "only:txt", "only:img_qkv", "only:img_proj", "only:img_fc1",
                     "only:img_fc2", "only:single_l1", "only:single_l2", "keep:mod", "keep:mod+txt", "rowscale",
                     "rowscale+keep:mod+txt"]
+
+
+def parse_dequant(text: str) -> tuple[str, set[str]]:
+    """'keep:txt/dq:mod' -> ('keep:txt', {'mod'}): the classes whose fp8 linears run weight-only."""
+    base, _, names = text.partition("/dq:")
+    classes = set(names.split("+")) if names else set()
+    if not classes <= set(CLASSES):
+        raise SystemExit(f"variant {text!r}: /dq: takes classes of {list(CLASSES)}")
+    return base, classes
 
 
 def parse_variant(text: str) -> tuple[bool, bool, set[str]]:
@@ -147,7 +158,7 @@ def main() -> int:
     ap.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS)
     ap.add_argument("--out", type=Path)
     opt = ap.parse_args()
-    plans = {v: parse_variant(v) for v in opt.variants}
+    plans = {v: (*parse_variant(parse_dequant(v)[0]), parse_dequant(v)[1]) for v in opt.variants}
     os.environ["HVA_ROOT"] = os.path.abspath(opt.hva)
     sys.path[:0] = [os.path.abspath(opt.tools), str(REPO)]
     import bench_official as bo  # noqa: E402  (stubs flash_attn, imports the official hymm_sp)
@@ -191,15 +202,18 @@ def main() -> int:
                      motion_pose=a["motion_pose"], fps=a["fps"], audio=a["audio_prompts"], face_mask=a["face_mask"],
                      freqs=(inp["freqs_cos"], inp["freqs_sin"]), options=options)
 
-    for variant, (rowscale, only, classes) in plans.items():
+    for variant, (rowscale, only, classes, dequant) in plans.items():
         chosen = [] if variant.startswith("bf16") else selected(names, only, classes)
         options = bf16_options if variant == "bf16_fa3" else fast_options
         originals = swap(model, chosen, rowscale)
+        weight_only = selected(chosen, True, dequant) if dequant else []
+        for name in weight_only:
+            model.get_submodule(name).fast = False
         try:
             with torch.no_grad():
                 out, secs, peak = timed(functools.partial(forward, options), cuda,
                                         warmup=0 if variant.startswith("only:") else 1)
-            rec = dict(fp8_linears=len(chosen), of=len(names), attention=options.attention, time_s=secs, peak_GiB=peak,
+            rec = dict(fp8_linears=len(chosen), of=len(names), weight_only=len(weight_only), attention=options.attention, time_s=secs, peak_GiB=peak,
                        **compare(out.float().cpu(), ref))
             del out
         finally:
@@ -210,7 +224,8 @@ def main() -> int:
                 torch.cuda.empty_cache()
         res["variants"][variant] = rec
         print(f"frontier {variant}: rel_l2={rec['rel_l2']:.3e} halves={[f'{x:.3e}' for x in rec['halves']]} "
-              f"time_s={rec['time_s']:.3f} fp8={rec['fp8_linears']}/{rec['of']} peak_GiB={peak}", flush=True)
+              f"time_s={rec['time_s']:.3f} fp8={rec['fp8_linears']}/{rec['of']} weight_only={len(weight_only)} "
+              f"peak_GiB={peak}", flush=True)
         dump()
     dump()
     return 0
