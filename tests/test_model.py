@@ -120,6 +120,18 @@ def test_input_errors_name_the_input(tiny_model):
         call(tiny_model, dict(inp, ref_latents=inp["ref_latents"][:, :, :1]))
 
 
+@pytest.mark.parametrize("name, change, words", [
+    ("x", lambda i: dict(i, x=i["x"][:, :8], ref_latents=i["ref_latents"][:, :8]), "(B, 16, T, H, W)"),
+    ("x", lambda i: dict(i, x=i["x"][..., :5], ref_latents=i["ref_latents"][..., :5]), "divisible by the patch"),
+    ("text_states", lambda i: dict(i, text_states=i["text_states"][..., :-1]), "expected (1, L,"),
+    ("text_mask", lambda i: dict(i, text_mask=i["text_mask"][:, :-1]), "expected (1, 8), got (1, 7)"),
+])
+def test_each_model_input_error_names_its_input(tiny_model, name, change, words):
+    with pytest.raises(ValueError) as err:
+        call(tiny_model, change(tiny_inputs()))
+    assert f"input {name!r}" in str(err.value) and words in str(err.value)
+
+
 def test_deep_cache_call_reproduces_full_call_last_block(tiny_model):
     inp = tiny_inputs()
     full, cache = call(tiny_model, inp, return_cache=True)
