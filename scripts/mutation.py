@@ -46,7 +46,7 @@ TESTS = {
     "specs": ["test_specs_properties", "test_specs_messages", "test_model", "test_bad_inputs",
               "test_bad_inputs_classes", "test_audio", "test_image_size", "test_train", "test_resume_trust",
               "test_solvers"],
-    "weight_files.py": ["test_weight_files", "test_bad_inputs_classes", "test_lora_formats", "test_audio",
+    "weight_files.py": ["test_weight_files", "test_weight_files_formats", "test_bad_inputs_classes", "test_lora_formats", "test_audio",
                         "test_emotion", "test_text_saved", "test_faces_detface"],
     "output_files.py": ["test_output_files", "test_bad_inputs_classes", "test_resume_trust", "test_train"],
     "model": ["test_model", "test_perf_paths", "test_attention_kernels", "test_kernel_choice", "test_weights",
