@@ -4,6 +4,7 @@ ComfyUI's counter naming with exclusive create, names without folder parts, the 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,55 @@ def test_a_folder_that_is_a_file_is_refused_for_new_files(tmp_path: Path) -> Non
     (tmp_path / "set").write_text("x")
     with pytest.raises(InputError, match=r"set is a file, not a folder"):
         output_files.write_new(tmp_path / "set", "clip", b"x")
+
+
+@pytest.mark.parametrize("name", ["clip000", "Take X 01", "XX", "a.b-c_d"])
+def test_plain_names_are_taken_as_they_are(name: str) -> None:
+    assert output_files.check_name(name) == name
+
+
+def test_an_exclusive_write_lands_whole_at_its_path_and_never_replaces(tmp_path: Path) -> None:
+    target = tmp_path / "clip.bin"
+    assert output_files.write_exclusive(target, b"first") == target
+    assert output_files.write_exclusive(str(target), b"second") is None
+    assert target.read_bytes() == b"first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.bin"]  # no temporary file left either way
+
+
+def test_a_name_chooser_picks_the_file(tmp_path: Path) -> None:
+    asked = []
+
+    def pick(folder, name):
+        asked.append((Path(folder), name))
+        return Path(folder) / f"{name}-chosen.bin"
+
+    assert output_files.write_new(tmp_path, "clip", b"x", pick=pick) == tmp_path / "clip-chosen.bin"
+    assert asked == [(tmp_path, "clip")] and (tmp_path / "clip-chosen.bin").read_bytes() == b"x"
+
+
+MIB = 2**20
+
+
+def _free(monkeypatch, free: int) -> None:
+    usage = shutil.disk_usage("/")
+    monkeypatch.setattr(output_files.shutil, "disk_usage", lambda path: usage._replace(free=free))
+
+
+def test_room_is_what_is_written_plus_the_margin(tmp_path: Path, monkeypatch) -> None:
+    margin = 16 * MIB  # folder_problem's default
+    _free(monkeypatch, margin + 100)
+    assert output_files.folder_problem(tmp_path, 100) is None          # exactly enough
+    assert output_files.check_folder(tmp_path, "resume") == tmp_path   # nothing asked: the margin alone
+    assert output_files.write_new(tmp_path, "clip", b"x" * 100).stat().st_size == 100
+    with pytest.raises(InputError, match=r"^cannot save clip: .* MiB are needed\. Choose another folder"):
+        output_files.write_new(tmp_path, "clip", b"x" * 101)
+    _free(monkeypatch, margin)
+    assert output_files.check_folder(tmp_path, "resume") == tmp_path
+
+
+def test_the_room_message_says_mebibytes(tmp_path: Path, monkeypatch) -> None:
+    _free(monkeypatch, 30 * MIB)
+    assert output_files.folder_problem(tmp_path, 20 * MIB) == f"{tmp_path} has 30 MiB free, 36 MiB are needed"
 
 
 # ---------------------------------------------------------------- the trainer's output folder
