@@ -94,3 +94,21 @@ def test_auto_on_a_cpu_device_without_a_budget_is_none():
 def test_an_unknown_offload_is_refused_by_name():
     with pytest.raises(ValueError, match="offload: 'sometimes' is not one of .*'auto'"):
         RandomSpec(config=AvatarConfig.tiny(), offload="sometimes")
+
+
+@pytest.mark.parametrize("budget_gib, reason", [
+    (19, "12.0 GiB of weights + 7 GiB to work fit in 19.0 GiB usable"),
+    (17, "12.0 GiB of weights + 7 GiB to work exceed 17.0 GiB usable: 4 blocks streamed, 10.0 GiB stay"),
+    (8, "even with 9 blocks streamed the model needs more than 8.0 GiB usable: every block streamed, work chunked"),
+])
+def test_the_logged_reason_states_the_sums(budget_gib, reason):
+    """2 GiB resident + 10 blocks of 1 GiB, 6 + 1 GiB to work: by hand, streaming k blocks keeps 12 - k + 2 GiB."""
+    choice = choose_offload(2 * GIB, [GIB] * 10, budget_gib * GIB)
+    assert choice.reason == reason
+
+
+def test_the_loaders_swap_count_is_kept_when_no_blocks_are_streamed():
+    assert choose_offload(GIB, [GIB] * 4, 100 * GIB).swap_blocks == 20           # the loader's default
+    assert choose_offload(GIB, [GIB] * 4, 100 * GIB, default_swap=7).swap_blocks == 7
+    low = choose_offload(GIB, [GIB] * 4, 2 * GIB, default_swap=7)
+    assert (low.offload, low.swap_blocks) == ("low_memory", 7)
