@@ -48,6 +48,8 @@ TESTS = {
               "test_solvers"],
     "weight_files.py": ["test_weight_files", "test_weight_files_formats", "test_bad_inputs_classes", "test_lora_formats", "test_audio",
                         "test_emotion", "test_text_saved", "test_faces_detface"],
+    "runner.py": ["test_runner_path", "test_offload_plan", "test_fast_format", "test_bad_inputs_classes",
+                  "test_specs_properties", "test_perf_paths", "test_stateless", "test_weights", "test_lora_node"],
     "output_files.py": ["test_output_files", "test_bad_inputs_classes", "test_resume_trust", "test_train"],
     "model": ["test_model", "test_perf_paths", "test_attention_kernels", "test_kernel_choice", "test_weights",
               "test_sampling_parts",
@@ -91,7 +93,8 @@ def target(package: str) -> tuple[list[str], list[str]]:
     globs = [f"avatar_core/{rel}/*"] if path.is_dir() else [f"avatar_core/{rel}"]
     names = TESTS.get(rel, TESTS.get(rel.split("/")[0]))  # a file's own list, else its package's
     if names is None:  # a package without a list: every test file that names it
-        needle = (f"avatar_core.{rel.split('/')[0]}", f"avatar_core/{rel.split('/')[0]}")
+        module = rel.split("/")[0].removesuffix(".py")   # runner.py -> tests that import avatar_core.runner
+        needle = (f"avatar_core.{module}", f"avatar_core/{module}")
         names = [p.stem for p in sorted((REPO / "tests").glob("test_*.py"))
                  if any(n in p.read_text(encoding="utf-8") for n in needle)]
     tests = [f"tests/{n}.py" for n in names if (REPO / "tests" / f"{n}.py").is_file()]
