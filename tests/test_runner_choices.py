@@ -129,3 +129,20 @@ def test_loras_are_merged_on_the_compute_device(runner, monkeypatch):
     seen = _capture(monkeypatch, lora_mod, "set_loras")
     runner.use_loras([])
     assert seen["args"][0] is runner.diffusion_model and seen["args"][2] == torch.device("cpu")
+
+
+@pytest.mark.parametrize("fraction, plan", [(1.0, "none"), (0.05, "low_memory")])
+def test_auto_on_a_gpu_budgets_the_share_of_its_memory_this_process_may_use(monkeypatch, fraction, plan):
+    """budget = total memory x torch.cuda's per-process fraction of THIS device (a capped 100 GiB card here: 5 GiB
+    is below the 7 GiB of work + margin alone). The CUDA queries are stood in for: no GPU needed."""
+    gpu = torch.device("cuda", 1)
+    asked = []
+
+    def memory_fraction(device):
+        asked.append(device)
+        return fraction
+    monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", memory_fraction, raising=False)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=100 * 2**30))
+    model = RandomSpec(config=CFG).build("cpu").diffusion_model
+    assert RunChoices(offload="auto").resolve_offload(model, gpu).offload == plan
+    assert asked == [gpu]
