@@ -50,6 +50,8 @@ TESTS = {
                         "test_emotion", "test_text_saved", "test_faces_detface"],
     "runner.py": ["test_runner_path", "test_runner_choices", "test_offload_plan", "test_fast_format", "test_bad_inputs_classes",
                   "test_specs_properties", "test_perf_paths", "test_stateless", "test_weights", "test_lora_node"],
+    "loading.py": ["test_loading", "test_weight_files", "test_weight_files_formats", "test_weights",
+                   "test_fast_format", "test_bad_inputs", "test_runner_choices", "test_lora_formats", "test_model"],
     "output_files.py": ["test_output_files", "test_bad_inputs_classes", "test_resume_trust", "test_train"],
     "model": ["test_model", "test_perf_paths", "test_attention_kernels", "test_kernel_choice", "test_weights",
               "test_sampling_parts",
