@@ -54,7 +54,8 @@ TESTS = {
                    "test_fast_format", "test_bad_inputs", "test_runner_choices", "test_lora_formats", "test_model"],
     "output_files.py": ["test_output_files", "test_bad_inputs_classes", "test_resume_trust", "test_train"],
     "model": ["test_model", "test_perf_paths", "test_attention_kernels", "test_kernel_choice", "test_weights",
-              "test_linear_members", "test_fast_format", "test_lora_formats", "test_lora_reference",
+              "test_linear_members", "test_block_swap_cpu", "test_fast_format", "test_lora_formats",
+              "test_lora_reference",
               "test_sampling_parts", "test_stateless", "test_loading", "test_lora"],
 }
 
