@@ -63,6 +63,12 @@ def parse_dequant(text: str) -> tuple[str, set[str]]:
     return base, classes
 
 
+def plan(text: str) -> tuple[bool, bool, set[str], set[str]]:
+    """A variant -> (rowscale, only, classes, weight-only classes)."""
+    base, dequant = parse_dequant(text)
+    return (*parse_variant(base), dequant)
+
+
 def parse_variant(text: str) -> tuple[bool, bool, set[str]]:
     """'keep:mod+txt' -> (rowscale, only, classes). Unknown classes are refused before anything runs."""
     rowscale = text.startswith("rowscale")
@@ -158,7 +164,7 @@ def main() -> int:
     ap.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS)
     ap.add_argument("--out", type=Path)
     opt = ap.parse_args()
-    plans = {v: (*parse_variant(parse_dequant(v)[0]), parse_dequant(v)[1]) for v in opt.variants}
+    plans = {v: plan(v) for v in opt.variants}
     os.environ["HVA_ROOT"] = os.path.abspath(opt.hva)
     sys.path[:0] = [os.path.abspath(opt.tools), str(REPO)]
     import bench_official as bo  # noqa: E402  (stubs flash_attn, imports the official hymm_sp)
@@ -213,8 +219,8 @@ def main() -> int:
             with torch.no_grad():
                 out, secs, peak = timed(functools.partial(forward, options), cuda,
                                         warmup=0 if variant.startswith("only:") else 1)
-            rec = dict(fp8_linears=len(chosen), of=len(names), weight_only=len(weight_only), attention=options.attention, time_s=secs, peak_GiB=peak,
-                       **compare(out.float().cpu(), ref))
+            rec = dict(fp8_linears=len(chosen), of=len(names), weight_only=len(weight_only),
+                       attention=options.attention, time_s=secs, peak_GiB=peak, **compare(out.float().cpu(), ref))
             del out
         finally:
             restore(model, originals)
@@ -224,7 +230,7 @@ def main() -> int:
                 torch.cuda.empty_cache()
         res["variants"][variant] = rec
         print(f"frontier {variant}: rel_l2={rec['rel_l2']:.3e} halves={[f'{x:.3e}' for x in rec['halves']]} "
-              f"time_s={rec['time_s']:.3f} fp8={rec['fp8_linears']}/{rec['of']} weight_only={len(weight_only)} "
+              f"time_s={rec['time_s']:.3f} fp8={rec['fp8_linears']}/{rec['of']} weight_only={rec['weight_only']} "
               f"peak_GiB={peak}", flush=True)
         dump()
     dump()

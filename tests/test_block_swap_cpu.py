@@ -17,8 +17,8 @@ CFG = AvatarConfig.tiny()
 BLOCKS = CFG.depth_double + CFG.depth_single
 
 
-def _swapped(blocks: int | None = None):
-    runner = RandomSpec(config=CFG, offload="block_swap", swap_blocks=blocks or 1).build("cpu")
+def _swapped(blocks: int):
+    runner = RandomSpec(config=CFG, offload="block_swap", swap_blocks=blocks).build("cpu")
     return runner.diffusion_model, runner.offload
 
 
